@@ -1,0 +1,166 @@
+"""Stream events and the per-task append-only event log.
+
+A task's log is the single source for every subscriber of its SSE stream: each event is
+encoded once, with ``id: <index>``, and every reader (first, late or resuming with
+``Last-Event-ID``) gets the same bytes. Closing the log is how a task's stream ends; after
+:meth:`EventLog.close` nothing can be appended, which is what makes "no token after cancel"
+hold by construction: the Queue closes the log and cancels the session in one synchronous
+step, and a token that arrives later finds the log closed and is dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+
+class EventKind(enum.StrEnum):
+    """The SSE ``event:`` names of the wire contract."""
+
+    STARTED = "started"
+    TOKEN = "token"
+    METRICS = "metrics"
+    END = "end"
+    ERROR = "error"
+
+
+TERMINAL_KINDS = frozenset({EventKind.END, EventKind.ERROR})
+
+
+@attrs.frozen
+class StreamEvent:
+    """One event of a task's stream."""
+
+    id: int
+    """Index in the log, from 0; the SSE ``id:`` field."""
+    kind: EventKind
+    """The SSE ``event:`` name."""
+    data: Mapping[str, Any]
+    """The JSON object sent as ``data:``."""
+    wire: bytes
+    """The encoded SSE frame, computed once and shared by every subscriber."""
+
+
+def encode_event(event_id: int, kind: EventKind, data: Mapping[str, Any]) -> bytes:
+    """Encode one SSE frame: ``id``, ``event`` and a single-line JSON ``data``."""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event_id}\nevent: {kind}\ndata: {payload}\n\n".encode()
+
+
+@attrs.define
+class EventLog:
+    """The append-only, bounded, closable event log of one task.
+
+    ``limit`` bounds the non-terminal events (``max_tokens`` + a few); one terminal event
+    (``end`` or ``error``) always fits, and appending it closes the log. Appends are
+    synchronous and never block: a slow subscriber only falls behind, it never holds the
+    engine. Subscribers are counted so the Queue can notice a stream nobody reads any more.
+    """
+
+    limit: int
+    _events: list[StreamEvent] = attrs.field(factory=list, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _subscribers: int = attrs.field(default=0, init=False)
+    _ever_subscribed: bool = attrs.field(default=False, init=False)
+    _subscribers_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    tokens: int = attrs.field(default=0, init=False)
+    """How many ``token`` events the log holds."""
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def closed(self) -> bool:
+        """True once a terminal event was appended or :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def events(self) -> Sequence[StreamEvent]:
+        """Every event so far, oldest first (a read-only view)."""
+        return tuple(self._events)
+
+    def events_from(self, index: int) -> Sequence[StreamEvent]:
+        """The events with ``id >= index``."""
+        return self._events[index:]
+
+    def append(self, kind: EventKind, data: Mapping[str, Any]) -> bool:
+        """Append a non-terminal event; return False (and drop it) if the log is closed or full."""
+        if self._closed or len(self._events) >= self.limit:
+            return False
+        self._push(kind, data)
+        if kind is EventKind.TOKEN:
+            self.tokens += 1
+        return True
+
+    def finish(self, kind: EventKind, data: Mapping[str, Any]) -> bool:
+        """Append the terminal ``end`` or ``error`` event and close the log, in one step.
+
+        Returns False, changing nothing, if the log was already closed.
+        """
+        if kind not in TERMINAL_KINDS:
+            raise ValueError(f"{kind} is not a terminal event")
+        if self._closed:
+            return False
+        self._push(kind, data)
+        self._closed = True
+        return True
+
+    def close(self) -> None:
+        """Close the log without a terminal event (only for logs being thrown away)."""
+        self._closed = True
+        self._notify()
+
+    def _push(self, kind: EventKind, data: Mapping[str, Any]) -> None:
+        event_id = len(self._events)
+        self._events.append(StreamEvent(event_id, kind, data, encode_event(event_id, kind, data)))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_beyond(self, index: int) -> None:
+        """Return once the log holds an event with ``id >= index`` or is closed.
+
+        Returns at once if that is already so (after a checkpoint); cancellation leaves
+        the log unchanged.
+        """
+        while len(self._events) <= index and not self._closed:
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    # -- subscribers -------------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        """How many SSE readers are attached right now."""
+        return self._subscribers
+
+    def add_subscriber(self) -> None:
+        """Count one more reader."""
+        self._subscribers += 1
+        self._ever_subscribed = True
+        self._subscribers_changed.set()
+        self._subscribers_changed = trio.Event()
+
+    def remove_subscriber(self) -> None:
+        """Count one reader less."""
+        self._subscribers -= 1
+        self._subscribers_changed.set()
+        self._subscribers_changed = trio.Event()
+
+    async def wait_abandoned(self) -> None:
+        """Return once the log has had a reader and has none now."""
+        while not (self._ever_subscribed and self._subscribers == 0):
+            await self._subscribers_changed.wait()
+
+    async def wait_subscribed(self) -> None:
+        """Return once at least one reader is attached."""
+        while self._subscribers == 0:
+            await self._subscribers_changed.wait()

@@ -1,0 +1,530 @@
+"""Queue: the one owner of task state.
+
+It admits tasks into a bounded FIFO, dispatches them to free engine slots as StreamSessions
+in its own nursery, ends every task exactly once, and forgets finished tasks after their
+retention. Everything that changes a task (submit, cancel, a session's end, the replica's
+readiness, shutdown) arrives as a message on its inbox and is applied by its run loop in
+one synchronous step, so there is nothing to lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import attrs
+import trio
+
+from .adapter import Engine
+from .errors import ApiError, ErrorCode
+from .estimate import ServiceRate
+from .events import EventKind, EventLog
+from .oneshot import Reply
+from .session import Completed, Failed, Interrupted, Outcome, StreamSession
+from .task import Task, TaskRequest, TaskState
+
+INBOX_SIZE = 64
+"""Messages the Queue's inbox holds; a submission finding it full is refused with 429."""
+MAX_ATTEMPTS = 3
+"""Dispatches of one task: an engine failure before its first token puts it back at the
+head of the queue, up to this many times in all."""
+LOG_EXTRA = 4
+"""Events beyond ``max_tokens`` a task's log holds (``started``, ``metrics``, the end)."""
+
+CancelReason = Literal["client", "orphaned", "shutdown"]
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Admitted:
+    """The Queue's answer to an accepted submission (the 202 body)."""
+
+    task_id: str
+    queue_position: int
+    predicted_start_ms: int
+
+
+@attrs.frozen
+class Submit:
+    """Admit a validated request; answered with Admitted or the ApiError to return."""
+
+    request: TaskRequest
+    fingerprint: str
+    reply: Reply[Admitted | ApiError]
+
+
+@attrs.frozen
+class Cancel:
+    """Cancel a task; answered with its state afterwards, or None when it is unknown."""
+
+    task_id: str
+    reason: CancelReason
+    reply: Reply[TaskState | None] | None
+
+
+@attrs.frozen
+class SessionEnded:
+    """A StreamSession returned; its engine connection is closed and its slot is free."""
+
+    task: Task
+    outcome: Outcome
+
+
+@attrs.frozen
+class ReplicaStatus:
+    """The replica's readiness and slot count, from the ReplicaSupervisor."""
+
+    ready: bool
+    slots_total: int
+    detail: str
+
+
+@attrs.frozen
+class ReplicaChanged:
+    """Apply a new :class:`ReplicaStatus`; answered once it is applied."""
+
+    status: ReplicaStatus
+    reply: Reply[None]
+
+
+@attrs.frozen
+class RefuseNew:
+    """Shutdown has begun: refuse submissions from now on (503)."""
+
+    reply: Reply[None]
+
+
+@attrs.frozen
+class CancelAll:
+    """Cancel every task that has not ended."""
+
+    reason: CancelReason
+    reply: Reply[int]
+
+
+QueueMsg = Submit | Cancel | SessionEnded | ReplicaChanged | RefuseNew | CancelAll
+
+
+# -- read-only views ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaskView:
+    """A snapshot of one task for ``GET /v1/tasks/{id}``."""
+
+    task_id: str
+    state: TaskState
+    queue_position: int | None
+    predicted_start_ms: int | None
+    tokens_out: int
+    attempts: int
+    error_code: str | None
+    queue_wait_ms: int | None
+    run_ms: int | None
+
+
+@attrs.frozen
+class QueueStatistics:
+    """A snapshot of the Queue for health and metrics."""
+
+    ready: bool
+    refusing: bool
+    replica_detail: str
+    queue_depth: int
+    queue_capacity: int
+    slots_total: int
+    slots_busy: int
+    tasks_known: int
+    mean_service_ms: int
+    ended: Mapping[str, int]
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+@attrs.define
+class Queue:
+    """The one writer of task state: bounded FIFO, dispatch, cancel, retention.
+
+    Owns: every :class:`Task`, the waiting line, the sessions nursery and each session's
+    cancel scope. Receives: :data:`QueueMsg` on a bounded inbox (``INBOX_SIZE``).
+    Promises: at most ``capacity`` admitted tasks wait and at most ``slots_total`` run;
+    dispatch is FIFO; every task ends exactly once, with its log closed in the same step
+    as its state changes. A cancel marks the task, closes its log and cancels its
+    session's scope in one step, so no token follows it. Cancelling :meth:`run` cancels
+    every session with it.
+    """
+
+    capacity: int
+    engine: Engine
+    retention_s: float
+    orphan_grace_s: float
+    on_engine_unreachable: Callable[[str], None] = lambda detail: None
+    """Called when a session could not reach the engine (the supervisor probes at once)."""
+    rate: ServiceRate = attrs.field(factory=ServiceRate)
+    _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
+    _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
+    _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
+    _waiting: deque[Task] = attrs.field(factory=deque, init=False)
+    _busy: int = attrs.field(default=0, init=False)
+    _ready: bool = attrs.field(default=False, init=False)
+    _slots_total: int = attrs.field(default=0, init=False)
+    _replica_detail: str = attrs.field(default="not probed yet", init=False)
+    _refusing: bool = attrs.field(default=False, init=False)
+    _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
+    _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _ready_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
+    _ended: Counter[str] = attrs.field(factory=Counter, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
+        self._idle.set()
+
+    # -- the actor ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply messages until cancelled; ready as soon as it is receiving."""
+        async with trio.open_nursery() as sessions:
+            self._sessions = sessions
+            task_status.started()
+            while True:
+                message: QueueMsg | None = None
+                with trio.move_on_at(self._next_expiry()):
+                    message = await self._inbox_out.receive()
+                if message is not None:
+                    self._apply(message)
+                self._expire(trio.current_time())
+                self._update_idle()
+
+    def _apply(self, message: QueueMsg) -> None:
+        match message:
+            case Submit(request, fingerprint, reply):
+                reply.send(self._submit(request, fingerprint))
+            case Cancel(task_id, reason, reply):
+                state = self._cancel(task_id, reason)
+                if reply is not None:
+                    reply.send(state)
+            case SessionEnded(task, outcome):
+                self._session_ended(task, outcome)
+            case ReplicaChanged(status, reply):
+                self._set_ready(status.ready, status.detail)
+                self._slots_total = status.slots_total
+                reply.send(None)
+            case RefuseNew(reply):
+                self._refusing = True
+                reply.send(None)
+            case CancelAll(reason, reply):
+                live = [t.id for t in self._tasks.values() if not t.state.terminal]
+                for task_id in live:
+                    self._cancel(task_id, reason)
+                reply.send(len(live))
+        self._dispatch()
+
+    # -- state changes (only ever called from _apply) ------------------------------------
+
+    def _submit(self, request: TaskRequest, fingerprint: str) -> Admitted | ApiError:
+        known = self._tasks.get(request.task_id) if request.task_id else None
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                return ApiError(
+                    ErrorCode.CONFLICT,
+                    f"task_id {known.id!r} is already used by a different request",
+                )
+            return Admitted(known.id, known.queue_position, known.predicted_start_ms)
+        if self._refusing:
+            return ApiError(
+                ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
+                retry_after_ms=5000,
+            )  # fmt: skip
+        if not self._ready:
+            return ApiError(
+                ErrorCode.POOL_UNREADY,
+                f"the engine is not ready: {self._replica_detail}",
+                retriable=True,
+                retry_after_ms=1000,
+            )
+        if len(self._waiting) >= self.capacity:
+            return self._queue_full()
+        now = trio.current_time()
+        ahead = len(self._waiting)
+        task = Task(
+            id=request.task_id or uuid.uuid4().hex,
+            request=request,
+            fingerprint=fingerprint,
+            log=EventLog(limit=request.max_tokens + LOG_EXTRA),
+            submitted_at=now,
+            queue_position=ahead,
+            predicted_start_ms=self.rate.predicted_start_ms(
+                ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
+            ),
+        )
+        self._tasks[task.id] = task
+        self._waiting.append(task)
+        return Admitted(task.id, task.queue_position, task.predicted_start_ms)
+
+    def _queue_full(self) -> ApiError:
+        retry_ms = self.rate.retry_after_ms(slots_total=self._slots_total)
+        return ApiError(
+            ErrorCode.ADMISSION_REJECT,
+            f"the queue is full ({self.capacity} tasks waiting); retry in {retry_ms} ms",
+            retriable=True,
+            retry_after_ms=retry_ms,
+            policy_label="queue_capacity",
+            headers={
+                "Retry-After": str(max(1, -(-retry_ms // 1000))),
+                "X-Backoff-Ms": str(retry_ms),
+            },
+        )
+
+    def _dispatch(self) -> None:
+        while self._ready and self._busy < self._slots_total and self._waiting:
+            self._start(self._waiting.popleft())
+
+    def _start(self, task: Task) -> None:
+        assert self._sessions is not None
+        now = trio.current_time()
+        task.state = TaskState.RUNNING
+        task.attempts += 1
+        task.scope = trio.CancelScope()
+        self._busy += 1
+        if task.attempts == 1:
+            task.dispatched_at = now
+            task.log.append(
+                EventKind.STARTED,
+                {
+                    "queue_position": task.queue_position,
+                    "predicted_start_ms": task.predicted_start_ms,
+                    "queue_wait_ms": _ms(now - task.submitted_at),
+                },
+            )
+        session = StreamSession(self.engine, task.request.engine_params(), task.log, task.scope)
+        self._sessions.start_soon(self._run_session, task, session)
+
+    def _session_ended(self, task: Task, outcome: Outcome) -> None:
+        self._busy -= 1
+        task.scope = None
+        if isinstance(outcome, Failed) and outcome.error.unreachable:
+            self._set_ready(False, outcome.error.message)
+            self.on_engine_unreachable(outcome.error.message)
+        if task.state is not TaskState.RUNNING:
+            return  # cancelled while running: already ended, the slot is free now
+        match outcome:
+            case Completed(tokens_out, decode_time_ms):
+                assert task.dispatched_at is not None
+                self.rate.observe(trio.current_time() - task.dispatched_at)
+                task.tokens_out = tokens_out
+                self._end(
+                    task,
+                    TaskState.COMPLETED,
+                    EventKind.END,
+                    {"tokens_out": tokens_out, "decode_time_ms": round(decode_time_ms, 3)},
+                )
+            case Failed(error, tokens_sent):
+                if tokens_sent == 0 and error.retriable and task.attempts < MAX_ATTEMPTS:
+                    task.state = TaskState.QUEUED
+                    self._waiting.appendleft(task)  # it keeps its turn
+                    return
+                self._fail(task, error.code, error.message, retriable=error.retriable)
+            case Interrupted():
+                self._fail(task, ErrorCode.INTERNAL, "session interrupted", retriable=True)
+
+    def _set_ready(self, ready: bool, detail: str) -> None:
+        self._replica_detail = detail
+        if ready != self._ready:
+            self._ready = ready
+            self._ready_changed.set()
+            self._ready_changed = trio.Event()
+
+    def _cancel(self, task_id: str, reason: CancelReason) -> TaskState | None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        if task.state.terminal:
+            return task.state
+        if task.state is TaskState.QUEUED:
+            self._waiting.remove(task)
+        messages = {
+            "client": "cancelled by the client",
+            "orphaned": "cancelled: every reader left and none came back in time",
+            "shutdown": "cancelled: orchestra is shutting down",
+        }
+        self._fail(
+            task,
+            ErrorCode.CANCELLED,
+            messages[reason],
+            retriable=reason == "shutdown",
+            state=TaskState.CANCELLED,
+        )
+        if task.scope is not None:
+            task.scope.cancel()
+        return TaskState.CANCELLED
+
+    def _fail(
+        self,
+        task: Task,
+        code: ErrorCode,
+        message: str,
+        *,
+        retriable: bool,
+        state: TaskState = TaskState.FAILED,
+    ) -> None:
+        task.error_code = code
+        self._end(
+            task,
+            state,
+            EventKind.ERROR,
+            {"code": str(code), "retriable": retriable, "message": message},
+        )
+
+    def _end(self, task: Task, state: TaskState, kind: EventKind, data: dict[str, object]) -> None:
+        """The one place a task ends: state and log change together."""
+        now = trio.current_time()
+        task.state = state
+        task.ended_at = now
+        task.log.finish(kind, data)
+        self._ended[state] += 1
+        self._expiry.append((now + self.retention_s, task))
+
+    def _next_expiry(self) -> float:
+        return self._expiry[0][0] if self._expiry else float("inf")
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, task = self._expiry.popleft()
+            if self._tasks.get(task.id) is task:
+                del self._tasks[task.id]
+
+    def _update_idle(self) -> None:
+        idle = not self._waiting and self._busy == 0
+        if idle and not self._idle.is_set():
+            self._idle.set()
+        elif not idle and self._idle.is_set():
+            self._idle = trio.Event()
+
+    # -- session tasks -----------------------------------------------------------------
+
+    async def _run_session(self, task: Task, session: StreamSession) -> None:
+        assert self._sessions is not None
+        watcher = trio.CancelScope()
+        self._sessions.start_soon(self._watch_readers, task, watcher)
+        try:
+            outcome = await session.run()
+        finally:
+            watcher.cancel()
+        await self._inbox.send(SessionEnded(task, outcome))
+
+    async def _watch_readers(self, task: Task, scope: trio.CancelScope) -> None:
+        """Cancel a running task whose readers all left and none came back in time."""
+        with scope:
+            while True:
+                await task.log.wait_abandoned()
+                with trio.move_on_after(self.orphan_grace_s) as waited:
+                    await task.log.wait_subscribed()
+                if waited.cancelled_caught:
+                    await self._inbox.send(Cancel(task.id, "orphaned", None))
+                    return
+
+    # -- the interface for other actors and the HTTP face ------------------------------
+
+    async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
+        """Admit a task or raise ApiError; never waits for queue space (429 instead)."""
+        reply: Reply[Admitted | ApiError] = Reply()
+        try:
+            self._inbox.send_nowait(Submit(request, fingerprint, reply))
+        except trio.WouldBlock:
+            raise self._queue_full() from None
+        result = await reply.receive()
+        if isinstance(result, ApiError):
+            raise result
+        return result
+
+    async def cancel(self, task_id: str, reason: CancelReason = "client") -> TaskState | None:
+        """Cancel a task; its state afterwards, or None if unknown. Idempotent."""
+        reply: Reply[TaskState | None] = Reply()
+        await self._inbox.send(Cancel(task_id, reason, reply))
+        return await reply.receive()
+
+    async def replica_status(self, status: ReplicaStatus) -> None:
+        """Tell the Queue whether the replica is ready and how many slots it has.
+
+        Returns once the Queue has applied it.
+        """
+        reply: Reply[None] = Reply()
+        await self._inbox.send(ReplicaChanged(status, reply))
+        await reply.receive()
+
+    async def wait_ready(self, ready: bool = True) -> None:
+        """Return once the Queue considers the replica ready (or not, with ``ready=False``)."""
+        while self._ready != ready:
+            await self._ready_changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def refuse_new(self) -> None:
+        """From now on, answer submissions with 503 (shutdown has begun)."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(RefuseNew(reply))
+        await reply.receive()
+
+    async def cancel_all(self, reason: CancelReason) -> int:
+        """Cancel every task that has not ended; how many there were."""
+        reply: Reply[int] = Reply()
+        await self._inbox.send(CancelAll(reason, reply))
+        return await reply.receive()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing waits and no session runs."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
+
+    # -- reads (never change anything) -------------------------------------------------
+
+    def log_of(self, task_id: str) -> EventLog | None:
+        """The event log of a known task."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.log
+
+    def view(self, task_id: str) -> TaskView | None:
+        """A snapshot of a known task."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        position = predicted = None
+        if task.state is TaskState.QUEUED:
+            position = self._waiting.index(task)
+            predicted = self.rate.predicted_start_ms(
+                ahead=position, slots_total=self._slots_total, slots_busy=self._busy
+            )
+        started, ended = task.dispatched_at, task.ended_at
+        return TaskView(
+            task_id=task.id,
+            state=task.state,
+            queue_position=position,
+            predicted_start_ms=predicted,
+            tokens_out=task.tokens_out or task.log.tokens,
+            attempts=task.attempts,
+            error_code=task.error_code,
+            queue_wait_ms=None if started is None else _ms(started - task.submitted_at),
+            run_ms=None if started is None or ended is None else _ms(ended - started),
+        )
+
+    def statistics(self) -> QueueStatistics:
+        """A snapshot for health and metrics."""
+        return QueueStatistics(
+            ready=self._ready,
+            refusing=self._refusing,
+            replica_detail=self._replica_detail,
+            queue_depth=len(self._waiting),
+            queue_capacity=self.capacity,
+            slots_total=self._slots_total,
+            slots_busy=self._busy,
+            tasks_known=len(self._tasks),
+            mean_service_ms=_ms(self.rate.mean_service_s),
+            ended=dict(self._ended),
+        )

@@ -1,0 +1,128 @@
+"""The service: every actor under one nursery, and the graceful shutdown.
+
+::
+
+    run_service
+    └── root nursery
+        ├── Queue.run               (sessions nursery inside: one StreamSession per task)
+        ├── ReplicaSupervisor.run
+        └── hypercorn.trio.serve    (the QuartTrio app; Admission runs in its handlers)
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+from quart_trio import QuartTrio
+
+from .adapter import LlamaCppAdapter
+from .admission import Admission
+from .config import Config
+from .http_api import Actors, create_app
+from .queue import Queue
+from .supervisor import ReplicaSupervisor
+
+log = logging.getLogger("orchestra")
+
+HTTP_GRACE_S = 5.0
+"""After the last task ended, how long open HTTP connections get to finish."""
+SESSION_EXIT_S = 10.0
+"""After cancelling the remaining tasks, how long their sessions get to close."""
+
+
+@attrs.frozen
+class Running:
+    """What a started service reports: where it listens, and its actors (for tests)."""
+
+    urls: list[str]
+    actors: Actors
+
+
+async def _serve_http(
+    app: QuartTrio,
+    config: hypercorn.config.Config,
+    stop: trio.Event,
+    stopped: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await hypercorn.trio.serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+    finally:
+        stopped.set()
+
+
+def _hypercorn_config(config: Config) -> hypercorn.config.Config:
+    hc = hypercorn.config.Config()
+    hc.bind = [config.bind_addr]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = HTTP_GRACE_S
+    return hc
+
+
+async def drain(queue: Queue, grace_s: float) -> None:
+    """Refuse new tasks, let running ones finish within ``grace_s``, then cancel the rest."""
+    await queue.refuse_new()
+    with trio.move_on_after(grace_s):
+        await queue.wait_idle()
+    cancelled = await queue.cancel_all("shutdown")
+    if cancelled:
+        log.warning("grace period over: cancelled %d unfinished task(s)", cancelled)
+    with trio.move_on_after(SESSION_EXIT_S):
+        await queue.wait_idle()
+
+
+async def run_service(
+    config: Config,
+    *,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully and return.
+
+    Reports :class:`Running` (the bound URLs, which tells the port of a ``:0`` bind) once
+    the HTTP listener accepts connections.
+    """
+    async with LlamaCppAdapter.open_client(config.adapter) as client:
+        engine = LlamaCppAdapter(client, config.adapter)
+        queue = Queue(
+            capacity=config.admission.queue_capacity,
+            engine=engine,
+            retention_s=config.streams.retention_s,
+            orphan_grace_s=config.streams.orphan_grace_ms / 1000,
+        )
+        supervisor = ReplicaSupervisor(engine, queue.replica_status)
+        queue.on_engine_unreachable = supervisor.probe_now
+        actors = Actors(config, Admission(config.admission, engine, queue), queue, supervisor)
+        http_stop, http_stopped = trio.Event(), trio.Event()
+        async with trio.open_nursery() as root:
+            await root.start(queue.run)
+            await root.start(supervisor.run)
+            urls = await root.start(
+                partial(
+                    _serve_http, create_app(actors), _hypercorn_config(config), http_stop,
+                    http_stopped,
+                )
+            )  # fmt: skip
+            log.info(
+                "orchestra listening on %s; engine %s at %s (%s); queue capacity %d",
+                ", ".join(urls),
+                config.adapter.engine,
+                config.adapter.endpoint,
+                "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
+                config.admission.queue_capacity,
+            )
+            task_status.started(Running(urls, actors))
+            await stop.wait()
+            log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
+            await drain(queue, config.shutdown_grace_s)
+            http_stop.set()
+            await http_stopped.wait()
+            root.cancel_scope.cancel()
+        log.info("orchestra stopped")

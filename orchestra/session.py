@@ -1,0 +1,70 @@
+"""StreamSession: one running task against the engine, in its own cancel scope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .adapter import Engine
+from .errors import EngineError
+from .events import EventKind, EventLog
+
+
+@attrs.frozen
+class Completed:
+    """The engine finished the generation."""
+
+    tokens_out: int
+    decode_time_ms: float
+
+
+@attrs.frozen
+class Failed:
+    """The engine failed; ``tokens_sent`` says whether any token reached the log."""
+
+    error: EngineError
+    tokens_sent: int
+
+
+@attrs.frozen
+class Interrupted:
+    """The session's scope was cancelled (the Queue already ended the task)."""
+
+
+Outcome = Completed | Failed | Interrupted
+
+
+@attrs.define
+class StreamSession:
+    """Runs one task's generation and appends its tokens to the task's event log.
+
+    Owns: the engine stream of one task. Receives: the engine parameters, the task's log
+    and a cancel scope made by the Queue. Promises under cancellation: when ``scope`` is
+    cancelled, :meth:`run` closes the engine stream (freeing the llama.cpp slot) and returns
+    :class:`Interrupted`; a piece that arrives after the Queue closed the log is dropped by
+    the log, so no token is ever emitted after a cancel. It never writes task state: it
+    reports its :data:`Outcome` to the Queue, which does.
+    """
+
+    engine: Engine
+    params: Mapping[str, Any]
+    log: EventLog
+    scope: trio.CancelScope
+    tokens_sent: int = attrs.field(default=0, init=False)
+
+    async def run(self) -> Outcome:
+        """Generate until the engine ends, fails, or the scope is cancelled."""
+        with self.scope:
+            try:
+                done = await self.engine.complete(self.params, self._on_token)
+            except EngineError as exc:
+                return Failed(exc, self.tokens_sent)
+            return Completed(done.tokens_out, done.decode_time_ms)
+        return Interrupted()
+
+    def _on_token(self, text: str) -> None:
+        if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
+            self.tokens_sent += 1

@@ -1,0 +1,101 @@
+"""ReplicaSupervisor: knows whether the engine can take work, and tells the Queue.
+
+Attached mode: the engine at ``adapter.endpoint`` is run by someone else. The supervisor
+probes its ``/health``, reads ``total_slots`` from ``/props`` once it is healthy, and
+reports every change of readiness to the Queue. It starts, restarts and stops nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .adapter import Engine, EngineProps
+from .errors import EngineError
+from .queue import ReplicaStatus
+
+log = logging.getLogger(__name__)
+
+PROBE_READY_S = 2.0
+"""Probe interval while the engine is healthy."""
+PROBE_UNREADY_S = 0.25
+"""Probe interval while it is loading or unreachable."""
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """What the supervisor last learned about its replica."""
+
+    ready: bool
+    detail: str
+    props: EngineProps | None
+    probes: int
+
+
+@attrs.define
+class ReplicaSupervisor:
+    """Health-gates one attached replica.
+
+    Owns: the probe loop of one engine endpoint and what it learned (readiness, props).
+    Receives: nudges (:meth:`probe_now`) when a session could not reach the engine.
+    Sends: :class:`ReplicaStatus` to the Queue on every change, and after every nudge.
+    Under cancellation it stops probing; it holds no resource of its own.
+    """
+
+    engine: Engine
+    report: Callable[[ReplicaStatus], Awaitable[None]]
+    _ready: bool = attrs.field(default=False, init=False)
+    _detail: str = attrs.field(default="not probed yet", init=False)
+    _props: EngineProps | None = attrs.field(default=None, init=False)
+    _probes: int = attrs.field(default=0, init=False)
+    _nudge: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probe forever; ready after the first probe has been reported."""
+        await self._probe_and_report(force=True)
+        task_status.started()
+        while True:
+            with trio.move_on_after(PROBE_READY_S if self._ready else PROBE_UNREADY_S):
+                await self._nudge.wait()
+            forced = self._nudge.is_set()
+            if forced:
+                self._nudge = trio.Event()
+            await self._probe_and_report(force=forced)
+
+    def probe_now(self, reason: str = "") -> None:
+        """Ask for an immediate probe (synchronous, never blocks)."""
+        self._nudge.set()
+
+    async def _probe_and_report(self, *, force: bool) -> None:
+        was = (self._ready, self._slots())
+        ready, detail = await self._probe()
+        self._probes += 1
+        if ready and self._props is None:
+            try:
+                self._props = await self.engine.props()
+            except EngineError as exc:
+                ready, detail = False, f"/props failed: {exc.message}"
+        if not ready:
+            self._props = None
+        self._ready, self._detail = ready, detail
+        if force or was != (self._ready, self._slots()):
+            if ready != was[0]:
+                log.info("engine %s: %s", "ready" if ready else "not ready", detail)
+            await self.report(ReplicaStatus(ready, self._slots(), detail))
+
+    async def _probe(self) -> tuple[bool, str]:
+        try:
+            probe = await self.engine.health()
+        except EngineError as exc:
+            return False, exc.message
+        return probe.ready, probe.detail
+
+    def _slots(self) -> int:
+        return self._props.total_slots if self._props is not None else 0
+
+    def statistics(self) -> SupervisorStatistics:
+        """A snapshot of what the last probe learned."""
+        return SupervisorStatistics(self._ready, self._detail, self._props, self._probes)

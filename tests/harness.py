@@ -1,0 +1,104 @@
+"""Start the fake llama-server and orchestra in the test's own Trio run, on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import httpx
+import trio
+from orchestra.config import Config, parse_config
+from orchestra.testing.fake_llama import FakeLlamaServer
+
+from orchestra.service import Running, run_service
+
+
+@attrs.frozen
+class SSE:
+    """One parsed server-sent event."""
+
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+def parse_sse(raw: bytes) -> list[SSE]:
+    """Parse a whole SSE body (comments and keep-alives skipped)."""
+    events = []
+    for block in raw.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+        if "event" in fields:
+            events.append(SSE(int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@attrs.define
+class Stack:
+    """A running fake engine and orchestra in front of it."""
+
+    fake: FakeLlamaServer
+    running: Running
+    client: httpx.AsyncClient
+    stop: trio.Event
+    config: Config
+
+    async def submit(self, **body: Any) -> dict[str, Any]:
+        response = await self.client.post("/v1/tasks", json=body)
+        assert response.status_code == 202, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def stream(self, task_id: str, last_event_id: int | None = None) -> list[SSE]:
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        response = await self.client.get(f"/v1/tasks/{task_id}/stream", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return parse_sse(response.content)
+
+    async def wait_state(self, task_id: str, *states: str) -> dict[str, Any]:
+        """Wait until the task's stream shows it reached one of ``states`` (no polling)."""
+        log = self.running.actors.queue.log_of(task_id)
+        assert log is not None
+        view = self.running.actors.queue.view(task_id)
+        while view is not None and str(view.state) not in states:
+            await log.wait_beyond(len(log))
+            view = self.running.actors.queue.view(task_id)
+        result: dict[str, Any] = (await self.client.get(f"/v1/tasks/{task_id}")).json()
+        return result
+
+
+def make_config(endpoint: str, **sections: dict[str, Any] | Any) -> Config:
+    raw: dict[str, Any] = {"bind_addr": "127.0.0.1:0", "adapter": {"endpoint": endpoint}}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return parse_config(raw)
+
+
+@asynccontextmanager
+async def open_stack(
+    *, slots: int = 1, token_delay_s: float = 0.0, **sections: Any
+) -> AsyncIterator[Stack]:
+    """The fake engine and orchestra, ready to take tasks; shut down gracefully on exit."""
+    fake = FakeLlamaServer(total_slots=slots, token_delay_s=token_delay_s)
+    async with trio.open_nursery() as outer:
+        engine_url = await outer.start(fake.serve)
+        config = make_config(engine_url, **sections)
+        stop = trio.Event()
+        async with trio.open_nursery() as inner:
+            running = await inner.start(partial(run_service, config, stop=stop))
+            await running.actors.queue.wait_ready()
+            async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
+                yield Stack(fake, running, client, stop, config)
+            stop.set()  # run_service drains and returns; the inner nursery then exits
+        outer.cancel_scope.cancel()

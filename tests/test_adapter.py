@@ -1,0 +1,200 @@
+"""The llama.cpp adapter against httpx.MockTransport: frames, errors, cancellation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from orchestra.config import AdapterConfig
+
+from orchestra.adapter import LlamaCppAdapter
+from orchestra.errors import EngineError, ErrorCode
+
+CONFIG = AdapterConfig(endpoint="http://engine:8081", connect_timeout_s=1, decode_timeout_s=1)
+
+
+def frame(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def token(text: str) -> bytes:
+    return frame({"content": text, "stop": False, "tokens": [1]})
+
+
+FINAL = frame(
+    {"content": "", "stop": True, "tokens_predicted": 3, "stop_type": "limit",
+     "timings": {"predicted_ms": 12.5}}
+)  # fmt: skip
+
+
+def adapter(handler: Callable[[httpx.Request], httpx.Response]) -> LlamaCppAdapter:
+    client = httpx.AsyncClient(base_url=CONFIG.endpoint, transport=httpx.MockTransport(handler))
+    return LlamaCppAdapter(client, CONFIG)
+
+
+def sse(*chunks: bytes, status: int = 200) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, stream=httpx.ByteStream(b"".join(chunks)))
+
+    return handler
+
+
+async def collect(engine: LlamaCppAdapter) -> tuple[list[str], Any]:
+    pieces: list[str] = []
+    done = await engine.complete({"prompt": "p", "n_predict": 3}, pieces.append)
+    return pieces, done
+
+
+async def test_stream_maps_content_pieces_and_the_final_frame() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append({"body": json.loads(request.content), "headers": dict(request.headers)})
+        body = token("a") + b": ping\n\n" + token("") + token("b") + FINAL
+        return httpx.Response(200, stream=httpx.ByteStream(body))
+
+    pieces, done = await collect(adapter(handler))
+    assert pieces == ["a", "b"]  # empty held-back pieces are not tokens
+    assert done.tokens_out == 3
+    assert done.decode_time_ms == 12.5
+    assert seen[0]["body"]["stream"] is True
+    assert seen[0]["body"]["n_predict"] == 3
+    assert "x-conversation-id" not in seen[0]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code", "retriable"),
+    [
+        (400, {"code": 400, "message": "too long", "type": "exceed_context_size_error"},
+         ErrorCode.CTX_LIMIT_EXCEEDED, False),
+        (400, {"code": 400, "message": "bad", "type": "invalid_request_error"},
+         ErrorCode.INVALID_PARAMS, False),
+        (503, {"code": 503, "message": "Loading model", "type": "unavailable_error"},
+         ErrorCode.POOL_UNREADY, True),
+        (500, {"code": 500, "message": "boom", "type": "server_error"},
+         ErrorCode.WORKER_RESET, True),
+    ],
+)  # fmt: skip
+async def test_json_error_bodies_map_to_wire_codes(
+    status: int, error: dict[str, Any], code: ErrorCode, retriable: bool
+) -> None:
+    with pytest.raises(EngineError) as caught:
+        await collect(adapter(sse(json.dumps({"error": error}).encode(), status=status)))
+    assert caught.value.code is code
+    assert caught.value.retriable is retriable
+    assert not caught.value.unreachable
+
+
+async def test_non_json_error_body_still_maps() -> None:
+    with pytest.raises(EngineError) as caught:
+        await collect(adapter(sse(b"<html>bad gateway</html>", status=502)))
+    assert caught.value.code is ErrorCode.WORKER_RESET
+    assert "bad gateway" in caught.value.message
+
+
+async def test_error_frame_mid_stream_keeps_the_tokens_before_it() -> None:
+    pieces: list[str] = []
+    engine = adapter(
+        sse(token("a"), frame({"error": {"code": 500, "message": "Context size has been exceeded.",
+                                         "type": "server_error"}}))
+    )  # fmt: skip
+    with pytest.raises(EngineError) as caught:
+        await engine.complete({"prompt": "p"}, pieces.append)
+    assert pieces == ["a"]
+    assert caught.value.code is ErrorCode.WORKER_RESET
+    assert "Context size" in caught.value.message
+
+
+async def test_stream_ending_without_final_frame_is_a_worker_reset() -> None:
+    with pytest.raises(EngineError) as caught:
+        await collect(adapter(sse(token("a"))))
+    assert caught.value.code is ErrorCode.WORKER_RESET
+    assert "final frame" in caught.value.message
+
+
+async def test_malformed_frame_is_a_worker_reset() -> None:
+    with pytest.raises(EngineError) as caught:
+        await collect(adapter(sse(b"data: {nope\n\n")))
+    assert caught.value.code is ErrorCode.WORKER_RESET
+
+
+async def test_connection_refused_is_unreachable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    engine = adapter(handler)
+    for call in (collect(engine), engine.health(), engine.count_tokens("x"), engine.props()):
+        with pytest.raises(EngineError) as caught:
+            await call
+        assert caught.value.unreachable
+        assert caught.value.code is ErrorCode.WORKER_RESET
+
+
+async def test_read_timeout_is_decode_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("silent", request=request)
+
+    with pytest.raises(EngineError) as caught:
+        await collect(adapter(handler))
+    assert caught.value.code is ErrorCode.DECODE_TIMEOUT
+
+
+async def test_health_props_tokenize() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(503, json={"error": {"code": 503, "message": "Loading model"}})
+        if request.url.path == "/props":
+            return httpx.Response(
+                200,
+                json={"total_slots": 4, "build_info": "b0-unknown", "model_path": "m.gguf",
+                      "default_generation_settings": {"n_ctx": 2048}},
+            )  # fmt: skip
+        assert json.loads(request.content) == {"content": "a b", "add_special": True}
+        return httpx.Response(200, json={"tokens": [1, 5, 6]})
+
+    engine = adapter(handler)
+    probe = await engine.health()
+    assert not probe.ready and probe.detail == "Loading model"
+    props = await engine.props()
+    assert (props.total_slots, props.n_ctx, props.build_info) == (4, 2048, "b0-unknown")
+    assert await engine.count_tokens("a b") == 3
+
+
+class Endless(httpx.AsyncByteStream):
+    """A response body that sends one token, then waits forever; records its closing."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.sent_first = trio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield token("a")
+        self.sent_first.set()
+        await trio.sleep_forever()
+        yield b""  # pragma: no cover
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_cancel_mid_stream_closes_the_engine_stream() -> None:
+    body = Endless()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body)
+
+    pieces: list[str] = []
+    engine = adapter(handler)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.complete, {"prompt": "p"}, pieces.append)
+            await body.sent_first.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    assert pieces == ["a"]
+    assert body.closed

@@ -1,0 +1,377 @@
+"""Stateful property test of the Queue and its StreamSessions.
+
+Hypothesis drives random interleavings of: submit, cancel, engine token, engine end,
+engine failure (before or after the first token, reachable or not), a token racing a
+cancel, the replica's slots changing, readers connecting and disconnecting, and time
+passing (orphan grace, retention), all under a MockClock. After every step it checks:
+
+- dispatch is FIFO: a task starts only when every task admitted before it has started
+  or ended;
+- never more waiting than capacity (plus tasks put back after an engine failure), never
+  more sessions than slots;
+- every task ends exactly once, with exactly one terminal event, last in its log;
+- after a cancel was answered, the task's log never changes again (no token after cancel);
+- a reader that disconnects and resumes from its last event id sees exactly the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from orchestra.adapter import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.errors import ApiError, EngineError, ErrorCode
+from orchestra.events import EventKind, EventLog, StreamEvent
+from orchestra.queue import MAX_ATTEMPTS, Queue, ReplicaStatus
+from orchestra.task import Task, TaskRequest, TaskState
+
+from .trio_driver import TrioDriver
+
+CAPACITY = 3
+ORPHAN_GRACE_S = 5.0
+RETENTION_S = 60.0
+
+
+@attrs.define
+class EngineCall:
+    """One /completion in flight on the scripted engine."""
+
+    prompt: str
+    send: trio.MemorySendChannel[tuple[str, Any]]
+    closed: bool = False
+
+
+@attrs.define
+class ScriptedEngine:
+    """An engine whose every step is decided by the test."""
+
+    calls: dict[str, EngineCall] = attrs.field(factory=dict)
+    dispatch_order: list[str] = attrs.field(factory=list)
+
+    async def health(self) -> HealthProbe:
+        return HealthProbe(True, "ok")
+
+    async def props(self) -> EngineProps:
+        return EngineProps(1, 2048, "test", "test.gguf")
+
+    async def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion:
+        prompt = params["prompt"]
+        send, receive = trio.open_memory_channel[tuple[str, Any]](16)
+        call = EngineCall(prompt, send)
+        assert prompt not in self.calls, "two sessions for one task at once"
+        self.calls[prompt] = call
+        self.dispatch_order.append(prompt)
+        sent = 0
+        try:
+            async for step, arg in receive:
+                if step == "tokens":
+                    for text in arg:  # no checkpoint between them: a burst
+                        on_token(text)
+                        sent += 1
+                elif step == "end":
+                    return Completion(sent, 1.0, "limit")
+                elif step == "fail":
+                    raise arg
+            raise AssertionError("script channel closed")
+        finally:
+            call.closed = True
+            del self.calls[prompt]
+
+
+class RecordingQueue(Queue):
+    """The Queue, recording the order in which it dispatches (first dispatch only)."""
+
+    dispatched: list[str]
+
+    def _start(self, task: Task) -> None:
+        if task.attempts == 0:
+            self.dispatched.append(task.request.prompt)
+        super()._start(task)
+
+
+@attrs.define
+class Reader:
+    """An SSE reader of one task's log, able to disconnect and resume."""
+
+    log: EventLog
+    seen: list[StreamEvent] = attrs.field(factory=list)
+    scope: trio.CancelScope | None = None
+    done: bool = False
+
+    async def follow(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as self.scope:
+            self.log.add_subscriber()
+            task_status.started()
+            try:
+                index = self.seen[-1].id + 1 if self.seen else 0
+                while True:
+                    events = self.log.events_from(index)
+                    self.seen.extend(events)
+                    index += len(events)
+                    if self.log.closed and index == len(self.log):
+                        self.done = True
+                        return
+                    await self.log.wait_beyond(index)
+            finally:
+                self.log.remove_subscriber()
+
+
+@attrs.define
+class Submitted:
+    name: str
+    task_id: str
+    log: EventLog
+    frozen_at: int | None = None  # log length when a cancel was answered
+
+
+class QueueMachine(RuleBasedStateMachine):
+    @initialize(slots=st.integers(1, 3))
+    def start(self, slots: int) -> None:
+        self.driver = TrioDriver()
+        self.engine = ScriptedEngine()
+        self.unreachable_reports = 0
+        self.queue = RecordingQueue(
+            capacity=CAPACITY,
+            engine=self.engine,
+            retention_s=RETENTION_S,
+            orphan_grace_s=ORPHAN_GRACE_S,
+            on_engine_unreachable=self._note_unreachable,
+        )
+        self.queue.dispatched = []
+        self.slots = slots
+        self.ready = True
+        self.tasks: list[Submitted] = []
+        self.readers: list[tuple[Submitted, Reader]] = []
+        self.counter = 0
+
+        async def boot() -> None:
+            assert self.driver.nursery is not None
+            await self.driver.nursery.start(self.queue.run)
+            await self.queue.replica_status(ReplicaStatus(True, slots, "ok"))
+
+        self.driver.run(boot)
+
+    def _note_unreachable(self, detail: str) -> None:
+        self.unreachable_reports += 1
+        self.ready = False
+
+    def teardown(self) -> None:
+        driver = getattr(self, "driver", None)
+        if driver is None:
+            return
+        try:
+            self._finish_everything()
+        finally:
+            driver.close()
+
+    def _finish_everything(self) -> None:
+        self.driver.run(self.queue.replica_status, ReplicaStatus(True, 3, "ok"))
+        self.ready, self.slots = True, 3
+        for _ in range(4 * len(self.tasks) + 4):
+            if not self.engine.calls:
+                break
+            for call in list(self.engine.calls.values()):
+                self.driver.run_sync(call.send.send_nowait, ("end", None))
+        assert not self.engine.calls
+        for task in self.tasks:
+            assert task.log.closed, f"{task.name} never ended"
+        self.invariants_hold()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _running(self) -> list[Submitted]:
+        return [t for t in self.tasks if t.name in self.engine.calls]
+
+    def _send(self, task: Submitted, step: str, arg: Any) -> None:
+        call = self.engine.calls[task.name]
+        self.driver.run_sync(call.send.send_nowait, (step, arg))
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @rule()
+    def submit(self) -> None:
+        name = f"task-{self.counter}"
+        self.counter += 1
+        request = TaskRequest(prompt=name, max_tokens=64)
+        stats = self.queue.statistics()
+        try:
+            admitted = self.driver.run(self.queue.submit, request, name)
+        except ApiError as exc:
+            if not self.ready:
+                assert exc.code is ErrorCode.POOL_UNREADY
+            else:
+                assert exc.code is ErrorCode.ADMISSION_REJECT
+                assert stats.queue_depth >= CAPACITY
+                assert exc.retry_after_ms is not None and exc.retry_after_ms >= 1
+                assert int(exc.headers["Retry-After"]) >= 1
+            return
+        assert self.ready
+        log = self.queue.log_of(admitted.task_id)
+        assert log is not None
+        self.tasks.append(Submitted(name, admitted.task_id, log))
+
+    @precondition(lambda self: self.tasks)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        task = data.draw(st.sampled_from(self.tasks))
+        self._cancel(task)
+
+    def _cancel(self, task: Submitted) -> None:
+        before = self.queue.view(task.task_id)
+        state = self.driver.run(self.queue.cancel, task.task_id)
+        if before is None:  # forgotten after its retention
+            assert state is None
+            return
+        assert state is not None
+        if before.state.terminal:
+            assert state is before.state
+        else:
+            assert state is TaskState.CANCELLED
+        if state is TaskState.CANCELLED and task.frozen_at is None:
+            task.frozen_at = len(task.log)
+            assert task.log.closed
+            last = task.log.events[-1]
+            assert last.kind is EventKind.ERROR and last.data["code"] == "CANCELLED"
+            assert last.data["retriable"] is False
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data(), burst=st.integers(1, 3))
+    def engine_tokens(self, data: st.DataObject, burst: int) -> None:
+        task = data.draw(st.sampled_from(self._running()))
+        self._send(task, "tokens", [f" w{len(task.log)}.{k}" for k in range(burst)])
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data())
+    def engine_end(self, data: st.DataObject) -> None:
+        self._send(data.draw(st.sampled_from(self._running())), "end", None)
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data(), unreachable=st.booleans())
+    def engine_failure(self, data: st.DataObject, unreachable: bool) -> None:
+        task = data.draw(st.sampled_from(self._running()))
+        error = EngineError(ErrorCode.WORKER_RESET, "engine died", True, unreachable)
+        self._send(task, "fail", error)
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data())
+    def token_races_cancel(self, data: st.DataObject) -> None:
+        """A token is delivered to the session in the same step the cancel is sent."""
+        task = data.draw(st.sampled_from(self._running()))
+        call = self.engine.calls[task.name]
+
+        async def race() -> TaskState | None:
+            call.send.send_nowait(("tokens", [" racing"]))
+            return await self.queue.cancel(task.task_id)
+
+        length_before = len(task.log)
+        state = self.driver.run(race)
+        assert state is TaskState.CANCELLED
+        if task.frozen_at is None:
+            task.frozen_at = len(task.log)
+        assert task.frozen_at <= length_before + 2  # at most the racing token, then the end
+
+    @rule(ready=st.booleans(), slots=st.integers(1, 3))
+    def replica_changes(self, ready: bool, slots: int) -> None:
+        self.driver.run(self.queue.replica_status, ReplicaStatus(ready, slots, "probe"))
+        self.ready, self.slots = ready, slots
+
+    @precondition(lambda self: self.tasks)
+    @rule(data=st.data())
+    def reader_connects(self, data: st.DataObject) -> None:
+        task = data.draw(st.sampled_from(self.tasks))
+        reader = Reader(task.log)
+        assert self.driver.nursery is not None
+        self.driver.run(self.driver.nursery.start, reader.follow)
+        self.readers.append((task, reader))
+
+    @precondition(lambda self: any(r.scope and not r.done for _, r in self.readers))
+    @rule(data=st.data(), resume=st.booleans())
+    def reader_disconnects(self, data: st.DataObject, resume: bool) -> None:
+        live = [(t, r) for t, r in self.readers if r.scope is not None and not r.done]
+        _task, reader = data.draw(st.sampled_from(live))
+        assert reader.scope is not None
+        self.driver.run_sync(reader.scope.cancel)
+        if resume:
+            assert self.driver.nursery is not None
+            self.driver.run(self.driver.nursery.start, reader.follow)
+
+    @rule(seconds=st.sampled_from([0.5, ORPHAN_GRACE_S + 0.1, RETENTION_S + 1]))
+    def time_passes(self, seconds: float) -> None:
+        self.driver.jump(seconds)
+
+    # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def invariants_hold(self) -> None:
+        if not hasattr(self, "queue"):
+            return
+        stats = self.queue.statistics()
+        requeued = sum(1 for t in self.tasks if self._attempts(t) > 0 and self._waiting(t))
+        assert stats.queue_depth <= CAPACITY + requeued
+        assert stats.slots_busy <= max(stats.slots_total, 0) or stats.slots_busy <= 3
+        assert len(self.engine.calls) == stats.slots_busy
+        # FIFO: the first dispatches happen in submission order.
+        first = self.queue.dispatched
+        order = [int(name.split("-")[1]) for name in first]
+        assert order == sorted(order), f"dispatch order {order}"
+        submitted = [t.name for t in self.tasks]
+        for name in first:  # everything before a dispatched task has started or ended
+            for earlier in submitted[: submitted.index(name)]:
+                task = self.tasks[submitted.index(earlier)]
+                assert earlier in first or task.log.closed
+        for task in self.tasks:
+            self._check_log(task)
+        for task, reader in self.readers:
+            assert reader.seen == list(task.log.events[: len(reader.seen)])
+            if reader.done:
+                assert reader.seen == list(task.log.events)
+        ended = sum(stats.ended.values())
+        assert ended == sum(1 for t in self.tasks if t.log.closed)
+
+    def _attempts(self, task: Submitted) -> int:
+        view = self.queue.view(task.task_id)
+        return 0 if view is None else view.attempts
+
+    def _waiting(self, task: Submitted) -> bool:
+        view = self.queue.view(task.task_id)
+        return view is not None and view.state is TaskState.QUEUED
+
+    def _check_log(self, task: Submitted) -> None:
+        events = task.log.events
+        assert [e.id for e in events] == list(range(len(events)))
+        kinds = [e.kind for e in events]
+        terminal = [k for k in kinds if k in (EventKind.END, EventKind.ERROR)]
+        assert len(terminal) <= 1
+        if terminal:
+            assert kinds[-1] in (EventKind.END, EventKind.ERROR)
+            assert task.log.closed
+        if kinds:
+            assert kinds[0] in (EventKind.STARTED, EventKind.ERROR)
+        assert kinds.count(EventKind.STARTED) <= 1
+        tokens = [e.data["i"] for e in events if e.kind is EventKind.TOKEN]
+        assert tokens == list(range(len(tokens)))
+        if task.frozen_at is not None:
+            assert len(events) == task.frozen_at, "the log changed after a cancel was answered"
+        view = self.queue.view(task.task_id)
+        if view is not None:
+            assert view.attempts <= MAX_ATTEMPTS
+            assert view.state.terminal == task.log.closed
+
+
+QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestQueueStateful = QueueMachine.TestCase
