@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -11,10 +11,10 @@ from typing import Any
 import attrs
 import httpx
 import trio
-from orchestra.config import Config, parse_config
-from orchestra.testing.fake_llama import FakeLlamaServer
 
+from orchestra.config import Config, parse_config
 from orchestra.service import Running, run_service
+from orchestra.testing.fake_llama import FakeLlamaServer
 
 
 @attrs.frozen
@@ -27,9 +27,10 @@ class SSE:
 
 
 def parse_sse(raw: bytes) -> list[SSE]:
-    """Parse a whole SSE body (comments and keep-alives skipped)."""
+    """Parse the complete events of an SSE body (comments and keep-alives skipped)."""
     events = []
-    for block in raw.decode().split("\n\n"):
+    complete = raw[: raw.rfind(b"\n\n") + 2]
+    for block in complete.decode().split("\n\n"):
         fields: dict[str, str] = {}
         for line in block.split("\n"):
             if line and not line.startswith(":"):
@@ -38,6 +39,37 @@ def parse_sse(raw: bytes) -> list[SSE]:
         if "event" in fields:
             events.append(SSE(int(fields["id"]), fields["event"], json.loads(fields["data"])))
     return events
+
+
+@attrs.define
+class LiveStream:
+    """An SSE response read a little at a time."""
+
+    chunks: AsyncIterator[bytes]
+    raw: bytes = b""
+
+    @property
+    def events(self) -> list[SSE]:
+        return parse_sse(self.raw)
+
+    async def until(self, predicate: Callable[[list[SSE]], bool]) -> list[SSE]:
+        """Read until ``predicate(events so far)`` holds (or the stream ends)."""
+        async for chunk in self.chunks:
+            self.raw += chunk
+            if predicate(self.events):
+                break
+        return self.events
+
+    async def to_end(self) -> list[SSE]:
+        """Read the rest of the stream."""
+        async for chunk in self.chunks:
+            self.raw += chunk
+        return self.events
+
+
+def tokens_seen(n: int) -> Callable[[list[SSE]], bool]:
+    """A predicate for :meth:`LiveStream.until`: at least ``n`` token events."""
+    return lambda events: sum(e.event == "token" for e in events) >= n
 
 
 @attrs.define
@@ -62,6 +94,13 @@ class Stack:
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/event-stream")
         return parse_sse(response.content)
+
+    @asynccontextmanager
+    async def live(self, task_id: str) -> AsyncIterator[LiveStream]:
+        """Open a task's stream for reading a little at a time."""
+        async with self.client.stream("GET", f"/v1/tasks/{task_id}/stream") as response:
+            assert response.status_code == 200
+            yield LiveStream(response.aiter_raw())
 
     async def wait_state(self, task_id: str, *states: str) -> dict[str, Any]:
         """Wait until the task's stream shows it reached one of ``states`` (no polling)."""

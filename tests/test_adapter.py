@@ -10,9 +10,9 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from orchestra.config import AdapterConfig
 
 from orchestra.adapter import LlamaCppAdapter
+from orchestra.config import AdapterConfig
 from orchestra.errors import EngineError, ErrorCode
 
 CONFIG = AdapterConfig(endpoint="http://engine:8081", connect_timeout_s=1, decode_timeout_s=1)

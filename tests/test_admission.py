@@ -9,9 +9,9 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from orchestra.config import AdmissionConfig
 
 from orchestra.admission import Admission, fingerprint, parse_task_request
+from orchestra.config import AdmissionConfig
 from orchestra.errors import ApiError, EngineError, ErrorCode
 from orchestra.queue import Admitted
 from orchestra.task import Determinism, Priority, TaskRequest

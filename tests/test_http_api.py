@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from .harness import SSE, open_stack, parse_sse
+from .harness import SSE, open_stack, tokens_seen
 
 
 def kinds(events: list[SSE]) -> list[str]:
@@ -173,18 +173,12 @@ async def test_cancel_running_frees_the_engine_and_freezes_the_log() -> None:
     async with open_stack(token_delay_s=0.01) as stack:
         running = await stack.submit(prompt="long one", max_tokens=500)
         waiting = await stack.submit(prompt="next", max_tokens=3)
-        async with stack.client.stream("GET", running["stream_url"]) as live:
-            seen = b""
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-                if seen.count(b"event: token") >= 3:
-                    break
+        async with stack.live(running["task_id"]) as live:
+            await live.until(tokens_seen(3))
             response = await stack.client.post(f"/v1/tasks/{running['task_id']}/cancel")
             assert response.status_code == 200
             assert response.json() == {"task_id": running["task_id"], "state": "cancelled"}
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-        events = parse_sse(seen)
+            events = await live.to_end()
         assert events[-1].event == "error"
         assert events[-1].data == {
             "code": "CANCELLED", "retriable": False, "message": "cancelled by the client"
@@ -226,13 +220,8 @@ async def test_cancel_of_a_finished_task_says_how_it_ended() -> None:
 async def test_resume_with_last_event_id_loses_and_repeats_nothing() -> None:
     async with open_stack(token_delay_s=0.002) as stack:
         task = await stack.submit(prompt="resume me", max_tokens=20, seed=3)
-        async with stack.client.stream("GET", task["stream_url"]) as live:
-            seen = b""
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-                if seen.count(b"event: token") >= 4:
-                    break
-        first = parse_sse(seen)
+        async with stack.live(task["task_id"]) as live:
+            first = await live.until(tokens_seen(4))
         rest = await stack.stream(task["task_id"], last_event_id=first[-1].id)
         whole = await stack.stream(task["task_id"])
         assert first + rest == whole
@@ -260,9 +249,8 @@ async def test_several_subscribers_see_the_same_events() -> None:
 async def test_reader_leaving_does_not_cancel_the_task() -> None:
     async with open_stack(token_delay_s=0.005) as stack:
         task = await stack.submit(prompt="keep going", max_tokens=15)
-        async with stack.client.stream("GET", task["stream_url"]) as live:
-            async for _ in live.aiter_bytes():
-                break
+        async with stack.live(task["task_id"]) as live:
+            await live.until(tokens_seen(1))
         status = await stack.wait_state(task["task_id"], "completed", "cancelled", "failed")
         assert status["state"] == "completed"
         assert status["tokens_out"] == 15
@@ -271,9 +259,8 @@ async def test_reader_leaving_does_not_cancel_the_task() -> None:
 async def test_orphaned_task_is_cancelled_after_the_grace() -> None:
     async with open_stack(streams={"orphan_grace_ms": 50}) as stack:
         task = await stack.submit(prompt="[[hang:2]] orphan", max_tokens=50)
-        async with stack.client.stream("GET", task["stream_url"]) as live:
-            async for _ in live.aiter_bytes():
-                break
+        async with stack.live(task["task_id"]) as live:
+            await live.until(tokens_seen(1))
         status = await stack.wait_state(task["task_id"], "cancelled", "completed", "failed")
         assert status["state"] == "cancelled"
         events = await stack.stream(task["task_id"])
@@ -356,35 +343,23 @@ async def test_loading_engine_gates_readiness() -> None:
 async def test_shutdown_refuses_new_work_and_lets_running_tasks_finish() -> None:
     async with open_stack(token_delay_s=0.01, shutdown_grace_s=30) as stack:
         task = await stack.submit(prompt="finish me", max_tokens=20)
-        async with stack.client.stream("GET", task["stream_url"]) as live:
-            seen = b""
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-                if b"event: token" in seen:
-                    stack.stop.set()
-                    await trio.testing.wait_all_tasks_blocked()  # the drain has begun
-                    break
+        async with stack.live(task["task_id"]) as live:
+            await live.until(tokens_seen(1))
+            stack.stop.set()
+            await trio.testing.wait_all_tasks_blocked()  # the drain has begun
             refused = await stack.client.post("/v1/tasks", json={"prompt": "late"})
             assert_envelope(refused, 503, "POOL_UNREADY")
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-        events = parse_sse(seen)
+            events = await live.to_end()
         assert events[-1].event == "end" and events[-1].data["tokens_out"] == 20
 
 
 async def test_shutdown_cancels_what_outlives_the_grace() -> None:
     async with open_stack(shutdown_grace_s=0.1) as stack:
         task = await stack.submit(prompt="[[hang:1]] forever", max_tokens=20)
-        async with stack.client.stream("GET", task["stream_url"]) as live:
-            seen = b""
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-                if b"event: token" in seen:
-                    stack.stop.set()
-                    break
-            async for chunk in live.aiter_bytes():
-                seen += chunk
-        last = parse_sse(seen)[-1]
+        async with stack.live(task["task_id"]) as live:
+            await live.until(tokens_seen(1))
+            stack.stop.set()
+            last = (await live.to_end())[-1]
         assert last.event == "error"
         assert last.data["code"] == "CANCELLED" and last.data["retriable"] is True
         await stack.fake.wait_until(lambda: stack.fake.disconnects == 1)
