@@ -1,35 +1,197 @@
 """Strict TOML configuration (DESIGN §3).
 
-Unknown keys, wrong types, out-of-range values and impossible combinations are all
-gathered into one :class:`ConfigError`, one line per problem, each naming its key path::
+A configuration file is read with :mod:`tomllib` and structured into frozen attrs classes by
+one module-level :data:`converter`. Nothing is coerced: ``"5"`` is not an integer and
+``true`` is not ``1``. Unknown keys, wrong types, out-of-range values and impossible
+combinations are all gathered into one :class:`ConfigError`, one line per problem, each
+naming its key path in dotted form::
 
-    admission.queue_capacity: must be at least 1 (got 0)
+    admission.queue_capacity: must be between 1 and 10000 (got 0)
     auth.tokn: unknown key
+    admission.ctx_limit: expected an integer (got "big")
+
+How the checks are layered:
+
+- type checks: strict structure hooks for ``int``, ``float``, ``bool``, ``str`` and
+  ``tuple[str, ...]``, registered on :data:`converter`;
+- per-key checks (ranges, URL and address forms): ``metadata={_CHECK: ...}`` on the attrs
+  field, run by that field's structure hook right after its type check, so cattrs'
+  detailed validation reports them with their path beside every other problem;
+- cross-key checks (:func:`_cross_checks`): run on the raw document, each only when all
+  the keys it reads are themselves valid, so they are reported even when some unrelated
+  part of the file is wrong.
 """
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import json
+import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.v import format_exception
+
+__all__ = [
+    "AdapterConfig",
+    "AdmissionConfig",
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "ReplicaConfig",
+    "StreamsConfig",
+    "converter",
+    "load_config",
+    "parse_config",
+]
 
 T = TypeVar("T")
+
+Check = Callable[[Any], str | None]
+"""A per-key check: returns a problem (without the key path) or None when the value is fine."""
+
+_CHECK: Final = "orchestra.config.check"
+"""The attrs field metadata key holding a field's :data:`Check`."""
+
+
+# -- per-key checks ------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """A short, single-line rendering of a TOML value for a message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return f"a {type(value).__name__}"
+
+
+def _at_least(low: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value >= low else f"must be at least {low} (got {_show(value)})"
+
+    return check
+
+
+def _between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = low <= value <= high
+        return None if ok else f"must be between {low} and {high} (got {_show(value)})"
+
+    return check
+
+
+def _more_than_zero(value: Any) -> str | None:
+    return None if value > 0 else f"must be more than 0 (got {_show(value)})"
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _token_chars(value: Any) -> str | None:
+    ok = all("!" <= c <= "~" for c in value)
+    return None if ok else "must be printable ASCII without spaces"
+
+
+def _engine(value: Any) -> str | None:
+    return None if value == "llamacpp" else f'only "llamacpp" is supported (got {_show(value)})'
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _split_bind(addr: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``; raises ValueError naming the expected form."""
+    bad = ValueError(
+        f"must be host:port, with [brackets] around an IPv6 address (got {_show(addr)})"
+    )
+    match = re.fullmatch(r"\[([^\]]*)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", addr)
+    if match is None:
+        raise bad
+    if match[1] is not None:
+        host, port = match[1], int(match[2])
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad from None
+    else:
+        host, port = match[3], int(match[4])
+        if not _HOSTNAME.fullmatch(host):
+            raise bad
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise bad from None
+    if port > 65535:
+        raise ValueError(f"port must be between 0 and 65535 (got {port})")
+    return host, port
+
+
+def _bind_addr(value: Any) -> str | None:
+    try:
+        _split_bind(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint(value: Any) -> str | None:
+    problem = f"must be a base URL like http://127.0.0.1:8081 (got {_show(value)})"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return problem
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return problem
+    if parts.username is not None or parts.password is not None or parts.netloc.endswith(":"):
+        return problem
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in value:
+        return problem
+    try:
+        port = parts.port
+    except ValueError:
+        return problem
+    if port == 0:
+        return problem
+    return None
+
+
+# -- the configuration classes ---------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
 class AuthConfig:
     """``[auth]``: the bearer token and when it is required."""
 
-    token: str = ""
-    """Required when ``bind_addr`` is not loopback."""
+    token: str = attrs.field(default="", metadata={_CHECK: _token_chars})
+    """The bearer token clients send; required when ``bind_addr`` is not loopback."""
     optional: bool = True
     """On a loopback bind, requests may skip the token."""
     trust_proxy_auth: bool = False
@@ -40,73 +202,91 @@ class AuthConfig:
 class AdmissionConfig:
     """``[admission]``: what a task may ask for and how many may wait."""
 
-    queue_capacity: int = 16
-    """Tasks that may wait for an engine slot; one more is refused with 429."""
-    ctx_limit: int = 2048
-    """Prompt tokens + ``max_tokens`` may not exceed this."""
-    max_tokens_limit: int = 1024
-    """The largest ``max_tokens`` a task may ask for."""
+    queue_capacity: int = attrs.field(default=16, metadata={_CHECK: _between(1, 10_000)})
+    """Tasks that may wait for an engine slot (1..10000); one more is refused with 429."""
+    ctx_limit: int = attrs.field(default=2048, metadata={_CHECK: _at_least(16)})
+    """Tokens: prompt + ``max_tokens`` of a task may not exceed this (at least 16)."""
+    max_tokens_limit: int = attrs.field(default=1024, metadata={_CHECK: _at_least(1)})
+    """Tokens: the largest ``max_tokens`` a task may ask for (1 .. ``ctx_limit`` - 1)."""
 
 
 @attrs.frozen(kw_only=True)
 class StreamsConfig:
     """``[streams]``: how long events are kept and readers waited for."""
 
-    retention_s: float = 300.0
-    """Seconds a finished task's events are kept for late readers."""
-    orphan_grace_ms: int = 10_000
-    """A running task whose readers all left is cancelled after this long without one."""
+    retention_s: float = attrs.field(default=300.0, metadata={_CHECK: _at_least(0)})
+    """Seconds a finished task's events are kept for late readers (at least 0)."""
+    orphan_grace_ms: int = attrs.field(default=10_000, metadata={_CHECK: _at_least(0)})
+    """Milliseconds a running task whose readers all left waits for one before it is
+    cancelled (at least 0)."""
 
 
 @attrs.frozen(kw_only=True)
 class AdapterConfig:
     """``[adapter]``: the engine orchestra talks to."""
 
-    engine: str = "llamacpp"
+    engine: str = attrs.field(default="llamacpp", metadata={_CHECK: _engine})
     """The engine kind; only ``llamacpp``."""
-    endpoint: str = "http://127.0.0.1:8081"
-    """Base URL of llama-server."""
-    connect_timeout_s: float = 5.0
-    """Seconds to connect to the engine (and for its short calls)."""
-    decode_timeout_s: float = 60.0
-    """Seconds the engine may stay silent mid-stream before the task fails."""
+    endpoint: str = attrs.field(default="http://127.0.0.1:8081", metadata={_CHECK: _endpoint})
+    """Base URL of llama-server: ``http://`` or ``https://``, a host, an optional port and
+    no path."""
+    connect_timeout_s: float = attrs.field(default=5.0, metadata={_CHECK: _more_than_zero})
+    """Seconds to connect to the engine (and for its short calls); more than 0."""
+    decode_timeout_s: float = attrs.field(default=60.0, metadata={_CHECK: _more_than_zero})
+    """Seconds the engine may stay silent mid-stream before the task fails; more than 0."""
 
 
 @attrs.frozen(kw_only=True)
 class ReplicaConfig:
     """``[replica]``: present when orchestra owns the llama-server process."""
 
-    binary: str = "llama-server"
+    binary: str = attrs.field(default="llama-server", metadata={_CHECK: _non_empty})
+    """The llama-server executable: a path, or a name resolved on PATH or the engine cache."""
     model: str = ""
-    ctx_size: int = 2048
-    parallel: int = 1
-    threads: int = 2
-    gpu_layers: int = 0
+    """Path to the GGUF model; empty means the engine cache's model (a later feature)."""
+    ctx_size: int = attrs.field(default=2048, metadata={_CHECK: _at_least(16)})
+    """Tokens of context llama-server allocates, shared by its slots (``--ctx-size``)."""
+    parallel: int = attrs.field(default=1, metadata={_CHECK: _between(1, 256)})
+    """Decode slots, i.e. tasks the engine runs at once (``--parallel``, 1..256)."""
+    threads: int = attrs.field(default=2, metadata={_CHECK: _at_least(1)})
+    """CPU threads llama-server uses (``--threads``, at least 1)."""
+    gpu_layers: int = attrs.field(default=0, metadata={_CHECK: _at_least(0)})
+    """Model layers offloaded to the GPU (``--n-gpu-layers``); 0 = CPU only, 999 = all."""
     extra_args: tuple[str, ...] = ()
+    """More llama-server command-line arguments, passed as they are."""
 
 
 @attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file."""
 
-    bind_addr: str = "127.0.0.1:8080"
+    bind_addr: str = attrs.field(default="127.0.0.1:8080", metadata={_CHECK: _bind_addr})
     """``host:port`` to listen on (``[::1]:8080`` for IPv6; port 0 = any free port)."""
-    shutdown_grace_s: float = 30.0
+    shutdown_grace_s: float = attrs.field(default=30.0, metadata={_CHECK: _at_least(0)})
     """On SIGTERM, seconds running tasks get to finish before they are cancelled."""
     auth: AuthConfig = AuthConfig()
+    """``[auth]``."""
     admission: AdmissionConfig = AdmissionConfig()
+    """``[admission]``."""
     streams: StreamsConfig = StreamsConfig()
+    """``[streams]``."""
     adapter: AdapterConfig = AdapterConfig()
+    """``[adapter]``."""
     replica: ReplicaConfig | None = None
+    """``[replica]``: None in attached mode; a table here means orchestra owns the engine."""
 
     @property
     def bind_host(self) -> str:
-        """The host part of ``bind_addr`` (IPv6 without brackets)."""
+        """The host part of ``bind_addr`` (IPv6 without brackets).
+
+        Raises ValueError when ``bind_addr`` is malformed, which :func:`parse_config` never
+        lets through.
+        """
         return _split_bind(self.bind_addr)[0]
 
     @property
     def bind_port(self) -> int:
-        """The port part of ``bind_addr``."""
+        """The port part of ``bind_addr``; 0 means any free port."""
         return _split_bind(self.bind_addr)[1]
 
     @property
@@ -116,203 +296,232 @@ class Config:
 
 
 class ConfigError(Exception):
-    """Raised when a configuration cannot be used; ``problems`` has one line per problem."""
+    """Raised by :func:`load_config` and :func:`parse_config` when a configuration cannot
+    be used.
+
+    ``problems`` holds one single-line message per problem, each starting with the dotted
+    key path it is about (``config`` when it is about the whole file); ``str()`` of the
+    error is those lines joined by newlines.
+    """
 
     def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
-        self.problems = tuple(problems)
+        self.problems: tuple[str, ...] = tuple(problems)
         super().__init__("\n".join(self.problems))
 
 
-def _split_bind(addr: str) -> tuple[str, int]:
-    if addr.startswith("["):
-        host, sep, port = addr[1:].partition("]:")
-    else:
-        host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"must be host:port, with [brackets] around IPv6 (got {addr!r})")
-    return host, int(port)
+# -- strict structuring ----------------------------------------------------------------------
+
+converter: Final = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+"""Structures TOML documents into the classes above; strict about types and unknown keys."""
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# -- strict structuring ------------------------------------------------------------------
-
-converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    return repr(value)
-
-
-def _strict(kind: str, check: Callable[[Any], bool], make: Callable[[Any], T]) -> Any:
+def _strict(kind: str, accept: Callable[[Any], bool], make: Callable[[Any], T]) -> Any:
     def hook(value: Any, _: Any) -> T:
-        if not check(value):
-            raise TypeError(f"expected {kind} (got {_describe(value)})")
+        if not accept(value):
+            raise TypeError(f"expected {kind} (got {_show(value)})")
         return make(value)
 
     return hook
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a number (got {_show(value)})")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {_show(value)})")
+    return float(value)
+
+
+def _structure_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected an array of strings (got {_show(value)})")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise TypeError(f"expected an array of strings (got {_show(item)} at index {index})")
+    return tuple(value)
+
+
+converter.register_structure_hook(int, _strict("an integer", _is_int, int))
+converter.register_structure_hook(float, _structure_float)
 converter.register_structure_hook(
-    int, _strict("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool), int)
-)
-converter.register_structure_hook(
-    float,
-    _strict(
-        "a number",
-        lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        float,
-    ),
-)
-converter.register_structure_hook(
-    bool, _strict("true or false", lambda v: isinstance(v, bool), bool)
+    bool, _strict("true or false", lambda v: v is True or v is False, bool)
 )
 converter.register_structure_hook(str, _strict("a string", lambda v: isinstance(v, str), str))
-converter.register_structure_hook_func(
-    lambda t: t == tuple[str, ...],
-    _strict(
-        "a list of strings",
-        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
-        tuple,
-    ),
-)
+converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
 
 
-def _tables(cls: type[T]) -> Callable[[Any, Any], T]:
-    """Structure an attrs class from a TOML table, refusing anything that is not a table."""
-    attrs.resolve_types(cls)  # type: ignore[type-var]
-    inner = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+def _checked(base: Callable[[Any, Any], Any], check: Check) -> Callable[[Any, Any], Any]:
+    """``base`` (the type's hook), then the field's own check on the value as written."""
+
+    def hook(value: Any, type_: Any) -> Any:
+        result = base(value, type_)
+        problem = check(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return result
+
+    return hook
+
+
+def _field_hook(field: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
+    base = converter.get_structure_hook(field.type)
+    check: Check | None = field.metadata.get(_CHECK)
+    return base if check is None else _checked(base, check)
+
+
+def _table_hook(cls: type[T]) -> Callable[[Any, Any], T]:
+    """Structure an attrs class from a TOML table: strict keys, then each field's hook."""
+    attrs_cls: Any = cls
+    attrs.resolve_types(attrs_cls)
+    overrides: dict[str, Any] = {
+        field.name: override(struct_hook=_field_hook(field))
+        for field in attrs.fields(attrs_cls)
+        if _CHECK in field.metadata
+    }
+    inner = make_dict_structure_fn(cls, converter, **overrides)
 
     def hook(value: Any, _: Any) -> T:
         if not isinstance(value, Mapping):
-            raise TypeError(f"expected a table (got {_describe(value)})")
+            raise TypeError(f"expected a table (got {_show(value)})")
         return inner(value, cls)
 
     return hook
 
 
-converter.register_structure_hook_factory(attrs.has, _tables)
+converter.register_structure_hook_factory(attrs.has, _table_hook)
 
 
-def _flatten(exc: BaseException, path: str) -> list[str]:
-    """Turn cattrs' nested validation errors into ``dotted.path: message`` lines."""
+# -- messages ---------------------------------------------------------------------------------
+
+_UNKNOWN_KEYS: Final = "\x00unknown keys:"
+"""Marks :func:`_describe`'s rendering of extra keys, which :func:`_problems` expands."""
+
+
+def _describe(exc: BaseException, type_: Any) -> str:
+    """The ``format_exception`` for :func:`cattrs.transform_error`."""
     if isinstance(exc, ForbiddenExtraKeysError):
-        return [f"{_join(path, key)}: unknown key" for key in sorted(exc.extra_fields)]
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        lines: list[str] = []
-        for sub in exc.exceptions:
-            note = next((n for n in getattr(sub, "__notes__", []) if hasattr(n, "name")), None)
-            name = getattr(note, "name", None)
-            lines.extend(_flatten(sub, _join(path, str(name)) if name is not None else path))
-        return lines
+        return _UNKNOWN_KEYS + json.dumps(sorted(str(key) for key in exc.extra_fields))
     if isinstance(exc, KeyError):
-        return [f"{path}: required"]
-    return [f"{path or 'config'}: {exc}"]
+        return "required"
+    if isinstance(exc, ValueError | TypeError) and exc.args:
+        return str(exc)
+    return format_exception(exc, type_)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _key(name: str) -> str:
+    """A key as TOML would write it inside a dotted path."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
-# -- checks on values that structured ------------------------------------------------------
+def _dotted(path: str) -> str:
+    """``$.admission.queue_capacity`` → ``admission.queue_capacity``."""
+    return path.removeprefix("$").removeprefix(".")
 
 
-def _at_least(path: str, value: float, low: float) -> list[str]:
-    return [] if value >= low else [f"{path}: must be at least {low} (got {value})"]
+def _problems(exc: BaseException) -> list[str]:
+    """One line per problem from a cattrs structuring error."""
+    lines: list[str] = []
+    for line in cattrs.transform_error(exc, format_exception=_describe):
+        description, _, path = line.rpartition(" @ ")
+        where = _dotted(path)
+        if description.startswith(_UNKNOWN_KEYS):
+            keys: list[str] = json.loads(description.removeprefix(_UNKNOWN_KEYS))
+            prefix = f"{where}." if where else ""
+            lines += [f"{prefix}{_key(key)}: unknown key" for key in keys]
+        else:
+            lines.append(f"{where or 'config'}: {' '.join(description.splitlines())}")
+    return lines
 
 
-def _between(path: str, value: int, low: int, high: int) -> list[str]:
-    ok = low <= value <= high
-    return [] if ok else [f"{path}: must be between {low} and {high} (got {value})"]
+# -- cross-key checks -------------------------------------------------------------------------
 
 
-def _check(config: Config) -> list[str]:
+class _Invalid:
+    """What :func:`_salvage` returns for a value that does not structure."""
+
+
+_INVALID: Final = _Invalid()
+
+
+def _salvage(data: Mapping[str, Any], *path: str) -> Any:
+    """The structured, per-key-checked value at ``path``, its default when absent, or
+    :data:`_INVALID` when it (or a table on the way) is wrong."""
+    cls: Any = Config
+    table: Any = data
+    for depth, name in enumerate(path):
+        field = attrs.fields_dict(cls)[name]
+        if not isinstance(table, Mapping):
+            return _INVALID
+        if name not in table:
+            value = field.default
+            for rest in path[depth + 1 :]:
+                value = getattr(value, rest)
+            return value
+        if depth == len(path) - 1:
+            try:
+                return _field_hook(field)(table[name], field.type)
+            except (ValueError, TypeError):
+                return _INVALID
+        cls, table = field.type, table[name]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cross_checks(data: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
-    a, s, ad = config.admission, config.streams, config.adapter
-    problems += _between("admission.queue_capacity", a.queue_capacity, 1, 10_000)
-    problems += _at_least("admission.ctx_limit", a.ctx_limit, 16)
-    problems += _at_least("admission.max_tokens_limit", a.max_tokens_limit, 1)
-    if a.max_tokens_limit >= a.ctx_limit:
+    bind_addr, token = _salvage(data, "bind_addr"), _salvage(data, "auth", "token")
+    usable = bind_addr is not _INVALID and token is not _INVALID
+    if usable and not token and not _is_loopback(_split_bind(bind_addr)[0]):
+        problems.append(f"auth.token: required when bind_addr ({bind_addr}) is not loopback")
+    max_tokens = _salvage(data, "admission", "max_tokens_limit")
+    ctx_limit = _salvage(data, "admission", "ctx_limit")
+    if max_tokens is not _INVALID and ctx_limit is not _INVALID and max_tokens >= ctx_limit:
         problems.append(
             f"admission.max_tokens_limit: must be less than admission.ctx_limit "
-            f"({a.max_tokens_limit} >= {a.ctx_limit})"
+            f"({max_tokens} >= {ctx_limit})"
         )
-    problems += _at_least("streams.retention_s", s.retention_s, 0)
-    problems += _at_least("streams.orphan_grace_ms", s.orphan_grace_ms, 0)
-    problems += _at_least("shutdown_grace_s", config.shutdown_grace_s, 0)
-    if ad.engine != "llamacpp":
-        problems.append(f'adapter.engine: only "llamacpp" is supported (got "{ad.engine}")')
-    problems += _check_endpoint(ad.endpoint)
-    for name in ("connect_timeout_s", "decode_timeout_s"):
-        value = getattr(ad, name)
-        if value <= 0:
-            problems.append(f"adapter.{name}: must be more than 0 (got {value})")
-    if config.replica is not None:
-        r = config.replica
-        problems += _at_least("replica.ctx_size", r.ctx_size, 16)
-        problems += _between("replica.parallel", r.parallel, 1, 256)
-        problems += _at_least("replica.threads", r.threads, 1)
-        problems += _at_least("replica.gpu_layers", r.gpu_layers, 0)
-    try:
-        _split_bind(config.bind_addr)
-    except ValueError as exc:
-        problems.append(f"bind_addr: {exc}")
-    else:
-        if not config.bind_is_loopback and not config.auth.token:
-            problems.append(
-                f"auth.token: required when bind_addr ({config.bind_addr}) is not loopback"
-            )
     return problems
 
 
-def _check_endpoint(endpoint: str) -> list[str]:
-    parts = urlsplit(endpoint)
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return [f"adapter.endpoint: bad port in {endpoint!r}"]
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [f"adapter.endpoint: must be an http:// or https:// URL (got {endpoint!r})"]
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return [f"adapter.endpoint: must be a base URL without a path (got {endpoint!r})"]
-    return []
-
-
-# -- entry points --------------------------------------------------------------------------
+# -- entry points -----------------------------------------------------------------------------
 
 
 def parse_config(data: Mapping[str, Any]) -> Config:
-    """Structure and check an already parsed TOML document."""
+    """Structure and check an already parsed TOML document.
+
+    Returns the :class:`Config`, or raises :class:`ConfigError` listing every problem found.
+    """
+    problems: list[str] = []
+    config: Config | None = None
     try:
         config = converter.structure(data, Config)
-    except (ClassValidationError, ForbiddenExtraKeysError, TypeError) as exc:
-        raise ConfigError(_flatten(exc, "")) from None
-    problems = _check(config)
-    if problems:
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        problems += _problems(exc)
+    if isinstance(data, Mapping):
+        problems += _cross_checks(data)
+    if problems or config is None:
         raise ConfigError(problems)
     return config
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, parse and check a TOML configuration file."""
+    """Read, parse and check a TOML configuration file.
+
+    Returns the :class:`Config`, or raises :class:`ConfigError` when the file cannot be read,
+    is not valid TOML (one problem, with tomllib's line and column), or does not pass
+    :func:`parse_config`.
+    """
+    name = os.fspath(path)
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)
     except OSError as exc:
-        raise ConfigError([f"config: cannot read {os.fspath(path)}: {exc.strerror}"]) from None
+        raise ConfigError([f"config: cannot read {name}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config: {name} is not UTF-8 ({exc.reason})"]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"config: {os.fspath(path)} is not valid TOML: {exc}"]) from None
+        raise ConfigError([f"config: {name} is not valid TOML: {exc}"]) from None
     return parse_config(data)

@@ -160,7 +160,9 @@ async def test_signal_drains_running_work_and_exits_0(tmp_path: Path, signum: in
                 service.process.send_signal(signum)
                 with trio.fail_after(10):
                     while True:  # the server refuses new work once the drain began
-                        late = await client.post("/v1/tasks", json={"prompt": "late", "max_tokens": 1})
+                        late = await client.post(
+                            "/v1/tasks", json={"prompt": "late", "max_tokens": 1}
+                        )
                         if late.status_code == 503:
                             break
                         assert late.status_code == 202

@@ -1,36 +1,52 @@
 """A fake llama-server speaking the real engine's native HTTP API, for tests and benchmarks.
 
-It answers ``/health``, ``/props``, ``/slots``, ``/tokenize`` and ``/completion`` (also
-``/completions``) with the shapes of ``shared/llama-server-reference.md``: 503
-``Loading model`` while loading, ``data: {json}`` stream frames ending with a
-``stop: true`` frame and no ``[DONE]``, JSON error bodies, a slot per generation with
-requests waiting (headers unsent) while all slots are busy, and a slot freed the moment
-its client disconnects.
+It fakes the parts of llama.cpp's ``llama-server`` an HTTP supervisor talks to, with the
+shapes and behaviours of ``shared/llama-server-reference.md``:
 
-Generation is deterministic: token ``i`` of a prompt and seed is a word picked by
-sha256(prompt, seed, i). Directives in the prompt provoke faults through the real API:
+- ``GET /health`` (and ``/v1/health``), ``GET /props``, ``GET /slots``, ``GET /metrics``,
+  ``POST /tokenize`` and ``POST /completion`` (also ``/completions``);
+- 503 ``Loading model`` on every route while loading (:meth:`FakeLlamaServer.set_loading`);
+- errors as ``{"error": {"code", "message", "type"}}`` with the status equal to the code;
+- a slot per generation; when all slots are busy a request waits in a FIFO and, when
+  streaming, gets no status line or headers until a slot takes it;
+- streams of ``data: {json}`` frames, one per token, ending with a ``stop: true`` frame that
+  carries the final object (``timings``, ``tokens_predicted``, ...); no ``[DONE]``;
+- a client that closes its connection stops its generation at once and frees its slot.
 
-``[[error-before:STATUS]]``  a JSON error instead of a stream (400, 500 or 503)
-``[[error-mid:N]]``          after N tokens, a ``data: {"error": ...}`` frame, then the end
-``[[drop:N]]``               after N tokens, the connection is cut with no final frame
-``[[hang:N]]``               after N tokens, silence until the client goes away
-``[[empty:K]]``              every K-th piece is ``""`` (text held back), still counted
+Generation is deterministic: token ``i`` for a prompt and seed is one of a fixed list of
+words picked by sha256(prompt, seed, i), returned as the piece ``" " + word``. Tokenization
+is one token per whitespace-separated word (plus BOS ``1`` with ``add_special``), and the
+token id of a word is the same in ``/tokenize`` and in stream frames.
 
-Run it alone with ``python -m orchestra.testing.fake_llama --port 8081``.
+Directives written anywhere in the prompt provoke faults through the real API (they count
+as words when tokenizing, like any other text):
+
+``[[error-before:STATUS]]``  a JSON error instead of a response: 400 ``invalid_request_error``,
+                             500 ``server_error``, 503 ``unavailable_error`` (no slot available)
+``[[error-mid:N]]``          after N tokens, a ``data: {"error": ...}`` frame (500, "Context
+                             size has been exceeded."), then the body ends; without
+                             ``stream`` a 500 JSON error
+``[[drop:N]]``               after N tokens the connection is cut with no final frame
+``[[hang:N]]``               after N tokens, nothing more until the client goes away
+``[[empty:K]]``              every K-th piece is ``""`` (text held back while a stop string
+                             may be forming); such frames still count in ``tokens_predicted``
+
+Run it alone with ``python -m orchestra.testing.fake_llama --port 8081 --slots 2``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import re
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qs
 
 import attrs
 import hypercorn.config
@@ -42,116 +58,228 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_WORDS = [
-    "alpha",
-    "bravo",
-    "charlie",
-    "delta",
-    "echo",
-    "foxtrot",
-    "golf",
-    "hotel",
-    "india",
-    "juliet",
-    "kilo",
-    "lima",
-    "mike",
-    "november",
-    "oscar",
-    "papa",
-    "quebec",
-    "romeo",
-    "sierra",
-    "tango",
-    "uniform",
-    "victor",
-    "whiskey",
-    "xray",
-    "yankee",
-    "zulu",
-    "amber",
-    "basil",
-    "cedar",
-    "dune",
-    "ember",
-    "fern",
-    "grove",
-    "heron",
-    "iris",
-    "jade",
-    "kelp",
-    "lotus",
-    "maple",
-    "nectar",
-    "olive",
-    "pine",
-    "quartz",
-    "reed",
-    "sage",
-    "thyme",
-    "umber",
-    "vine",
-    "willow",
-    "yarrow",
-    "zephyr",
-]
+DEFAULT_N_PREDICT: Final = 16
+"""Tokens generated when a request gives no ``n_predict`` (or gives -1)."""
+
+BOS_TOKEN: Final = 1
+"""The token id ``/tokenize`` puts first when ``add_special`` is true."""
+
+# fmt: off
+WORDS: Final = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+    "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber",
+    "basil", "cedar", "dune", "ember", "fern", "grove", "heron", "iris", "jade", "kelp",
+    "lotus", "maple", "nectar", "olive", "pine", "quartz", "reed", "sage", "thyme", "umber",
+    "vine", "willow", "yarrow",
+)
+"""The vocabulary generated text is drawn from."""
+# fmt: on
+
 _DIRECTIVE = re.compile(r"\[\[(error-before|error-mid|drop|hang|empty):(\d+)\]\]")
+_ERROR_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    500: "server_error",
+    501: "not_supported_error",
+    503: "unavailable_error",
+}
+_ERROR_MESSAGE = {
+    400: "fake invalid request",
+    500: "fake server error",
+    503: "no slot available",
+}
+_JSON = (b"content-type", b"application/json; charset=utf-8")
 
 
 class _Abort(Exception):
-    """Raised inside the app to make hypercorn cut the connection."""
+    """Raised out of the ASGI app after the response started, so hypercorn cuts the socket."""
 
 
-def _error_body(status: int, message: str, kind: str, **extra: Any) -> bytes:
-    return json.dumps(
-        {"error": {"code": status, "message": message, "type": kind, **extra}}
-    ).encode()
+def _dumps(value: Any) -> bytes:
+    """Compact JSON, as the engine writes it."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
-_ERROR_KIND = {400: "invalid_request_error", 500: "server_error", 503: "unavailable_error"}
+def token_id(word: str) -> int:
+    """The fake vocabulary's id for one whitespace-free word (always >= 2)."""
+    return 2 + int.from_bytes(hashlib.sha256(word.encode()).digest()[:3], "big")
+
+
+def tokenize(text: str, add_special: bool = False) -> list[int]:
+    """Token ids of ``text`` as the fake's ``/tokenize`` returns them."""
+    ids = [token_id(word) for word in text.split()]
+    return [BOS_TOKEN, *ids] if add_special else ids
+
+
+def generated_word(prompt: str, seed: object, index: int) -> str:
+    """The word generated as token ``index`` for ``prompt`` and ``seed`` (deterministic)."""
+    key = json.dumps([prompt, seed, index], sort_keys=True).encode()
+    return WORDS[int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % len(WORDS)]
+
+
+def error_body(code: int, message: str, kind: str | None = None, **extra: Any) -> bytes:
+    """The engine's error envelope ``{"error": {"code", "message", "type", ...}}``."""
+    error = {
+        "code": code,
+        "message": message,
+        "type": kind or _ERROR_TYPE.get(code, "server_error"),
+    }
+    return _dumps({"error": {**error, **extra}})
+
+
+@attrs.define
+class _Waiter:
+    """A request waiting for a slot; ``slot`` is filled in when one is handed to it."""
+
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    slot: int | None = None
+
+
+@attrs.define
+class _Job:
+    """One accepted completion request."""
+
+    prompt: str
+    seed: object
+    n_predict: int
+    n_prompt: int
+    stream: bool
+    directives: dict[str, int]
+    body: dict[str, Any]
+
+
+def _dispatch_on_resize(server: FakeLlamaServer, _: attrs.Attribute[int], value: int) -> int:
+    server._dispatch(value)
+    return value
 
 
 @attrs.define
 class FakeLlamaServer:
-    """The fake engine. Knobs may be changed by a test at any time."""
+    """A fake llama-server, served as a raw ASGI 3 app by :meth:`serve`.
 
-    total_slots: int = 1
+    The knobs (``total_slots``, ``token_delay_s``, ``n_ctx``, ``model_path``) may be changed
+    by a test at any time; raising ``total_slots`` hands free slots to waiting requests at
+    once. ``n_ctx`` is the server's whole context (``-c``), split evenly across the slots as
+    without a unified KV cache: a request's prompt tokens plus ``n_predict`` must fit in
+    ``n_ctx // total_slots``.
+
+    The counters are for tests to observe; :meth:`wait_until` waits on them without polling.
+    """
+
+    total_slots: int = attrs.field(default=1, on_setattr=_dispatch_on_resize)
+    """Parallel generation slots (``-np``)."""
     token_delay_s: float = 0.0
+    """Seconds slept before each generated token."""
     n_ctx: int = 2048
+    """The whole context size (``-c``); each slot gets ``n_ctx // total_slots``."""
     model_path: str = "models/fake.gguf"
+    """Reported in ``/props`` and in final frames as ``model``."""
+
     disconnects: int = attrs.field(default=0, init=False)
-    """Generations whose client went away before the stream ended."""
+    """Completion requests whose client went away before their response ended."""
     completions_started: int = attrs.field(default=0, init=False)
+    """Completions that got a slot and began generating."""
     completions_finished: int = attrs.field(default=0, init=False)
+    """Completions that generated to their end: counted, with the slot freed, just before
+    the last message (final frame, or ``error-mid`` error) is sent; drops and disconnects
+    are not counted."""
     deferred: int = attrs.field(default=0, init=False)
-    """Requests waiting for a free slot."""
+    """Requests waiting for a free slot right now."""
     completion_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    """Every JSON object body received on ``/completion``, in arrival order."""
     completion_headers: list[dict[str, str]] = attrs.field(factory=list, init=False)
+    """The request headers (names lower-cased) of each ``/completion`` request."""
+
     _loading: bool = attrs.field(default=False, init=False)
-    _busy: set[int] = attrs.field(factory=set, init=False)
-    _waiters: deque[trio.Event] = attrs.field(factory=deque, init=False)
+    _slot_tasks: dict[int, int] = attrs.field(factory=dict, init=False)
+    _next_task: int = attrs.field(default=0, init=False)
+    _waiters: deque[_Waiter] = attrs.field(factory=deque, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    # -- state observed by tests -----------------------------------------------------------
 
     @property
     def busy_slots(self) -> int:
         """Slots generating right now."""
-        return len(self._busy)
+        return len(self._slot_tasks)
+
+    @property
+    def loading(self) -> bool:
+        """Whether the fake pretends to be loading its model."""
+        return self._loading
 
     def set_loading(self, loading: bool) -> None:
         """While loading, every route answers 503 ``Loading model``."""
         self._loading = loading
         self._notify()
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds, re-checking it whenever the fake's state changes.
+
+        The predicate should read the fake's state (counters, slots, bodies); a change
+        elsewhere does not wake the wait. Wrap it in ``trio.fail_after`` to bound it.
+        """
+        while not predicate():
+            await self._changed.wait()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds, re-checking on every change of state."""
-        while not predicate():
-            await self._changed.wait()
+    # -- slots -----------------------------------------------------------------------------
 
-    # -- serving -----------------------------------------------------------------------
+    def _free_slot(self, total: int) -> int | None:
+        return next((i for i in range(total) if i not in self._slot_tasks), None)
+
+    def _occupy(self, slot: int) -> None:
+        self._slot_tasks[slot] = self._next_task
+        self._next_task += 1
+        self.completions_started += 1
+
+    def _dispatch(self, total: int) -> None:
+        """Hand free slots to waiting requests, oldest first."""
+        handed = False
+        while self._waiters and (slot := self._free_slot(total)) is not None:
+            waiter = self._waiters.popleft()
+            self._occupy(slot)
+            self.deferred -= 1
+            waiter.slot = slot
+            waiter.ready.set()
+            handed = True
+        if handed:
+            self._notify()
+
+    def _release(self, slot: int) -> None:
+        """Free ``slot`` and hand it to the oldest waiter; the caller notifies."""
+        del self._slot_tasks[slot]
+        self._dispatch(self.total_slots)
+
+    async def _take_slot(self) -> int:
+        """Occupy a slot, waiting FIFO behind earlier requests while none is free."""
+        if not self._waiters and (slot := self._free_slot(self.total_slots)) is not None:
+            self._occupy(slot)
+            self._notify()
+            return slot
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        self.deferred += 1
+        self._notify()
+        try:
+            await waiter.ready.wait()
+        except BaseException:
+            if waiter.slot is not None:  # handed over just as we were cancelled
+                self._release(waiter.slot)
+            else:
+                self._waiters.remove(waiter)
+                self.deferred -= 1
+            self._notify()
+            raise
+        assert waiter.slot is not None
+        return waiter.slot
+
+    # -- serving ---------------------------------------------------------------------------
 
     async def serve(
         self,
@@ -160,307 +288,406 @@ class FakeLlamaServer:
         port: int = 0,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled; reports the base URL (``http://127.0.0.1:PORT``)."""
+        """Serve over HTTP/1.1 with hypercorn until cancelled.
+
+        Reports the base URL (``http://127.0.0.1:PORT``, the real port when ``port`` is 0)
+        through ``task_status``: ``url = await nursery.start(fake.serve)``.
+        """
         config = hypercorn.config.Config()
-        config.bind = [f"{host}:{port}"]
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
         config.errorlog = None
+        config.keep_alive_timeout = 30.0
+        # hypercorn types ASGI messages as TypedDicts; this app reads them as plain mappings.
+        app: Any = self
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(hypercorn.trio.serve, self, config)
+            urls: list[str] = await nursery.start(partial(hypercorn.trio.serve, app, config))
             task_status.started(urls[0])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 entry point."""
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
         if self._loading:
-            await _json(send, 503, _error_body(503, "Loading model", "unavailable_error"))
+            await _read_json(receive)  # drained, so that the connection can be reused
+            await _respond(send, 503, error_body(503, "Loading model"))
             return
-        if method == "GET" and path in ("/health", "/v1/health"):
-            await _json(send, 200, b'{"status":"ok"}')
-        elif method == "GET" and path == "/props":
-            await _json(send, 200, json.dumps(self._props()).encode())
-        elif method == "GET" and path == "/slots":
-            slots = [
-                {
-                    "id": i,
-                    "n_ctx": self.n_ctx // self.total_slots,
-                    "is_processing": i in self._busy,
-                    "id_task": -1,
-                }
-                for i in range(self.total_slots)
-            ]
-            await _json(send, 200, json.dumps(slots).encode())
-        elif method == "POST" and path == "/tokenize":
-            body = await _read_json(receive)
-            if not isinstance(body, dict) or not isinstance(body.get("content"), str):
-                await _json(
-                    send,
-                    400,
-                    _error_body(400, '"content" must be provided', "invalid_request_error"),
-                )
-                return
-            tokens = self._tokenize(body["content"], bool(body.get("add_special", False)))
-            await _json(send, 200, json.dumps({"tokens": tokens}).encode())
-        elif method == "POST" and path in ("/completion", "/completions"):
+        if path in ("/health", "/v1/health") and method == "GET":
+            await _respond(send, 200, b'{"status":"ok"}')
+        elif path == "/props" and method == "GET":
+            await _respond(send, 200, _dumps(self._props()))
+        elif path == "/slots" and method == "GET":
+            await self._slots(scope, send)
+        elif path == "/metrics" and method == "GET":
+            await _respond(send, 200, self._metrics(), b"text/plain; version=0.0.4")
+        elif path == "/tokenize" and method == "POST":
+            await self._tokenize(receive, send)
+        elif path in ("/completion", "/completions") and method == "POST":
             await self._completion(scope, receive, send)
         else:
-            await _json(send, 404, _error_body(404, "File Not Found", "not_found_error"))
+            await _read_json(receive)
+            await _respond(send, 404, error_body(404, "File Not Found"))
+
+    # -- simple routes ---------------------------------------------------------------------
+
+    @property
+    def _slot_ctx(self) -> int:
+        return self.n_ctx // max(self.total_slots, 1)
 
     def _props(self) -> dict[str, Any]:
         return {
-            "default_generation_settings": {"n_ctx": self.n_ctx, "params": {}},
+            "default_generation_settings": {"n_ctx": self._slot_ctx, "params": {}},
             "total_slots": self.total_slots,
-            "model_path": self.model_path,
             "model_alias": self.model_path,
+            "model_path": self.model_path,
+            "modalities": {"vision": False, "audio": False},
+            "endpoint_slots": True,
+            "endpoint_props": False,
+            "endpoint_metrics": True,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
             "build_info": "b0-unknown",
             "is_sleeping": False,
         }
 
-    @staticmethod
-    def _tokenize(text: str, add_special: bool) -> list[int]:
-        ids = [2 + int.from_bytes(hashlib.sha256(w.encode()).digest()[:2]) for w in text.split()]
-        return [1, *ids] if add_special else ids
-
-    # -- generation --------------------------------------------------------------------
-
-    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_json(receive)
-        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
-            await _json(
-                send, 400, _error_body(400, '"prompt" must be provided', "invalid_request_error")
-            )
+    async def _slots(self, scope: Scope, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        fail_on_no_slot = query.get("fail_on_no_slot", ["0"])[0] not in ("", "0", "false")
+        if fail_on_no_slot and self._free_slot(self.total_slots) is None:
+            await _respond(send, 503, error_body(503, "no slot available"))
             return
-        self.completion_bodies.append(body)
-        self.completion_headers.append(
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        slots = [
+            {
+                "id": i,
+                "n_ctx": self._slot_ctx,
+                "is_processing": i in self._slot_tasks,
+                "id_task": self._slot_tasks.get(i, -1),
+            }
+            for i in range(self.total_slots)
+        ]
+        await _respond(send, 200, _dumps(slots))
+
+    def _metrics(self) -> bytes:
+        lines = [
+            "# TYPE llamacpp:requests_processing gauge",
+            f"llamacpp:requests_processing {self.busy_slots}",
+            "# TYPE llamacpp:requests_deferred gauge",
+            f"llamacpp:requests_deferred {self.deferred}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    async def _tokenize(self, receive: Receive, send: Send) -> None:
+        body = await _read_json(receive)
+        if not isinstance(body, dict) or not isinstance(body.get("content"), str):
+            message = '"content" must be provided' if isinstance(body, dict) else "Invalid JSON"
+            await _respond(send, 400, error_body(400, message))
+            return
+        tokens = tokenize(body["content"], body.get("add_special") is True)
+        await _respond(send, 200, _dumps({"tokens": tokens}))
+
+    # -- completions -----------------------------------------------------------------------
+
+    def _accept(self, body: Any) -> _Job | tuple[int, bytes]:
+        """Validate a completion body: the job to run, or the error response to send."""
+        if not isinstance(body, dict):
+            return 400, error_body(400, "Invalid JSON: the body must be a JSON object")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return 400, error_body(400, '"prompt" must be provided')
+        n_predict = next(
+            (body[k] for k in ("n_predict", "max_tokens", "max_completion_tokens") if k in body),
+            None,
         )
-        prompt: str = body["prompt"]
-        n_predict = body.get("n_predict", body.get("max_tokens", 16))
-        n_predict = 16 if not isinstance(n_predict, int) or n_predict < 0 else n_predict
+        if n_predict is None or n_predict == -1:
+            n_predict = DEFAULT_N_PREDICT
+        if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < 0:
+            return 400, error_body(400, "Field 'n_predict': Value must be an integer >= -1")
         directives = {name: int(arg) for name, arg in _DIRECTIVE.findall(prompt)}
         if "error-before" in directives:
             status = directives["error-before"]
-            await _json(
-                send,
-                status,
-                _error_body(
-                    status,
-                    "fake failure" if status != 503 else "no slot available",
-                    _ERROR_KIND.get(status, "server_error"),
-                ),
-            )
-            return
-        n_prompt = len(self._tokenize(prompt, True))
-        slot_ctx = self.n_ctx // max(self.total_slots, 1)
-        if n_prompt + n_predict > slot_ctx:
+            return status, error_body(status, _ERROR_MESSAGE.get(status, "fake error"))
+        n_prompt = len(tokenize(prompt, add_special=True))
+        if n_prompt + n_predict > self._slot_ctx:
             message = (
                 f"request ({n_prompt + n_predict} tokens) exceeds the available context size "
-                f"({slot_ctx} tokens), try increasing it"
+                f"({self._slot_ctx} tokens), try increasing it"
             )
-            await _json(
-                send,
-                400,
-                _error_body(
-                    400,
-                    message,
-                    "exceed_context_size_error",
-                    n_prompt_tokens=n_prompt,
-                    n_ctx=slot_ctx,
-                ),
-            )
-            return
-        stream = bool(body.get("stream", False))
-        async with trio.open_nursery() as nursery:
-            gone = trio.Event()
+            extra = {"n_prompt_tokens": n_prompt, "n_ctx": self._slot_ctx}
+            return 400, error_body(400, message, "exceed_context_size_error", **extra)
+        stream = body.get("stream") is True
+        return _Job(prompt, body.get("seed", -1), n_predict, n_prompt, stream, directives, body)
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                gone.set()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch_disconnect)
-            slot = -1
-            try:
-                slot = await self._take_slot()
-                await self._generate(
-                    send, body, prompt, n_predict, n_prompt, slot, directives, stream
-                )
-                self.completions_finished += 1
-            finally:
-                if slot >= 0:
-                    self._busy.discard(slot)
-                    self._release()
-                if gone.is_set() or nursery.cancel_scope.cancel_called:
-                    self.disconnects += 1
-                self._notify()
-            nursery.cancel_scope.cancel()
-
-    async def _take_slot(self) -> int:
-        if len(self._busy) >= self.total_slots or self._waiters:
-            ready = trio.Event()
-            self._waiters.append(ready)
-            self.deferred += 1
+    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_json(receive)
+        if isinstance(body, dict):
+            self.completion_bodies.append(body)
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            self.completion_headers.append(headers)
             self._notify()
-            try:
-                await ready.wait()
-            finally:
-                self.deferred -= 1
-                if not ready.is_set():
-                    self._waiters.remove(ready)
-        slot = min(set(range(self.total_slots)) - self._busy)
-        self._busy.add(slot)
-        self.completions_started += 1
-        self._notify()
-        return slot
+        job = self._accept(body)
+        if isinstance(job, tuple):
+            await _respond(send, *job)
+            return
 
-    def _release(self) -> None:
-        if self._waiters and len(self._busy) < self.total_slots:
-            self._waiters.popleft().set()
+        generation = trio.CancelScope()
+        response = _Response(send, generation)
+        slot: int | None = None
+        ending: Callable[[], Awaitable[None]] | None = None
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            response.client_left()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect)
+                with generation:
+                    slot = await self._take_slot()
+                    ending = await self._generate(job, slot, response)
+                # Free the slot and count the outcome before the last message goes out (as
+                # the engine does), so a client that saw its response end sees them updated.
+                if slot is not None:
+                    self._release(slot)
+                    slot = None
+                if response.gone:
+                    self.disconnects += 1
+                elif not response.aborted:
+                    self.completions_finished += 1
+                self._notify()
+                # The end is sent outside ``generation``, which only a leaving client cancels.
+                if ending is not None and not response.gone:
+                    await ending()
+                    if response.gone:  # the last send failed
+                        self.disconnects += 1
+                        self._notify()
+                nursery.cancel_scope.cancel()
+        finally:
+            if slot is not None:  # cancelled from outside (the server is stopping)
+                self._release(slot)
+                self._notify()
+        if response.aborted:
+            raise _Abort("[[drop]] directive: cutting the connection")
 
     async def _generate(
-        self,
-        send: Send,
-        body: dict[str, Any],
-        prompt: str,
-        n_predict: int,
-        n_prompt: int,
-        slot: int,
-        directives: dict[str, int],
-        stream: bool,
-    ) -> None:
-        seed = body.get("seed", -1)
+        self, job: _Job, slot: int, response: _Response
+    ) -> Callable[[], Awaitable[None]]:
+        """Produce the tokens (streaming them); return what sends the end of the response."""
+        if job.stream:
+            await response.start(
+                200, (b"content-type", b"text/event-stream"), (b"x-accel-buffering", b"no")
+            )
         started = time.perf_counter()
         pieces: list[str] = []
-        if stream:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream"),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
-        for i in range(n_predict):
-            if directives.get("error-mid") == i and stream:
-                error = _error_body(500, "Context size has been exceeded.", "server_error")
-                await _chunk(send, b"data: " + error + b"\n\n")
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-            if directives.get("drop") == i and stream:
-                raise _Abort("dropping the connection")
-            if directives.get("hang") == i:
+        every = job.directives.get("empty", 0)
+        for i in range(job.n_predict):
+            if job.directives.get("error-mid") == i:
+                return partial(self._send_mid_error, job, response)
+            if job.directives.get("drop") == i:
+                response.aborted = True
+                return partial(self._abort, job, response)
+            if job.directives.get("hang") == i:
                 await trio.sleep_forever()
-            if self.token_delay_s:
-                await trio.sleep(self.token_delay_s)
-            else:
-                await trio.lowlevel.checkpoint()
-            every = directives.get("empty", 0)
-            piece = "" if every and (i + 1) % every == 0 else " " + self._word(prompt, seed, i)
+            await trio.sleep(self.token_delay_s)
+            word = generated_word(job.prompt, job.seed, i)
+            piece = "" if every and (i + 1) % every == 0 else " " + word
             pieces.append(piece)
-            if stream:
+            if job.stream:
                 frame = {
                     "index": 0,
                     "content": piece,
-                    "tokens": [i + 2],
+                    "tokens": [token_id(word)],
                     "stop": False,
                     "id_slot": -1,
                     "tokens_predicted": i + 1,
-                    "tokens_evaluated": n_prompt,
+                    "tokens_evaluated": job.n_prompt,
                 }
-                await _chunk(send, b"data: " + json.dumps(frame).encode() + b"\n\n")
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        final = {
+                await response.body(b"data: " + _dumps(frame) + b"\n\n")
+        if job.directives.get("hang") == job.n_predict:
+            await trio.sleep_forever()
+        final = self._final(job, slot, "".join(pieces), time.perf_counter() - started)
+        return partial(self._send_final, job, response, final)
+
+    def _final(self, job: _Job, slot: int, content: str, elapsed_s: float) -> dict[str, Any]:
+        n = job.n_predict
+        predicted_ms = elapsed_s * 1000
+        return {
             "index": 0,
-            "content": "" if stream else "".join(pieces),
+            "content": "" if job.stream else content,
             "tokens": [],
             "id_slot": slot,
             "stop": True,
             "model": self.model_path,
-            "tokens_predicted": n_predict,
-            "tokens_evaluated": n_prompt,
+            "tokens_predicted": n,
+            "tokens_evaluated": job.n_prompt,
+            "generation_settings": {
+                "n_predict": n,
+                "seed": job.seed,
+                "temperature": job.body.get("temperature", 0.8),
+                "stream": job.stream,
+            },
+            "prompt": job.prompt,
+            "has_new_line": False,
+            "truncated": False,
             "stop_type": "limit",
             "stopping_word": "",
             "tokens_cached": 0,
-            "truncated": False,
             "timings": {
                 "cache_n": 0,
-                "prompt_n": n_prompt,
+                "prompt_n": job.n_prompt,
                 "prompt_ms": 0.5,
-                "predicted_n": n_predict,
-                "predicted_ms": elapsed_ms,
-                "predicted_per_token_ms": elapsed_ms / max(n_predict, 1),
-                "predicted_per_second": n_predict / max(elapsed_ms / 1000, 1e-9),
+                "prompt_per_token_ms": 0.5 / job.n_prompt,
+                "prompt_per_second": job.n_prompt / 0.0005,
+                "predicted_n": n,
+                "predicted_ms": predicted_ms,
+                "predicted_per_token_ms": predicted_ms / n if n else 0.0,
+                "predicted_per_second": n / max(elapsed_s, 1e-9),
             },
         }
-        if stream:
-            await _chunk(send, b"data: " + json.dumps(final).encode() + b"\n\n")
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        else:
-            await _json(send, 200, json.dumps(final).encode())
 
     @staticmethod
-    def _word(prompt: str, seed: Any, i: int) -> str:
-        digest = hashlib.sha256(f"{prompt}\0{seed}\0{i}".encode()).digest()
-        return _WORDS[int.from_bytes(digest[:4]) % len(_WORDS)]
+    async def _send_final(job: _Job, response: _Response, final: dict[str, Any]) -> None:
+        if job.stream:
+            await response.body(b"data: " + _dumps(final) + b"\n\n", last=True)
+        else:
+            await response.whole(200, _dumps(final))
+
+    @staticmethod
+    async def _send_mid_error(job: _Job, response: _Response) -> None:
+        error = error_body(500, "Context size has been exceeded.", "server_error")
+        if job.stream:
+            await response.body(b"data: " + error + b"\n\n", last=True)
+        else:
+            await response.whole(500, error)
+
+    @staticmethod
+    async def _abort(job: _Job, response: _Response) -> None:
+        if not job.stream:  # promise a body, then never send it
+            await response.start(200, _JSON, (b"content-length", b"4096"))
+
+
+@attrs.define
+class _Response:
+    """The sending side of one completion; notes a client that went away."""
+
+    send: Send
+    generation: trio.CancelScope
+    """Cancelled when the client goes away, to stop generating at once."""
+    gone: bool = False
+    """The client disconnected (or a send to it failed) before the response ended."""
+    ending: bool = False
+    """The last message is being (or has been) sent."""
+    aborted: bool = False
+    """The connection is to be cut once the app returns (``[[drop]]``)."""
+
+    def client_left(self) -> None:
+        """The client went away: stop generating, unless the response was already sent."""
+        if not self.ending:
+            self.gone = True
+            self.generation.cancel()
+
+    async def start(self, status: int, *headers: tuple[bytes, bytes]) -> None:
+        """Send the status line and headers."""
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def whole(self, status: int, body: bytes) -> None:
+        """Send a complete JSON response."""
+        await self.start(status, _JSON, (b"content-length", str(len(body)).encode()))
+        await self.body(body, last=True)
+
+    async def body(self, data: bytes, *, last: bool = False) -> None:
+        """Send one piece of the body in its own ASGI message, so it is written at once."""
+        if last:
+            # hypercorn reports ``http.disconnect`` to the app while it completes a
+            # response: from here on that is no longer a client leaving early.
+            self.ending = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": not last})
+
+    async def _send(self, message: Message) -> None:
+        try:
+            await self.send(message)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.ending = False
+            self.client_left()
+            await trio.lowlevel.checkpoint()  # raises Cancelled inside ``generation``
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _read_json(receive: Receive) -> Any:
-    raw = b""
+    """The request body parsed as JSON, or None when it is not JSON."""
+    chunks: list[bytes] = []
     while True:
         message = await receive()
-        raw += message.get("body", b"")
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     try:
-        return json.loads(raw)
+        return json.loads(b"".join(chunks))
     except ValueError:
         return None
 
 
-async def _json(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = _JSON[1]) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json")],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _chunk(send: Send, data: bytes) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": True})
-
-
-def main() -> None:
-    """Serve the fake engine until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake engine until SIGINT (Ctrl-C) or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestra.testing.fake_llama",
+        description="A fake llama-server for tests and benchmarks.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument("--slots", type=int, default=1, help="parallel slots (-np)")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
-    args = parser.parse_args()
-    fake = FakeLlamaServer(total_slots=args.slots, token_delay_s=args.token_delay_ms / 1000)
+    parser.add_argument("--ctx-size", type=int, default=2048, help="whole context (-c)")
+    parser.add_argument("--model", default="models/fake.gguf", help="reported model path")
+    args = parser.parse_args(argv)
+    fake = FakeLlamaServer(
+        total_slots=args.slots,
+        token_delay_s=args.token_delay_ms / 1000,
+        n_ctx=args.ctx_size,
+        model_path=args.model,
+    )
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(partial(fake.serve, host=args.host, port=args.port))
-            print(f"fake llama-server listening on {url}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(partial(fake.serve, host=args.host, port=args.port))
+                print(f"fake llama-server listening on {url}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run)
+    trio.run(run)
 
 
 if __name__ == "__main__":
