@@ -70,6 +70,7 @@ def _serve(path: str) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per engine request
     failure: str | None = None
     try:
         trio.run(_serve_until_signalled, config)
