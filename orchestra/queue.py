@@ -9,6 +9,7 @@ one synchronous step, so there is nothing to lock.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -68,19 +69,49 @@ class Cancel:
 
 @attrs.frozen
 class SessionEnded:
-    """A StreamSession returned; its engine connection is closed and its slot is free."""
+    """A StreamSession returned; its engine connection is closed and its slot is free.
+
+    ``attempt`` says which dispatch of the task it ran: a session of an earlier attempt
+    (one the replica lost) only frees its slot.
+    """
 
     task: Task
+    attempt: int
     outcome: Outcome
+
+
+class PoolState(enum.StrEnum):
+    """Whether the replica can take work, as the supervisor sees it."""
+
+    READY = "ready"
+    STARTING = "starting"
+    """Loading, restarting, or not answering: 503 ``POOL_UNREADY``, come back soon."""
+    UNAVAILABLE = "unavailable"
+    """Crashed past its limit: 503 ``POOL_UNAVAILABLE`` until it recovers."""
 
 
 @attrs.frozen
 class ReplicaStatus:
-    """The replica's readiness and slot count, from the ReplicaSupervisor."""
+    """The replica's state and slot count, from the ReplicaSupervisor."""
 
-    ready: bool
+    state: PoolState
     slots_total: int
     detail: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether tasks may be dispatched to it."""
+        return self.state is PoolState.READY
+
+
+@attrs.frozen
+class ReplicaLost:
+    """The engine process died or hung: every running task is requeued (no token yet) or
+    ended with ``code`` (``WORKER_RESET`` or ``DECODE_TIMEOUT``); answered once applied."""
+
+    code: ErrorCode
+    detail: str
+    reply: Reply[None]
 
 
 @attrs.frozen
@@ -106,7 +137,7 @@ class CancelAll:
     reply: Reply[int]
 
 
-QueueMsg = Submit | Cancel | SessionEnded | ReplicaChanged | RefuseNew | CancelAll
+QueueMsg = Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
 
 
 # -- read-only views ---------------------------------------------------------------------
@@ -132,6 +163,7 @@ class QueueStatistics:
     """A snapshot of the Queue for health and metrics."""
 
     ready: bool
+    pool_state: PoolState
     refusing: bool
     replica_detail: str
     queue_depth: int
@@ -166,13 +198,15 @@ class Queue:
     orphan_grace_s: float
     on_engine_unreachable: Callable[[str], None] = lambda detail: None
     """Called when a session could not reach the engine (the supervisor probes at once)."""
+    on_engine_hung: Callable[[str], None] = lambda detail: None
+    """Called when the engine went silent mid-stream (an owning supervisor restarts it)."""
     rate: ServiceRate = attrs.field(factory=ServiceRate)
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
     _waiting: deque[Task] = attrs.field(factory=deque, init=False)
     _busy: int = attrs.field(default=0, init=False)
-    _ready: bool = attrs.field(default=False, init=False)
+    _pool: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _slots_total: int = attrs.field(default=0, init=False)
     _replica_detail: str = attrs.field(default="not probed yet", init=False)
     _refusing: bool = attrs.field(default=False, init=False)
@@ -210,11 +244,14 @@ class Queue:
                 state = self._cancel(task_id, reason)
                 if reply is not None:
                     reply.send(state)
-            case SessionEnded(task, outcome):
-                self._session_ended(task, outcome)
+            case SessionEnded(task, attempt, outcome):
+                self._session_ended(task, attempt, outcome)
             case ReplicaChanged(status, reply):
-                self._set_ready(status.ready, status.detail)
+                self._set_pool(status.state, status.detail)
                 self._slots_total = status.slots_total
+                reply.send(None)
+            case ReplicaLost(code, detail, reply):
+                self._replica_lost(code, detail)
                 reply.send(None)
             case RefuseNew(reply):
                 self._refusing = True
@@ -242,7 +279,14 @@ class Queue:
                 ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
                 retry_after_ms=5000,
             )  # fmt: skip
-        if not self._ready:
+        if self._pool is PoolState.UNAVAILABLE:
+            return ApiError(
+                ErrorCode.POOL_UNAVAILABLE,
+                f"the engine is unavailable: {self._replica_detail}",
+                retriable=True,
+                retry_after_ms=30_000,
+            )
+        if self._pool is not PoolState.READY:
             return ApiError(
                 ErrorCode.POOL_UNREADY,
                 f"the engine is not ready: {self._replica_detail}",
@@ -283,7 +327,7 @@ class Queue:
         )
 
     def _dispatch(self) -> None:
-        while self._ready and self._busy < self._slots_total and self._waiting:
+        while self._pool is PoolState.READY and self._busy < self._slots_total and self._waiting:
             self._start(self._waiting.popleft())
 
     def _start(self, task: Task) -> None:
@@ -304,16 +348,21 @@ class Queue:
                 },
             )
         session = StreamSession(self.engine, task.request.engine_params(), task.log, task.scope)
-        self._sessions.start_soon(self._run_session, task, session)
+        self._sessions.start_soon(self._run_session, task, task.attempts, session)
 
-    def _session_ended(self, task: Task, outcome: Outcome) -> None:
+    def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
         self._busy -= 1
+        if attempt != task.attempts:
+            return  # a session of a lost replica: the task was requeued; the slot is free
         task.scope = None
         if isinstance(outcome, Failed) and outcome.error.unreachable:
-            self._set_ready(False, outcome.error.message)
+            if self._pool is PoolState.READY:
+                self._set_pool(PoolState.STARTING, outcome.error.message)
             self.on_engine_unreachable(outcome.error.message)
         if task.state is not TaskState.RUNNING:
-            return  # cancelled while running: already ended, the slot is free now
+            return  # cancelled or lost while running: already ended; the slot is free now
+        if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:
+            self.on_engine_hung(outcome.error.message)
         match outcome:
             case Completed(tokens_out, decode_time_ms):
                 assert task.dispatched_at is not None
@@ -334,12 +383,35 @@ class Queue:
             case Interrupted():
                 self._fail(task, ErrorCode.INTERNAL, "session interrupted", retriable=True)
 
-    def _set_ready(self, ready: bool, detail: str) -> None:
+    def _replica_lost(self, code: ErrorCode, detail: str) -> None:
+        """Every running task was on the lost engine: requeue (in their order, at the head)
+        those that have not sent a token and may try again; end the others with ``code``."""
+        if self._pool is PoolState.READY:
+            self._set_pool(PoolState.STARTING, detail)
+        running = sorted(
+            (t for t in self._tasks.values() if t.state is TaskState.RUNNING),
+            key=lambda t: t.dispatched_at or 0.0,
+        )
+        requeue = []
+        for task in running:
+            assert task.scope is not None
+            task.scope.cancel()
+            task.scope = None
+            if task.log.tokens == 0 and task.attempts < MAX_ATTEMPTS:
+                task.state = TaskState.QUEUED
+                requeue.append(task)
+            else:
+                self._fail(task, code, detail, retriable=True)
+        self._waiting.extendleft(reversed(requeue))
+
+    def _set_pool(self, state: PoolState, detail: str) -> None:
         self._replica_detail = detail
-        if ready != self._ready:
-            self._ready = ready
-            self._ready_changed.set()
-            self._ready_changed = trio.Event()
+        if state is not self._pool:
+            was_ready = self._pool is PoolState.READY
+            self._pool = state
+            if was_ready != (state is PoolState.READY):
+                self._ready_changed.set()
+                self._ready_changed = trio.Event()
 
     def _cancel(self, task_id: str, reason: CancelReason) -> TaskState | None:
         task = self._tasks.get(task_id)
@@ -409,7 +481,7 @@ class Queue:
 
     # -- session tasks -----------------------------------------------------------------
 
-    async def _run_session(self, task: Task, session: StreamSession) -> None:
+    async def _run_session(self, task: Task, attempt: int, session: StreamSession) -> None:
         assert self._sessions is not None
         watcher = trio.CancelScope()
         self._sessions.start_soon(self._watch_readers, task, watcher)
@@ -417,7 +489,7 @@ class Queue:
             outcome = await session.run()
         finally:
             watcher.cancel()
-        await self._inbox.send(SessionEnded(task, outcome))
+        await self._inbox.send(SessionEnded(task, attempt, outcome))
 
     async def _watch_readers(self, task: Task, scope: trio.CancelScope) -> None:
         """Cancel a running task whose readers all left and none came back in time."""
@@ -459,9 +531,15 @@ class Queue:
         await self._inbox.send(ReplicaChanged(status, reply))
         await reply.receive()
 
+    async def replica_lost(self, code: ErrorCode, detail: str) -> None:
+        """The engine process died or hung; returns once its tasks are dealt with."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(ReplicaLost(code, detail, reply))
+        await reply.receive()
+
     async def wait_ready(self, ready: bool = True) -> None:
         """Return once the Queue considers the replica ready (or not, with ``ready=False``)."""
-        while self._ready != ready:
+        while (self._pool is PoolState.READY) != ready:
             await self._ready_changed.wait()
         await trio.lowlevel.checkpoint()
 
@@ -517,7 +595,8 @@ class Queue:
     def statistics(self) -> QueueStatistics:
         """A snapshot for health and metrics."""
         return QueueStatistics(
-            ready=self._ready,
+            ready=self._pool is PoolState.READY,
+            pool_state=self._pool,
             refusing=self._refusing,
             replica_detail=self._replica_detail,
             queue_depth=len(self._waiting),

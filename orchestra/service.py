@@ -23,9 +23,11 @@ from quart_trio import QuartTrio
 from .adapter import LlamaCppAdapter
 from .admission import Admission
 from .config import Config
+from .engine_process import resolve_command
 from .http_api import Actors, create_app
+from .owned_supervisor import OwnedReplicaSupervisor
 from .queue import Queue
-from .supervisor import ReplicaSupervisor
+from .supervisor import ReplicaSupervisor, Supervisor
 
 log = logging.getLogger("orchestra")
 
@@ -97,7 +99,19 @@ async def run_service(
             retention_s=config.streams.retention_s,
             orphan_grace_s=config.streams.orphan_grace_ms / 1000,
         )
-        supervisor = ReplicaSupervisor(engine, queue.replica_status)
+        supervisor: Supervisor
+        if config.replica is None:
+            supervisor = ReplicaSupervisor(engine, queue.replica_status)
+        else:
+            owned = OwnedReplicaSupervisor(
+                resolve_command(config.replica, config.adapter),
+                config.replica,
+                engine,
+                queue.replica_status,
+                queue.replica_lost,
+            )
+            queue.on_engine_hung = owned.engine_hung
+            supervisor = owned
         queue.on_engine_unreachable = supervisor.probe_now
         actors = Actors(config, Admission(config.admission, engine, queue), queue, supervisor)
         http_stop, http_stopped = trio.Event(), trio.Event()
@@ -111,10 +125,11 @@ async def run_service(
                 )
             )  # fmt: skip
             log.info(
-                "orchestra listening on %s; engine %s at %s (%s); queue capacity %d",
+                "orchestra listening on %s; engine %s at %s, %s (%s); queue capacity %d",
                 ", ".join(urls),
                 config.adapter.engine,
                 config.adapter.endpoint,
+                "attached" if config.replica is None else "owned",
                 "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
                 config.admission.queue_capacity,
             )

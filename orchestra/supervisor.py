@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import attrs
 import trio
 
 from .adapter import Engine, EngineProps
 from .errors import EngineError
-from .queue import ReplicaStatus
+from .queue import PoolState, ReplicaStatus
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,29 @@ PROBE_READY_S = 2.0
 """Probe interval while the engine is healthy."""
 PROBE_UNREADY_S = 0.25
 """Probe interval while it is loading or unreachable."""
+
+
+class ReplicaSummary(Protocol):
+    """What the HTTP face reads from either supervisor's ``statistics()``."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def props(self) -> EngineProps | None: ...
+    @property
+    def engine_version(self) -> str | None: ...
+    @property
+    def model_digest(self) -> str | None: ...
+
+
+class Supervisor(Protocol):
+    """What the service needs from a supervisor, attached or owning."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+    def probe_now(self, reason: str = "") -> None: ...
+    def statistics(self) -> ReplicaSummary: ...
 
 
 @attrs.frozen
@@ -33,6 +57,17 @@ class SupervisorStatistics:
     detail: str
     props: EngineProps | None
     probes: int
+
+    @property
+    def engine_version(self) -> str | None:
+        """What the engine reports (``build_info``); an attached engine's package version
+        is not known."""
+        return self.props.build_info if self.props is not None else None
+
+    @property
+    def model_digest(self) -> str | None:
+        """Unknown in attached mode: orchestra does not know which file it loaded."""
+        return None
 
 
 @attrs.define
@@ -84,7 +119,8 @@ class ReplicaSupervisor:
         if force or was != (self._ready, self._slots()):
             if ready != was[0]:
                 log.info("engine %s: %s", "ready" if ready else "not ready", detail)
-            await self.report(ReplicaStatus(ready, self._slots(), detail))
+            state = PoolState.READY if ready else PoolState.STARTING
+            await self.report(ReplicaStatus(state, self._slots(), detail))
 
     async def _probe(self) -> tuple[bool, str]:
         try:

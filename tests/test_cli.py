@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -23,9 +24,14 @@ from .harness import parse_sse
 ORCHESTRA = [sys.executable, "-m", "orchestra"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ORCHESTRA, *args], capture_output=True, text=True, timeout=60, check=False
+        [*ORCHESTRA, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -70,10 +76,19 @@ def test_lan_bind_without_token_exits_2(tmp_path: Path) -> None:
     assert "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback" in result.stderr
 
 
-def test_owned_mode_is_refused_clearly_for_now(tmp_path: Path) -> None:
-    result = run_cli("serve", "--config", write(tmp_path, "[replica]\nparallel = 2\n"))
+def test_owned_mode_with_missing_files_exits_2(tmp_path: Path) -> None:
+    config = f'[replica]\nbinary = "{tmp_path}/no-such-server"\nmodel = "{tmp_path}/no.gguf"\n'
+    result = run_cli("serve", "--config", write(tmp_path, config))
     assert result.returncode == 2
-    assert "replica: owned mode" in result.stderr
+    assert f"replica.binary: {tmp_path}/no-such-server is not an executable file" in result.stderr
+    assert f"replica.model: {tmp_path}/no.gguf is not a file" in result.stderr
+
+
+def test_owned_mode_without_an_install_says_how(tmp_path: Path) -> None:
+    empty_cache = {"ORCHESTRA_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_cli("serve", "--config", write(tmp_path, "[replica]\n"), env=empty_cache)
+    assert result.returncode == 2
+    assert "run `orchestra engine install`" in result.stderr
 
 
 def test_port_in_use_is_reported(tmp_path: Path) -> None:
@@ -83,7 +98,7 @@ def test_port_in_use_is_reported(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli("serve", "--config", write(tmp_path, f'bind_addr = "127.0.0.1:{port}"\n'))
     assert result.returncode == 1
-    assert f"cannot start on 127.0.0.1:{port}" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 @attrs.define

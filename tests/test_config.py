@@ -293,7 +293,24 @@ def test_long_values_are_shortened_in_messages() -> None:
         ({"replica": {"parallel": 257}}, "replica.parallel: must be between 1 and 256 (got 257)"),
         ({"replica": {"threads": 0}}, "replica.threads: must be at least 1 (got 0)"),
         ({"replica": {"gpu_layers": -1}}, "replica.gpu_layers: must be at least 0 (got -1)"),
-        ({"replica": {"binary": ""}}, "replica.binary: must not be empty"),
+        (
+            {"replica": {"extra_args": ["--mlock", "--port=9"]}},
+            "replica.extra_args: --port is set by orchestra from [replica] and adapter.endpoint; use those keys instead",
+        ),
+        (
+            {"replica": {"extra_args": ["-ngl", "3"]}},
+            "replica.extra_args: -ngl is set by orchestra from [replica] and adapter.endpoint; use those keys instead",
+        ),
+        ({"replica": {"crash_limit": 0}}, "replica.crash_limit: must be at least 1 (got 0)"),
+        ({"replica": {"stop_grace_s": -1}}, "replica.stop_grace_s: must be at least 0 (got -1)"),
+        (
+            {"replica": {}, "adapter": {"endpoint": "http://10.0.0.2:8081"}},
+            'adapter.endpoint: with [replica], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://10.0.0.2:8081")',
+        ),
+        (
+            {"replica": {}, "adapter": {"endpoint": "http://127.0.0.1"}},
+            'adapter.endpoint: with [replica], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://127.0.0.1")',
+        ),
         (
             {"auth": {"token": "has space"}},
             "auth.token: must be printable ASCII without spaces",
@@ -473,7 +490,7 @@ def test_replica_absent_is_attached_mode() -> None:
 def test_empty_replica_table_is_owned_mode_with_defaults() -> None:
     replica = parse_config({"replica": {}}).replica
     assert replica == ReplicaConfig(
-        binary="llama-server",
+        binary="",
         model="",
         ctx_size=2048,
         parallel=1,

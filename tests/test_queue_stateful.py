@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 from orchestra.adapter import Completion, EngineProps, HealthProbe, TokenSink
 from orchestra.errors import ApiError, EngineError, ErrorCode
 from orchestra.events import EventKind, EventLog, StreamEvent
-from orchestra.queue import MAX_ATTEMPTS, Queue, ReplicaStatus
+from orchestra.queue import MAX_ATTEMPTS, PoolState, Queue, ReplicaStatus
 from orchestra.task import Task, TaskRequest, TaskState
 
 from .trio_driver import TrioDriver
@@ -162,7 +162,7 @@ class QueueMachine(RuleBasedStateMachine):
         async def boot() -> None:
             assert self.driver.nursery is not None
             await self.driver.nursery.start(self.queue.run)
-            await self.queue.replica_status(ReplicaStatus(True, slots, "ok"))
+            await self.queue.replica_status(ReplicaStatus(PoolState.READY, slots, "ok"))
 
         self.driver.run(boot)
 
@@ -180,7 +180,7 @@ class QueueMachine(RuleBasedStateMachine):
             driver.close()
 
     def _finish_everything(self) -> None:
-        self.driver.run(self.queue.replica_status, ReplicaStatus(True, 3, "ok"))
+        self.driver.run(self.queue.replica_status, ReplicaStatus(PoolState.READY, 3, "ok"))
         self.ready, self.slots = True, 3
         for _ in range(4 * len(self.tasks) + 4):
             if not self.engine.calls:
@@ -287,7 +287,10 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(ready=st.booleans(), slots=st.integers(1, 3))
     def replica_changes(self, ready: bool, slots: int) -> None:
-        self.driver.run(self.queue.replica_status, ReplicaStatus(ready, slots, "probe"))
+        self.driver.run(
+            self.queue.replica_status,
+            ReplicaStatus(PoolState.READY if ready else PoolState.STARTING, slots, "probe"),
+        )
         self.ready, self.slots = ready, slots
 
     @precondition(lambda self: self.tasks)

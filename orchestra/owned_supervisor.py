@@ -1,0 +1,261 @@
+"""OwnedReplicaSupervisor: starts, watches, heals and stops the llama-server orchestra owns.
+
+One *life* of the engine is one process, from spawn to exit::
+
+    run
+    └── (per life) nursery
+        ├── the process  (engine_process.run_engine: drains its pipes, notices its exit)
+        └── the watch    (health until ready, then probes; kills it when it hangs)
+
+A life ends when the process exits, which is noticed at once (a pidfd turns readable),
+not at the next probe. The supervisor then tells the Queue (:meth:`Queue.replica_lost`),
+which requeues the running tasks that had no token yet and ends the others with
+``WORKER_RESET``, waits a capped exponential backoff and starts the next life. After
+``crash_limit`` crashes within ``crash_window_s`` the pool reports ``unavailable`` (503
+``POOL_UNAVAILABLE``) until a later start succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .adapter import Engine, EngineProps
+from .config import ReplicaConfig
+from .engine_process import EngineCommand, Exited, port_in_use, run_engine
+from .errors import EngineError, ErrorCode, OrchestraError
+from .identity import engine_version, model_digest
+from .queue import PoolState, ReplicaStatus
+
+log = logging.getLogger("orchestra.supervisor")
+engine_log = logging.getLogger("orchestra.engine")
+
+PROBE_STARTING_S = 0.1
+"""Health probe interval while the engine loads."""
+PROBE_READY_S = 2.0
+"""Health probe interval while it serves."""
+BACKOFF_FIRST_S = 0.25
+"""The first wait before a restart; it doubles per crash up to ``restart_backoff_max_s``."""
+
+
+class EngineStartError(OrchestraError):
+    """The engine cannot be started at all (its port is taken); orchestra does not start."""
+
+
+@attrs.frozen
+class OwnedStatistics:
+    """What the supervisor knows about its engine."""
+
+    ready: bool
+    state: PoolState
+    detail: str
+    props: EngineProps | None
+    pid: int | None
+    starts: int
+    """Processes started, the first one included."""
+    crashes_in_window: int
+    engine_version: str
+    model_digest: str
+    last_exit: str | None
+
+
+@attrs.define
+class OwnedReplicaSupervisor:
+    """Owns the llama-server process: starts it, gates on its health, heals and stops it.
+
+    Owns: the engine process (one at a time), its pipes, the crash history.
+    Receives: :meth:`probe_now` when a session could not reach the engine, and
+    :meth:`engine_hung` when a session's stream went silent for ``decode_timeout_s``.
+    Sends: :class:`ReplicaStatus` on every change of state, and ``replica_lost`` to the
+    Queue when a process ended under running tasks.
+    Promises under cancellation: the process is stopped (SIGTERM, ``stop_grace_s``,
+    SIGKILL) in a shielded scope before :meth:`run` returns, so no engine outlives it.
+    """
+
+    command: EngineCommand
+    policy: ReplicaConfig
+    engine: Engine
+    report: Callable[[ReplicaStatus], Awaitable[None]]
+    lost: Callable[[ErrorCode, str], Awaitable[None]]
+    _state: PoolState = attrs.field(default=PoolState.STARTING, init=False)
+    _detail: str = attrs.field(default="not started yet", init=False)
+    _props: EngineProps | None = attrs.field(default=None, init=False)
+    _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
+    _starts: int = attrs.field(default=0, init=False)
+    _crashes: deque[float] = attrs.field(factory=deque, init=False)
+    _engine_version: str = attrs.field(default="", init=False)
+    _model_digest: str = attrs.field(default="", init=False)
+    _last_exit: str | None = attrs.field(default=None, init=False)
+    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _hung: str | None = attrs.field(default=None, init=False)
+    _kill_reason: tuple[ErrorCode, str] | None = attrs.field(default=None, init=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep an engine running until cancelled; started once the first process is.
+
+        Raises :class:`EngineStartError` before that when its port is already taken.
+        """
+        self._engine_version = await engine_version(self.command.binary)
+        self._model_digest = await model_digest(self.command.model)
+        log.info(
+            "engine %s, model %s (%s), on %s:%d",
+            self._engine_version,
+            self.command.model,
+            self._model_digest,
+            self.command.host,
+            self.command.port,
+        )
+        if port_in_use(self.command.host, self.command.port):
+            raise EngineStartError(
+                f"cannot start llama-server: {self.command.host}:{self.command.port} (from "
+                f"adapter.endpoint) is already in use by another process; stop it, or choose "
+                f"another port in adapter.endpoint"
+            )
+        failures = 0
+        on_started: Callable[[], None] = lambda: task_status.started()  # noqa: E731
+        while True:
+            ended, ready_for = await self._live(on_started)
+            on_started = lambda: None  # noqa: E731
+            code, detail = ended
+            now = trio.current_time()
+            self._crashes.append(now)
+            while self._crashes and self._crashes[0] < now - self.policy.crash_window_s:
+                self._crashes.popleft()
+            # A life that served for a while starts the doubling over.
+            failures = 1 if ready_for >= self.policy.restart_backoff_max_s else failures + 1
+            backoff = min(BACKOFF_FIRST_S * 2 ** (failures - 1), self.policy.restart_backoff_max_s)
+            log.error("%s; restarting in %.2f s", detail, backoff)
+            await self.lost(code, detail)
+            if len(self._crashes) >= self.policy.crash_limit:
+                detail = (
+                    f"llama-server failed {len(self._crashes)} times within "
+                    f"{self.policy.crash_window_s:.0f} s (last: {detail}); still retrying"
+                )
+                await self._set(PoolState.UNAVAILABLE, detail)
+            else:
+                await self._set(PoolState.STARTING, f"{detail}; restarting")
+            await trio.sleep(backoff)
+            while port_in_use(self.command.host, self.command.port):
+                log.error("port %d is taken by another process; waiting", self.command.port)
+                await trio.sleep(self.policy.restart_backoff_max_s)
+
+    async def _live(self, on_started: Callable[[], None]) -> tuple[tuple[ErrorCode, str], float]:
+        """One process from spawn to exit: why it ended, and how long it was ready."""
+        self._hung, self._kill_reason, self._props = None, None, None
+        ready_at: list[float] = []
+        exited: Exited | None = None
+        async with trio.open_nursery() as life:
+
+            async def process(*, task_status: trio.TaskStatus[None]) -> None:
+                nonlocal exited
+                exited = await run_engine(
+                    self.command,
+                    stop_grace_s=self.policy.stop_grace_s,
+                    on_line=self._engine_line,
+                    task_status=task_status,  # type: ignore[arg-type]
+                )
+                life.cancel_scope.cancel()
+
+            self._process = await life.start(process)
+            self._starts += 1
+            log.info("llama-server started (pid %d): %s", self._process.pid, self.command.argv())
+            on_started()
+            life.start_soon(self._watch, ready_at)
+        assert exited is not None  # the life ends only when the process has exited
+        self._process, self._props = None, None
+        self._last_exit = exited.detail
+        ready_for = trio.current_time() - ready_at[0] if ready_at else 0.0
+        return self._kill_reason or (ErrorCode.WORKER_RESET, exited.detail), ready_for
+
+    async def _watch(self, ready_at: list[float]) -> None:
+        """Probe until ready (or kill it when loading takes too long), then keep probing."""
+        deadline = trio.current_time() + self.policy.start_timeout_s
+        await self._set(self._down_state(), "loading the model")
+        while True:
+            if trio.current_time() > deadline:
+                self._kill(
+                    ErrorCode.WORKER_RESET,
+                    f"llama-server did not load within {self.policy.start_timeout_s:.0f} s",
+                )
+                return
+            if await self._healthy():
+                break
+            await trio.sleep(PROBE_STARTING_S)
+        ready_at.append(trio.current_time())
+        await self._set(PoolState.READY, "ready")
+        log.info("engine ready: %d slot(s)", self._slots())
+        while True:
+            with trio.move_on_after(PROBE_READY_S):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if self._hung is not None:
+                self._kill(ErrorCode.DECODE_TIMEOUT, f"llama-server hung ({self._hung})")
+                return
+            healthy = await self._healthy()
+            if healthy != (self._state is PoolState.READY):
+                await self._set(PoolState.READY if healthy else PoolState.STARTING, self._detail)
+
+    async def _healthy(self) -> bool:
+        try:
+            probe = await self.engine.health()
+            if probe.ready and self._props is None:
+                self._props = await self.engine.props()
+        except EngineError as exc:
+            self._detail = exc.message
+            return False
+        if not probe.ready:
+            self._detail = probe.detail
+        return probe.ready
+
+    def _kill(self, code: ErrorCode, detail: str) -> None:
+        """End this life now: the process exits and :meth:`_live` reports ``detail``."""
+        self._kill_reason = (code, detail)
+        if self._process is not None:
+            self._process.kill()
+
+    def _down_state(self) -> PoolState:
+        return PoolState.UNAVAILABLE if self._state is PoolState.UNAVAILABLE else PoolState.STARTING
+
+    async def _set(self, state: PoolState, detail: str) -> None:
+        self._state, self._detail = state, detail
+        await self.report(ReplicaStatus(state, self._slots(), detail))
+
+    def _slots(self) -> int:
+        return self._props.total_slots if self._props is not None else 0
+
+    def _engine_line(self, stream: str, line: str) -> None:
+        if line:
+            engine_log.info("llama-server %s: %s", stream, line)
+
+    # -- messages from the Queue (synchronous, never block) ------------------------------
+
+    def probe_now(self, reason: str = "") -> None:
+        """Probe at once (a session could not reach the engine)."""
+        self._wake.set()
+
+    def engine_hung(self, detail: str) -> None:
+        """A stream went silent for ``decode_timeout_s``: kill and restart the engine."""
+        self._hung = detail
+        self._wake.set()
+
+    # -- reads -------------------------------------------------------------------------
+
+    def statistics(self) -> OwnedStatistics:
+        """A snapshot for health and logs."""
+        return OwnedStatistics(
+            ready=self._state is PoolState.READY,
+            state=self._state,
+            detail=self._detail,
+            props=self._props,
+            pid=None if self._process is None else self._process.pid,
+            starts=self._starts,
+            crashes_in_window=len(self._crashes),
+            engine_version=self._engine_version,
+            model_digest=self._model_digest,
+            last_exit=self._last_exit,
+        )
