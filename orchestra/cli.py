@@ -74,6 +74,15 @@ async def _serve_until_signalled(config: Config) -> None:
         nursery.cancel_scope.cancel()
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[str]:
+    """The messages of the exceptions in a (nested) group."""
+    return [
+        message
+        for exc in group.exceptions
+        for message in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [str(exc)])
+    ]
+
+
 def _serve(path: str) -> int:
     try:
         config = load_config(path)
@@ -91,11 +100,9 @@ def _serve(path: str) -> int:
     try:
         trio.run(_serve_until_signalled, config)
     except* EngineStartError as group:
-        failure = "; ".join(str(e) for e in group.exceptions)
+        failure = "; ".join(_leaves(group))
     except* OSError as group:
-        failure = f"cannot listen on {config.bind_addr}: " + "; ".join(
-            str(e) for e in group.exceptions
-        )
+        failure = f"cannot listen on {config.bind_addr}: " + "; ".join(_leaves(group))
     if failure is not None:
         print(f"orchestra: {failure}", file=sys.stderr)
         return 1

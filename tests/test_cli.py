@@ -106,19 +106,29 @@ class Service:
     process: trio.Process
     url: str
     lines: list[str]
+    changed: list[trio.Event]
+
+    async def wait_line(self, pattern: str) -> re.Match[str]:
+        """The first log line matching ``pattern``, once it has been written."""
+        while True:
+            for line in self.lines:
+                if found := re.search(pattern, line):
+                    return found
+            await self.changed[0].wait()
 
 
 @asynccontextmanager
 async def orchestra_process(
-    tmp_path: Path, engine_url: str, grace_s: float
+    tmp_path: Path, engine_url: str, grace_s: float, extra: str = ""
 ) -> AsyncIterator[Service]:
     """Start ``python -m orchestra serve`` and wait for its 'listening' line."""
     config = write(
         tmp_path,
         f'bind_addr = "127.0.0.1:0"\nshutdown_grace_s = {grace_s}\n'
-        f'[adapter]\nendpoint = "{engine_url}"\n',
+        f'[adapter]\nendpoint = "{engine_url}"\n' + extra,
     )
     lines: list[str] = []
+    changed = [trio.Event()]
     listening = trio.Event()
     url: list[str] = []
     process = await trio.lowlevel.open_process(
@@ -137,6 +147,8 @@ async def orchestra_process(
             for raw in complete:
                 line = raw.decode()
                 lines.append(line)
+                changed[0].set()
+                changed[0] = trio.Event()
                 found = re.search(r"listening on (http://\S+?)[;,]", line)
                 if found and not listening.is_set():
                     url.append(found.group(1))
@@ -147,7 +159,7 @@ async def orchestra_process(
         try:
             with trio.fail_after(30):
                 await listening.wait()
-            yield Service(process, url[0], lines)
+            yield Service(process, url[0], lines, changed)
         finally:
             if process.returncode is None:
                 process.kill()
