@@ -365,6 +365,8 @@ def install(
     """Build (or find) llama-server and fetch (or find) the small model."""
     root = root or cache.cache_root()
     progress = progress or Progress()
+    if cache.installed_engine(backend, root) is None:
+        _require_tools(backend)  # before downloading anything
     try:
         with _locked(root), httpx.Client(follow_redirects=True, timeout=60.0) as client:
             model = install_model(client, root, progress)

@@ -112,25 +112,32 @@ def test_file_problems_are_reported_like_parse_problems(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["orchestra.toml", "cuda.toml"])
+@pytest.mark.parametrize("name", ["orchestra.toml", "attached.toml", "cuda.toml"])
 def test_example_configs_load(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.bind_is_loopback
 
 
 def test_example_attached_config_is_attached() -> None:
-    config = load_config(CONFIGS / "orchestra.toml")
+    config = load_config(CONFIGS / "attached.toml")
     assert config.replica is None
     assert config.adapter.endpoint == "http://127.0.0.1:8081"
     # Every key is written out, at its default.
     assert config == Config()
 
 
+def test_default_config_owns_a_cpu_replica_on_the_cached_engine() -> None:
+    config = load_config(CONFIGS / "orchestra.toml")
+    # Every key is written out, at its default, with [replica] present.
+    assert config == Config(replica=ReplicaConfig())
+    assert config.replica is not None
+    assert config.replica.binary == "" and config.replica.model == ""
+    assert config.replica.gpu_layers == 0
+
+
 def test_example_cuda_config_owns_a_gpu_replica() -> None:
     config = load_config(CONFIGS / "cuda.toml")
-    assert config.replica == ReplicaConfig(
-        binary="llama-server", ctx_size=8192, parallel=4, threads=8, gpu_layers=999
-    )
+    assert config.replica == ReplicaConfig(ctx_size=8192, parallel=4, threads=8, gpu_layers=999)
     # The per-slot context covers what admission lets a task ask for.
     assert config.admission.ctx_limit <= config.replica.ctx_size // config.replica.parallel
 
