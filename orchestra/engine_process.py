@@ -35,11 +35,25 @@ import trio
 
 from . import engine_cache
 from .config import AdapterConfig, ConfigError, ReplicaConfig
-from .install import scrubbed_env
 
 log = logging.getLogger("orchestra.engine")
 
 PR_SET_PDEATHSIG = 1
+
+
+def scrubbed_env() -> dict[str, str]:
+    """The environment for llama-server: ours without ``LLAMA_*``/``HF_*``/``AIP_*``
+    variables, which would silently change its flags or its port."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("LLAMA_", "HF_", "AIP_"))
+    }
+
+
+def version_line(output: str) -> str:
+    """The ``version: ...`` line of ``llama-server --version`` output ("" when absent)."""
+    return next((line.strip() for line in output.splitlines() if line.startswith("version")), "")
 
 
 @attrs.frozen(kw_only=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 
 from .engine_cache import stamp_beside
-from .install import scrubbed_env
+from .engine_process import scrubbed_env, version_line
 
 _digests: dict[tuple[str, int, int], str] = {}
 
@@ -55,6 +55,5 @@ async def engine_version(binary: Path) -> str:
         check=False,
         env=scrubbed_env(),
     )
-    lines = (result.stdout + result.stderr).decode(errors="replace").splitlines()
-    reported = next((line.strip() for line in lines if line.startswith("version")), "")
+    reported = version_line((result.stdout + result.stderr).decode(errors="replace"))
     return f"llama-server ({reported or 'version unknown'})"

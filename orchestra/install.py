@@ -35,6 +35,7 @@ import httpx
 
 from . import engine_cache as cache
 from .engine_cache import Backend, InstalledEngine
+from .engine_process import scrubbed_env, version_line
 
 INDEX_URL_ENV: Final = "ORCHESTRA_INDEX_URL"
 DEFAULT_INDEX_URL: Final = "https://pypi.org/simple/"
@@ -271,23 +272,13 @@ def _binary_version(binary: Path) -> str:
         check=False,
     )
     lines = (result.stdout + result.stderr).splitlines()
-    version = next((line.strip() for line in lines if line.startswith("version")), "")
+    version = version_line(result.stdout + result.stderr)
     if result.returncode != 0 or not version:
         raise InstallError(
             f"the built {binary} does not run (`--version` exited with status "
             f"{result.returncode}): " + " | ".join(lines[-5:])
         )
     return version
-
-
-def scrubbed_env() -> dict[str, str]:
-    """The environment for llama-server: ours without ``LLAMA_*``/``HF_*``/``AIP_*``
-    variables, which would silently change its flags."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("LLAMA_", "HF_", "AIP_"))
-    }
 
 
 def build_engine(

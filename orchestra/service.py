@@ -5,7 +5,8 @@
     run_service
     └── root nursery
         ├── Queue.run               (sessions nursery inside: one StreamSession per task)
-        ├── ReplicaSupervisor.run
+        ├── ReplicaSupervisor.run   (attached) or OwnedReplicaSupervisor.run (owned:
+        │                            one llama-server process per life, inside)
         └── hypercorn.trio.serve    (the QuartTrio app; Admission runs in its handlers)
 """
 
