@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -213,7 +214,7 @@ class QueueMachine(RuleBasedStateMachine):
             admitted = self.driver.run(self.queue.submit, request, name)
         except ApiError as exc:
             if not self.ready:
-                assert exc.code is ErrorCode.POOL_UNREADY
+                assert exc.code in (ErrorCode.POOL_UNREADY, ErrorCode.POOL_UNAVAILABLE)
             else:
                 assert exc.code is ErrorCode.ADMISSION_REJECT
                 assert stats.queue_depth >= CAPACITY
@@ -285,13 +286,39 @@ class QueueMachine(RuleBasedStateMachine):
             task.frozen_at = len(task.log)
         assert task.frozen_at <= length_before + 2  # at most the racing token, then the end
 
-    @rule(ready=st.booleans(), slots=st.integers(1, 3))
-    def replica_changes(self, ready: bool, slots: int) -> None:
-        self.driver.run(
-            self.queue.replica_status,
-            ReplicaStatus(PoolState.READY if ready else PoolState.STARTING, slots, "probe"),
+    @rule(state=st.sampled_from(PoolState), slots=st.integers(1, 3))
+    def replica_changes(self, state: PoolState, slots: int) -> None:
+        self.driver.run(self.queue.replica_status, ReplicaStatus(state, slots, "probe"))
+        self.ready, self.slots = state is PoolState.READY, slots
+        if state is PoolState.UNAVAILABLE:
+            with pytest.raises(ApiError) as refused:
+                self.driver.run(self.queue.submit, TaskRequest(prompt="x", max_tokens=1), "x")
+            assert refused.value.code is ErrorCode.POOL_UNAVAILABLE
+
+    @rule(code=st.sampled_from([ErrorCode.WORKER_RESET, ErrorCode.DECODE_TIMEOUT]))
+    def replica_lost(self, code: ErrorCode) -> None:
+        """The engine process died or hung under the running tasks."""
+        running = [(t, t.log.tokens, self.queue.view(t.task_id)) for t in self._running()]
+        self.driver.run(self.queue.replica_lost, code, "engine died")
+        self.ready = False
+        for task, tokens, before in running:
+            view = self.queue.view(task.task_id)
+            assert view is not None and before is not None
+            if before.state is not TaskState.RUNNING:
+                continue
+            if tokens == 0 and before.attempts < MAX_ATTEMPTS:
+                assert view.state is TaskState.QUEUED, "a task with no token is requeued"
+                assert view.queue_position is not None
+            else:
+                assert view.state is TaskState.FAILED
+                last = task.log.events[-1]
+                assert last.kind is EventKind.ERROR and last.data["code"] == str(code)
+                assert last.data["retriable"] is True
+        views = [self.queue.view(t.task_id) for t, _, _ in running]
+        positions = sorted(
+            v.queue_position for v in views if v is not None and v.queue_position is not None
         )
-        self.ready, self.slots = ready, slots
+        assert positions == list(range(len(positions))), "requeued tasks wait at the head"
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
