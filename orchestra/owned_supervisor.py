@@ -18,6 +18,7 @@ which requeues the running tasks that had no token yet and ends the others with
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,11 @@ PROBE_READY_S = 2.0
 """Health probe interval while it serves."""
 BACKOFF_FIRST_S = 0.25
 """The first wait before a restart; it doubles per crash up to ``restart_backoff_max_s``."""
+
+
+_ENGINE_LEVEL = re.compile(r"[0-9.]+ ([DIWE]) ")
+"""llama-server's text log lines: ``0.02.631.341 I srv  llama_server: model loaded``."""
+_LEVELS = {"D": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
 
 
 class EngineStartError(OrchestraError):
@@ -235,8 +241,18 @@ class OwnedReplicaSupervisor:
         return self._props.total_slots if self._props is not None else 0
 
     def _engine_line(self, stream: str, line: str) -> None:
-        if line:
-            engine_log.info("llama-server %s: %s", stream, line)
+        """One line of llama-server's output into orchestra's log, at its own level; once
+        the engine serves, its per-request info lines go to DEBUG."""
+        if not line:
+            return
+        level = logging.INFO
+        if found := _ENGINE_LEVEL.match(line):
+            level = _LEVELS.get(found[1], logging.INFO)
+            if level == logging.INFO and self._state is PoolState.READY:
+                level = logging.DEBUG
+        elif line.startswith("warning:"):
+            level = logging.WARNING
+        engine_log.log(level, "llama-server %s: %s", stream, line)
 
     # -- messages from the Queue (synchronous, never block) ------------------------------
 

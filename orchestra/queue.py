@@ -207,6 +207,8 @@ class Queue:
     _waiting: deque[Task] = attrs.field(factory=deque, init=False)
     _busy: int = attrs.field(default=0, init=False)
     _pool: PoolState = attrs.field(default=PoolState.STARTING, init=False)
+    _probe_pending: bool = attrs.field(default=False, init=False)
+    """A stream lost its engine connection: hold dispatch until the next replica report."""
     _slots_total: int = attrs.field(default=0, init=False)
     _replica_detail: str = attrs.field(default="not probed yet", init=False)
     _refusing: bool = attrs.field(default=False, init=False)
@@ -247,6 +249,7 @@ class Queue:
             case SessionEnded(task, attempt, outcome):
                 self._session_ended(task, attempt, outcome)
             case ReplicaChanged(status, reply):
+                self._probe_pending = False
                 self._set_pool(status.state, status.detail)
                 self._slots_total = status.slots_total
                 reply.send(None)
@@ -327,7 +330,12 @@ class Queue:
         )
 
     def _dispatch(self) -> None:
-        while self._pool is PoolState.READY and self._busy < self._slots_total and self._waiting:
+        while (
+            self._pool is PoolState.READY
+            and not self._probe_pending
+            and self._busy < self._slots_total
+            and self._waiting
+        ):
             self._start(self._waiting.popleft())
 
     def _start(self, task: Task) -> None:
@@ -355,12 +363,14 @@ class Queue:
         if attempt != task.attempts:
             return  # a session of a lost replica: the task was requeued; the slot is free
         task.scope = None
-        if isinstance(outcome, Failed) and (
-            outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
-        ):
-            # The engine may be gone: dispatch nothing more until the supervisor has probed.
+        if isinstance(outcome, Failed) and outcome.error.unreachable:
             if self._pool is PoolState.READY:
                 self._set_pool(PoolState.STARTING, outcome.error.message)
+            self.on_engine_unreachable(outcome.error.message)
+        elif isinstance(outcome, Failed) and outcome.error.code is ErrorCode.WORKER_RESET:
+            # The engine may have died: dispatch nothing (but keep admitting) until the
+            # supervisor has probed it, so a requeued task is not sent to a dead engine.
+            self._probe_pending = True
             self.on_engine_unreachable(outcome.error.message)
         if task.state is not TaskState.RUNNING:
             return  # cancelled or lost while running: already ended; the slot is free now

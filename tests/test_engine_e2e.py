@@ -126,3 +126,23 @@ async def test_crashing_past_the_limit_makes_the_pool_unavailable(tmp_path: Path
         assert refused.status_code == 503
         assert refused.json()["code"] == "POOL_UNAVAILABLE"
         assert "failed 2 times" in refused.json()["message"]
+
+
+async def test_back_to_back_tasks_never_need_a_second_attempt() -> None:
+    """llama-server closes the connection after every stream although it says keep-alive;
+    a reused connection would fail before its first byte and the task would be retried."""
+    async with open_owned(replica={"parallel": 2}) as owned:
+        attempts: list[tuple[int, str]] = []
+
+        async def client(k: int) -> None:
+            for i in range(6):
+                task_id = await owned.submit(prompt=f"Story {k}-{i}:", max_tokens=4)
+                await owned.stream(task_id)
+                view = owned.running.actors.queue.view(task_id)
+                assert view is not None
+                attempts.append((view.attempts, str(view.state)))
+
+        async with trio.open_nursery() as nursery:
+            for k in range(6):
+                nursery.start_soon(client, k)
+        assert attempts == [(1, "completed")] * 36

@@ -169,7 +169,6 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _note_unreachable(self, detail: str) -> None:
         self.unreachable_reports += 1
-        self.ready = False
 
     def teardown(self) -> None:
         driver = getattr(self, "driver", None)
@@ -267,6 +266,8 @@ class QueueMachine(RuleBasedStateMachine):
         task = data.draw(st.sampled_from(self._running()))
         error = EngineError(ErrorCode.WORKER_RESET, "engine died", True, unreachable)
         self._send(task, "fail", error)
+        if unreachable:
+            self.ready = False  # a lost connection only holds dispatch until the next probe
 
     @precondition(lambda self: self._running())
     @rule(data=st.data())
