@@ -7,10 +7,11 @@ in their own process. Every task asks for 32 streamed tokens at temperature 0 wi
 prompt and seed, and the prompt cache off on both paths (``cache_prompt: false``, which is
 what orchestra sends by default). Measured interleaved in one run:
 
-- sequential: N tasks, each sent once directly and once through orchestra, alternating
-  which goes first; time to first token (TTFT, from sending the POST to the first
-  non-empty token) and total time per task, median and p90; the added TTFT and added total
-  time are the medians of the paired differences;
+- sequential: N tasks, each sent directly, through orchestra in one request (POST with
+  ``Accept: text/event-stream`` answers with the stream) and through orchestra in two
+  (POST 202, then GET stream_url), rotating which goes first; time to first token (TTFT,
+  from sending the POST to the first non-empty token) and total time per task, median and
+  p90; the added TTFT and added total time are the medians of the paired differences;
 - concurrent: 8 clients each running tasks back to back, in alternating direct and
   orchestra rounds (each pair of rounds uses the same prompts; which goes first alternates
   too); generated tokens per second (as the engine counts them, ``tokens_predicted`` /
@@ -107,29 +108,47 @@ async def direct_task(client: httpx.AsyncClient, prompt: str, seed: int) -> Run:
     return Run(ttft, time.perf_counter() - start, tokens, "".join(text))
 
 
+async def read_events(response: httpx.Response, start: float, prompt: str) -> Run:
+    """Read one orchestra SSE stream to its end."""
+    ttft, tokens, text, event = 0.0, -1, [], ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "token":
+            ttft = ttft or time.perf_counter() - start
+            text.append(json.loads(line[6:])["t"])
+        elif line.startswith("data: ") and event == "end":
+            tokens = int(json.loads(line[6:])["tokens_out"])
+        elif line.startswith("data: ") and event == "error":
+            raise RuntimeError(f"orchestra: task failed: {line[6:]}")
+    if tokens < 0:
+        raise RuntimeError(f"orchestra: stream ended without an end event ({prompt!r})")
+    return Run(ttft, time.perf_counter() - start, tokens, "".join(text))
+
+
 async def orchestra_task(client: httpx.AsyncClient, prompt: str, seed: int) -> Run:
-    """One task submitted to orchestra and streamed."""
+    """One task submitted to orchestra (202), then its stream_url read: two requests."""
     body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, "seed": seed}
     start = time.perf_counter()
-    ttft, tokens, text, event = 0.0, -1, [], ""
     accepted = await client.post("/v1/tasks", json=body)
     if accepted.status_code != 202:
         raise RuntimeError(f"orchestra: POST /v1/tasks: {accepted.status_code} {accepted.text}")
     async with client.stream("GET", accepted.json()["stream_url"]) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event == "token":
-                ttft = ttft or time.perf_counter() - start
-                text.append(json.loads(line[6:])["t"])
-            elif line.startswith("data: ") and event == "end":
-                tokens = int(json.loads(line[6:])["tokens_out"])
-            elif line.startswith("data: ") and event == "error":
-                raise RuntimeError(f"orchestra: task failed: {line[6:]}")
-    if tokens < 0:
-        raise RuntimeError(f"orchestra: stream ended without an end event ({prompt!r})")
-    return Run(ttft, time.perf_counter() - start, tokens, "".join(text))
+        return await read_events(response, start, prompt)
+
+
+async def orchestra_one_request(client: httpx.AsyncClient, prompt: str, seed: int) -> Run:
+    """One task submitted with ``Accept: text/event-stream``: the POST answers with the
+    stream itself, one request like the direct path."""
+    body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, "seed": seed}
+    start = time.perf_counter()
+    headers = {"Accept": "text/event-stream"}
+    async with client.stream("POST", "/v1/tasks", json=body, headers=headers) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"orchestra: POST /v1/tasks: {response.status_code} {response.text}")
+        return await read_events(response, start, prompt)
 
 
 Runner = Callable[[httpx.AsyncClient, str, int], Awaitable[Run]]
@@ -182,16 +201,18 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
         for i in range(WARMUP):  # warm both paths
             await direct_task(direct, *prompt_of("warm", i))
             await orchestra_task(orch, *prompt_of("warm", i))
+            await orchestra_one_request(orch, *prompt_of("warm", i))
         pairs: list[tuple[Run, Run]] = []
-        for i in range(args.sequential):
+        ones: list[tuple[Run, Run]] = []
+        for i in range(args.sequential):  # direct, then both orchestra forms, rotating
             prompt, seed = prompt_of("seq", i)
-            if i % 2 == 0:
-                d = await direct_task(direct, prompt, seed)
-                o = await orchestra_task(orch, prompt, seed)
-            else:
-                o = await orchestra_task(orch, prompt, seed)
-                d = await direct_task(direct, prompt, seed)
-            pairs.append((d, o))
+            runs: dict[str, Run] = {}
+            order = [("d", direct, direct_task), ("o", orch, orchestra_task),
+                     ("1", orch, orchestra_one_request)]  # fmt: skip
+            for key, client, run in order[i % 3 :] + order[: i % 3]:
+                runs[key] = await run(client, prompt, seed)
+            pairs.append((runs["d"], runs["o"]))
+            ones.append((runs["d"], runs["1"]))
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):  # same prompts for both; alternate which goes first
             paths = [("direct", direct, direct_task), ("orchestra", orch, orchestra_task)]
@@ -200,6 +221,7 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
                 rounds[-1][name] = await concurrent_round(client, run, args.per_client, f"r{r}")
 
     added_ttft = [o.ttft - d.ttft for d, o in pairs]
+    added_ttft_one = [o.ttft - d.ttft for d, o in ones]
     added_total = [o.total - d.total for d, o in pairs]
     d_median = statistics.median(r["direct"]["tokens_per_s"] for r in rounds)
     o_median = statistics.median(r["orchestra"]["tokens_per_s"] for r in rounds)
@@ -212,11 +234,19 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
             "orchestra_ttft_ms_p90": p90_ms([o.ttft for _, o in pairs]),
             "added_ttft_ms_median_of_paired_differences": median_ms(added_ttft),
             "added_ttft_ms_p90": p90_ms(added_ttft),
+            "one_request_ttft_ms_median": median_ms([o.ttft for _, o in ones]),
+            "one_request_added_ttft_ms_median_of_paired_differences": median_ms(added_ttft_one),
+            "one_request_added_ttft_ms_p90": p90_ms(added_ttft_one),
+            "one_request_added_total_ms_median_of_paired_differences": median_ms(
+                [o.total - d.total for d, o in ones]
+            ),
             "direct_total_ms_median": median_ms([d.total for d, _ in pairs]),
             "orchestra_total_ms_median": median_ms([o.total for _, o in pairs]),
             "added_total_ms_median_of_paired_differences": median_ms(added_total),
             "tokens_per_task_median": statistics.median(d.tokens for d, _ in pairs),
-            "pairs_with_identical_text": sum(d.text == o.text for d, o in pairs),
+            "pairs_with_identical_text": sum(
+                d.text == o.text == one.text for (d, o), (_, one) in zip(pairs, ones, strict=True)
+            ),
         },
         "concurrent": {
             "clients": CLIENTS,
@@ -340,12 +370,20 @@ def main() -> None:
         f"prompt cache off; {setup['machine']}; {setup['date']}.\n"
         f"Command: `{setup['command']}`\n\n"
         "| measure | direct | orchestra | added / ratio | target |\n|---|---|---|---|---|\n"
-        f"| TTFT, median ms ({s['tasks']} sequential, paired) | {s['direct_ttft_ms_median']} | "
-        f"{s['orchestra_ttft_ms_median']} | {s['added_ttft_ms_median_of_paired_differences']:+} ms"
+        f"| TTFT, median ms ({s['tasks']} sequential, paired), submit + stream in one request "
+        f"(`Accept: text/event-stream`) | {s['direct_ttft_ms_median']} | "
+        f"{s['one_request_ttft_ms_median']} | "
+        f"{s['one_request_added_ttft_ms_median_of_paired_differences']:+} ms"
         " | ≤ 3 ms |\n"
+        f"| TTFT, p90 ms, one request | | | "
+        f"{s['one_request_added_ttft_ms_p90']:+} ms (p90 of differences) | |\n"
+        f"| TTFT, median ms, POST 202 then GET stream_url (two requests) | "
+        f"{s['direct_ttft_ms_median']} | "
+        f"{s['orchestra_ttft_ms_median']} | {s['added_ttft_ms_median_of_paired_differences']:+} ms"
+        " | |\n"
         f"| TTFT, p90 ms | {s['direct_ttft_ms_p90']} | {s['orchestra_ttft_ms_p90']} | "
         f"{s['added_ttft_ms_p90']:+} ms (p90 of differences) | |\n"
-        f"| total per task, median ms | {s['direct_total_ms_median']} | "
+        f"| total per task, median ms (two requests) | {s['direct_total_ms_median']} | "
         f"{s['orchestra_total_ms_median']} | "
         f"{s['added_total_ms_median_of_paired_differences']:+} ms | |\n"
         f"| tokens/s, {CLIENTS} clients x {c['tasks_per_client_per_round']} tasks "
@@ -355,8 +393,9 @@ def main() -> None:
         "Added TTFT and added total are medians of the paired differences (same prompt and "
         "seed, alternating which path goes first). Tokens are counted by the engine "
         f"(median {s['tokens_per_task_median']} per task); "
-        f"{s['pairs_with_identical_text']} of {s['tasks']} sequential pairs streamed "
-        "identical text on both paths. Per-round ratios: "
+        f"{s['pairs_with_identical_text']} of {s['tasks']} sequential triples streamed "
+        "identical text on all three paths. The concurrent rounds use the two-request form. "
+        "Per-round ratios: "
         f"{', '.join(f'{x}x' for x in c['tokens_per_s_ratio_per_round'])}.\n\n"
         "For scale: LiteLLM's proxy measured on this machine class added ~38 ms TTFT and "
         "~80 ms per request and lost ~30% of throughput at 8 clients.\n\n"

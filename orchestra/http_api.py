@@ -24,6 +24,7 @@ from . import API_VERSION
 from .admission import Admission
 from .config import Config
 from .errors import ApiError, ErrorCode
+from .events import EventLog
 from .queue import Queue
 from .supervisor import Supervisor
 
@@ -135,12 +136,21 @@ def create_app(actors: Actors) -> QuartTrio:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
         admitted = await admission.admit(body)
+        stream_url = f"/v1/tasks/{admitted.task_id}/stream"
+        event_log = queue.log_of(admitted.task_id)
+        if "text/event-stream" in request.headers.get("Accept", "") and event_log is not None:
+            # Submit and stream in one round trip: the same events, ids and resume as
+            # GET stream_url, which a client that loses this stream reconnects to.
+            response = _event_stream(event_log, 0)
+            response.headers["X-Task-Id"] = admitted.task_id
+            response.headers["Location"] = stream_url
+            return response
         return json_response(
             {
                 "task_id": admitted.task_id,
                 "queue_position": admitted.queue_position,
                 "predicted_start_ms": admitted.predicted_start_ms,
-                "stream_url": f"/v1/tasks/{admitted.task_id}/stream",
+                "stream_url": stream_url,
             },
             202,
         )
@@ -167,7 +177,10 @@ def create_app(actors: Actors) -> QuartTrio:
         event_log = queue.log_of(task_id)
         if event_log is None:
             raise _unknown(task_id)
-        start = _last_event_id() + 1
+        return _event_stream(event_log, _last_event_id() + 1)
+
+    def _event_stream(event_log: EventLog, start: int) -> Response:
+        """An SSE response of ``event_log`` from event ``start`` on, with keep-alives."""
 
         async def frames() -> AsyncIterator[bytes]:
             event_log.add_subscriber()

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from .harness import SSE, open_stack, tokens_seen
+from .harness import SSE, open_stack, parse_sse, tokens_seen
 
 
 def kinds(events: list[SSE]) -> list[str]:
@@ -45,6 +45,25 @@ async def test_submit_stream_end() -> None:
         assert (body["prompt"], body["n_predict"], body["seed"]) == ("hello there", 5, 1)
         assert body["stream"] is True and body["cache_prompt"] is False
         assert all("x-conversation-id" not in h for h in stack.fake.completion_headers)
+
+
+async def test_submit_and_stream_in_one_request() -> None:
+    async with open_stack() as stack:
+        sse = {"Accept": "text/event-stream"}
+        body = {"prompt": "one trip", "max_tokens": 4, "seed": 3}
+        response = await stack.client.post("/v1/tasks", json=body, headers=sse)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        task_id = response.headers["X-Task-Id"]
+        assert response.headers["Location"] == f"/v1/tasks/{task_id}/stream"
+        events = parse_sse(response.content)
+        assert kinds(events) == ["started"] + ["token"] * 4 + ["end"]
+        # the very same log as GET stream_url, which also resumes it
+        assert await stack.stream(task_id) == events
+        assert await stack.stream(task_id, last_event_id=2) == events[3:]
+        # refusals stay JSON error envelopes
+        bad = await stack.client.post("/v1/tasks", json={"max_tokens": 4}, headers=sse)
+        assert bad.status_code == 400 and bad.json()["code"] == "INVALID_PARAMS"
 
 
 async def test_same_seed_same_bytes() -> None:
