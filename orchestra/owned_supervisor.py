@@ -167,7 +167,13 @@ class OwnedReplicaSupervisor:
                 )
                 life.cancel_scope.cancel()
 
-            self._process = await life.start(process)
+            try:
+                self._process = await life.start(process)
+            except OSError as exc:  # the binary went missing or lost its execute bit
+                on_started()
+                detail = f"cannot start llama-server {self.command.binary}: {exc}"
+                self._last_exit = detail
+                return (ErrorCode.WORKER_RESET, detail), 0.0
             self._starts += 1
             log.info("llama-server started (pid %d): %s", self._process.pid, self.command.argv())
             on_started()

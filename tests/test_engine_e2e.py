@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -146,3 +147,20 @@ async def test_back_to_back_tasks_never_need_a_second_attempt() -> None:
             for k in range(6):
                 nursery.start_soon(client, k)
         assert attempts == [(1, "completed")] * 36
+
+
+async def test_a_binary_gone_at_restart_is_waited_out(tmp_path: Path) -> None:
+    installed = engine_cache.installed_engine("cpu")
+    assert installed is not None
+    binary = tmp_path / "llama-server"
+    shutil.copy2(installed.binary, binary)
+    replica = {"binary": str(binary), "restart_backoff_max_s": 0.5, "crash_limit": 2}
+    async with open_owned(replica=replica) as owned:
+        binary.rename(tmp_path / "moved-away")
+        old_pid = owned.signal_engine(signal.SIGKILL)  # failure 1; the restart is failure 2
+        with trio.fail_after(30):
+            await owned.running.actors.queue.wait_pool_state(PoolState.UNAVAILABLE)
+        assert "cannot start llama-server" in (owned.supervisor.statistics().last_exit or "")
+        (tmp_path / "moved-away").rename(binary)
+        await owned.wait_ready_again(old_pid)
+        assert await owned.text(prompt="Back again:", max_tokens=4, temperature=0)
