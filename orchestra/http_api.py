@@ -12,6 +12,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import PurePath
 from typing import Any
 
 import attrs
@@ -20,7 +21,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import API_VERSION
+from . import API_VERSION, __version__
 from .admission import Admission
 from .config import Config
 from .errors import ApiError, ErrorCode
@@ -208,6 +209,60 @@ def create_app(actors: Actors) -> QuartTrio:
         )
         response.timeout = None
         return response
+
+    @app.get("/v1/capabilities")
+    async def capabilities() -> Response:
+        q = queue.statistics()
+        s = actors.supervisor.statistics()
+        models = []
+        if s.model_path:
+            models.append(
+                {
+                    "id": PurePath(s.model_path).stem,
+                    "digest": s.model_digest,
+                    "ctx_max": s.props.n_ctx if s.props is not None else None,
+                }
+            )
+        return json_response(
+            {
+                "api_version": API_VERSION,
+                "orchestra_version": __version__,
+                "engines": [
+                    {
+                        "engine": config.adapter.engine,
+                        "engine_version": s.engine_version,
+                        "mode": "attached" if config.replica is None else "owned",
+                    }
+                ],
+                "models": models,
+                "pools": [
+                    {
+                        "id": "default",
+                        "ready": q.ready and not q.refusing,
+                        "state": "draining" if q.refusing else str(q.pool_state),
+                        "slots_total": q.slots_total,
+                        "slots_busy": q.slots_busy,
+                        "queue_depth": q.queue_depth,
+                    }
+                ],
+                "limits": {
+                    "queue_capacity": config.admission.queue_capacity,
+                    "max_tokens": config.admission.max_tokens_limit,
+                    "ctx_limit": config.admission.ctx_limit,
+                    "rate_limits": None,
+                },
+                "features": {
+                    "stream_resume": True,
+                    "stream_on_submit": True,
+                    "idempotent_task_id": True,
+                    "determinism": ["strict", "best_effort"],
+                    "owned_engine": config.replica is not None,
+                    "priorities": False,
+                    "sessions": False,
+                    "deadlines": False,
+                },
+            }
+        )
 
     @app.get("/v1/pools/<pool_id>/health")
     async def pool_health(pool_id: str) -> Response:

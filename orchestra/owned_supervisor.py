@@ -67,6 +67,7 @@ class OwnedStatistics:
     crashes_in_window: int
     engine_version: str
     model_digest: str
+    model_path: str
     last_exit: str | None
 
 
@@ -285,5 +286,6 @@ class OwnedReplicaSupervisor:
             crashes_in_window=len(self._crashes),
             engine_version=self._engine_version,
             model_digest=self._model_digest,
+            model_path=str(self.command.model),
             last_exit=self._last_exit,
         )

@@ -39,6 +39,8 @@ class ReplicaSummary(Protocol):
     def engine_version(self) -> str | None: ...
     @property
     def model_digest(self) -> str | None: ...
+    @property
+    def model_path(self) -> str | None: ...
 
 
 class Supervisor(Protocol):
@@ -68,6 +70,11 @@ class SupervisorStatistics:
     def model_digest(self) -> str | None:
         """Unknown in attached mode: orchestra does not know which file it loaded."""
         return None
+
+    @property
+    def model_path(self) -> str | None:
+        """The model file the engine says it loaded (``/props``), once known."""
+        return self.props.model_path if self.props is not None else None
 
 
 @attrs.define

