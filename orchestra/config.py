@@ -253,6 +253,9 @@ class AdapterConfig:
     """Seconds to connect to the engine (and for its short calls); more than 0."""
     decode_timeout_s: float = attrs.field(default=60.0, metadata={_CHECK: _more_than_zero})
     """Seconds the engine may stay silent mid-stream before the task fails; more than 0."""
+    engine_backlog: int = attrs.field(default=1, metadata={_CHECK: _between(0, 16)})
+    """Tasks sent to the engine beyond its slots, waiting in its own queue so a freed slot
+    starts the next one at once (0..16; 0 = never more than the slots)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -200,6 +200,10 @@ class Queue:
     """Called when a session could not reach the engine (the supervisor probes at once)."""
     on_engine_hung: Callable[[str], None] = lambda detail: None
     """Called when the engine went silent mid-stream (an owning supervisor restarts it)."""
+    engine_backlog: int = 0
+    """Tasks dispatched beyond the engine's slots. They wait in the engine's own queue, so
+    a slot that frees starts the next task within the same engine step instead of a round
+    trip later; such a task stays cancellable (closing its connection drops it there)."""
     rate: ServiceRate = attrs.field(factory=ServiceRate)
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
@@ -333,7 +337,7 @@ class Queue:
         while (
             self._pool is PoolState.READY
             and not self._probe_pending
-            and self._busy < self._slots_total
+            and self._busy < self._slots_total + (self.engine_backlog if self._slots_total else 0)
             and self._waiting
         ):
             self._start(self._waiting.popleft())

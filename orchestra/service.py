@@ -99,6 +99,7 @@ async def run_service(
             engine=engine,
             retention_s=config.streams.retention_s,
             orphan_grace_s=config.streams.orphan_grace_ms / 1000,
+            engine_backlog=config.adapter.engine_backlog,
         )
         supervisor: Supervisor
         if config.replica is None:

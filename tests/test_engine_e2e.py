@@ -73,14 +73,15 @@ async def test_cancel_mid_stream_frees_the_slot_at_once() -> None:
 async def test_queue_full_is_429() -> None:
     async with open_owned(admission={"queue_capacity": 1}) as owned:
         running = await owned.submit(**LONG)
-        await owned.wait_state(running, "running")
+        at_engine = await owned.submit(**LONG)  # adapter.engine_backlog = 1
+        await owned.wait_state(at_engine, "running")
         waiting = await owned.submit(**LONG)
         refused = await owned.client.post("/v1/tasks", json=LONG)
         assert refused.status_code == 429
         body = refused.json()
         assert body["code"] == "ADMISSION_REJECT" and body["policy_label"] == "queue_capacity"
         assert int(refused.headers["Retry-After"]) >= 1
-        for task_id in (waiting, running):
+        for task_id in (waiting, at_engine, running):
             await owned.client.post(f"/v1/tasks/{task_id}/cancel")
 
 

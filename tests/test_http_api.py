@@ -181,7 +181,8 @@ async def test_task_id_is_idempotent_and_conflicts_are_409() -> None:
 
 
 async def test_queue_full_is_429_with_backoff_from_the_service_rate() -> None:
-    async with open_stack(admission={"queue_capacity": 2}) as stack:
+    no_backlog = {"engine_backlog": 0}
+    async with open_stack(admission={"queue_capacity": 2}, adapter=no_backlog) as stack:
         done = await stack.submit(prompt="warm up", max_tokens=3)
         await stack.stream(done["task_id"])  # one observed service time
         hold = await stack.submit(prompt="[[hang:1]] hold", max_tokens=8)
@@ -231,7 +232,7 @@ async def test_cancel_running_frees_the_engine_and_freezes_the_log() -> None:
 
 
 async def test_cancel_queued_removes_it() -> None:
-    async with open_stack() as stack:
+    async with open_stack(adapter={"engine_backlog": 0}) as stack:
         hold = await stack.submit(prompt="[[hang:0]] hold", max_tokens=4)
         queued = await stack.submit(prompt="never runs", max_tokens=4)
         response = await stack.client.post(f"/v1/tasks/{queued['task_id']}/cancel")
@@ -240,6 +241,23 @@ async def test_cancel_queued_removes_it() -> None:
         await stack.client.post(f"/v1/tasks/{hold['task_id']}/cancel")
         await stack.fake.wait_until(lambda: stack.fake.busy_slots == 0)
         assert all(b["prompt"] != "never runs" for b in stack.fake.completion_bodies)
+
+
+async def test_the_engine_backlog_waits_at_the_engine_and_stays_cancellable() -> None:
+    async with open_stack(slots=1) as stack:  # engine_backlog = 1 by default
+        hold = await stack.submit(prompt="[[hang:0]] hold", max_tokens=4)
+        backlog = await stack.submit(prompt="waits at the engine", max_tokens=4)
+        queued = await stack.submit(prompt="waits here", max_tokens=4)
+        await stack.fake.wait_until(lambda: stack.fake.deferred == 1)
+        states = [(await stack.client.get(f"/v1/tasks/{t['task_id']}")).json()["state"]
+                  for t in (hold, backlog, queued)]  # fmt: skip
+        assert states == ["running", "running", "queued"]
+        # cancelling the one waiting inside the engine drops it there
+        await stack.client.post(f"/v1/tasks/{backlog['task_id']}/cancel")
+        await stack.fake.wait_until(lambda: stack.fake.deferred == 0)
+        await stack.client.post(f"/v1/tasks/{hold['task_id']}/cancel")
+        assert kinds(await stack.stream(queued["task_id"]))[-1] == "end"
+        assert all(b["prompt"] != "waits at the engine" for b in stack.fake.completion_bodies[2:])
 
 
 async def test_cancel_of_a_finished_task_says_how_it_ended() -> None:
