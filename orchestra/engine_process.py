@@ -258,15 +258,15 @@ async def run_engine(
     """
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
+    process: subprocess.Popen[bytes] | None = None
     try:
         process = _spawn(command, out_write, err_write)
-    except BaseException:
-        os.close(out_read)
-        os.close(err_read)
-        raise
     finally:
-        os.close(out_write)
+        os.close(out_write)  # the child has its copies
         os.close(err_write)
+        if process is None:  # it never started: nobody will read these
+            os.close(out_read)
+            os.close(err_read)
     tail: deque[str] = deque(maxlen=8)
 
     def remember(stream: str, line: str) -> None:

@@ -238,8 +238,8 @@ def create_app(actors: Actors) -> QuartTrio:
                 "pools": [
                     {
                         "id": "default",
-                        "ready": q.ready and not q.refusing,
-                        "state": "draining" if q.refusing else str(q.pool_state),
+                        "ready": q.serving,
+                        "state": q.state,
                         "slots_total": q.slots_total,
                         "slots_busy": q.slots_busy,
                         "queue_depth": q.queue_depth,
@@ -273,10 +273,10 @@ def create_app(actors: Actors) -> QuartTrio:
         body: dict[str, Any] = {
             "pool_id": pool_id,
             "live": True,
-            "ready": q.ready and not q.refusing,
+            "ready": q.serving,
             "draining": q.refusing,
             "engine": config.adapter.engine,
-            "state": "draining" if q.refusing else str(q.pool_state),
+            "state": q.state,
             "engine_version": s.engine_version,
             "model_digest": s.model_digest,
             "slots_total": q.slots_total,

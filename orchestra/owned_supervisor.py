@@ -124,10 +124,9 @@ class OwnedReplicaSupervisor:
                 f"another port in adapter.endpoint"
             )
         failures = 0
-        on_started: Callable[[], None] = lambda: task_status.started()  # noqa: E731
         while True:
-            ended, ready_for = await self._live(on_started)
-            on_started = lambda: None  # noqa: E731
+            ended, ready_for = await self._live(task_status)
+            task_status = trio.TASK_STATUS_IGNORED  # started once, by the first life
             code, detail = ended
             now = trio.current_time()
             self._crashes.append(now)
@@ -151,33 +150,35 @@ class OwnedReplicaSupervisor:
                 log.error("port %d is taken by another process; waiting", self.command.port)
                 await trio.sleep(self.policy.restart_backoff_max_s)
 
-    async def _live(self, on_started: Callable[[], None]) -> tuple[tuple[ErrorCode, str], float]:
+    async def _live(
+        self, task_status: trio.TaskStatus[None]
+    ) -> tuple[tuple[ErrorCode, str], float]:
         """One process from spawn to exit: why it ended, and how long it was ready."""
         self._hung, self._kill_reason, self._props = None, None, None
         ready_at: list[float] = []
         exited: Exited | None = None
         async with trio.open_nursery() as life:
 
-            async def process(*, task_status: trio.TaskStatus[None]) -> None:
+            async def process(*, task_status: trio.TaskStatus[subprocess.Popen[bytes]]) -> None:
                 nonlocal exited
                 exited = await run_engine(
                     self.command,
                     stop_grace_s=self.policy.stop_grace_s,
                     on_line=self._engine_line,
-                    task_status=task_status,  # type: ignore[arg-type]
+                    task_status=task_status,
                 )
                 life.cancel_scope.cancel()
 
             try:
                 self._process = await life.start(process)
             except OSError as exc:  # the binary went missing or lost its execute bit
-                on_started()
+                task_status.started()
                 detail = f"cannot start llama-server {self.command.binary}: {exc}"
                 self._last_exit = detail
                 return (ErrorCode.WORKER_RESET, detail), 0.0
             self._starts += 1
             log.info("llama-server started (pid %d): %s", self._process.pid, self.command.argv())
-            on_started()
+            task_status.started()
             life.start_soon(self._watch, ready_at)
         assert exited is not None  # the life ends only when the process has exited
         self._process, self._props = None, None

@@ -98,11 +98,6 @@ class ReplicaStatus:
     slots_total: int
     detail: str
 
-    @property
-    def ready(self) -> bool:
-        """Whether tasks may be dispatched to it."""
-        return self.state is PoolState.READY
-
 
 @attrs.frozen
 class ReplicaLost:
@@ -174,6 +169,16 @@ class QueueStatistics:
     mean_service_ms: int
     ended: Mapping[str, int]
 
+    @property
+    def serving(self) -> bool:
+        """Ready and not draining: a submission would be admitted (room permitting)."""
+        return self.ready and not self.refusing
+
+    @property
+    def state(self) -> str:
+        """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it."""
+        return "draining" if self.refusing else str(self.pool_state)
+
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
@@ -196,8 +201,9 @@ class Queue:
     engine: Engine
     retention_s: float
     orphan_grace_s: float
-    on_engine_unreachable: Callable[[str], None] = lambda detail: None
-    """Called when a session could not reach the engine (the supervisor probes at once)."""
+    on_engine_suspect: Callable[[str], None] = lambda detail: None
+    """Called when a session could not reach the engine or lost its connection to it (the
+    supervisor probes at once)."""
     on_engine_hung: Callable[[str], None] = lambda detail: None
     """Called when the engine went silent mid-stream (an owning supervisor restarts it)."""
     engine_backlog: int = 0
@@ -370,12 +376,12 @@ class Queue:
         if isinstance(outcome, Failed) and outcome.error.unreachable:
             if self._pool is PoolState.READY:
                 self._set_pool(PoolState.STARTING, outcome.error.message)
-            self.on_engine_unreachable(outcome.error.message)
+            self.on_engine_suspect(outcome.error.message)
         elif isinstance(outcome, Failed) and outcome.error.code is ErrorCode.WORKER_RESET:
             # The engine may have died: dispatch nothing (but keep admitting) until the
             # supervisor has probed it, so a requeued task is not sent to a dead engine.
             self._probe_pending = True
-            self.on_engine_unreachable(outcome.error.message)
+            self.on_engine_suspect(outcome.error.message)
         if task.state is not TaskState.RUNNING:
             return  # cancelled or lost while running: already ended; the slot is free now
         if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:

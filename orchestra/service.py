@@ -114,7 +114,7 @@ async def run_service(
             )
             queue.on_engine_hung = owned.engine_hung
             supervisor = owned
-        queue.on_engine_unreachable = supervisor.probe_now
+        queue.on_engine_suspect = supervisor.probe_now
         actors = Actors(config, Admission(config.admission, engine, queue), queue, supervisor)
         http_stop, http_stopped = trio.Event(), trio.Event()
         async with trio.open_nursery() as root:

@@ -7,6 +7,7 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
 import trio
 
 from .engine import free_port, require_engine
@@ -35,7 +36,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-async def test_sigterm_stops_the_engine_with_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+async def test_no_engine_outlives_orchestra(tmp_path: Path, how: str) -> None:
     require_engine()
     engine_url = f"http://127.0.0.1:{free_port()}"
     async with orchestra_process(tmp_path, engine_url, grace_s=5, extra="[replica]\n") as service:
@@ -43,25 +45,15 @@ async def test_sigterm_stops_the_engine_with_it(tmp_path: Path) -> None:
             pid = int((await service.wait_line(STARTED))[1])
             await service.wait_line(r"engine ready")
         assert alive(pid)
-        service.process.send_signal(signal.SIGTERM)
+        if how == "SIGTERM":
+            service.process.send_signal(signal.SIGTERM)  # drain, then stop the engine
+        else:
+            service.process.kill()  # orchestra runs no cleanup at all: PR_SET_PDEATHSIG
         with trio.fail_after(30):
-            assert await service.process.wait() == 0
+            status = await service.process.wait()
             await wait_gone(pid)
         assert not alive(pid)
-
-
-async def test_kill_9_of_orchestra_takes_the_engine_down(tmp_path: Path) -> None:
-    require_engine()
-    engine_url = f"http://127.0.0.1:{free_port()}"
-    async with orchestra_process(tmp_path, engine_url, grace_s=5, extra="[replica]\n") as service:
-        with trio.fail_after(120):
-            pid = int((await service.wait_line(STARTED))[1])
-            await service.wait_line(r"engine ready")
-        service.process.kill()  # SIGKILL: orchestra runs no cleanup at all
-        with trio.fail_after(30):
-            await service.process.wait()
-            await wait_gone(pid)  # PR_SET_PDEATHSIG did it
-        assert not alive(pid)
+        assert status == (0 if how == "SIGTERM" else -signal.SIGKILL)
 
 
 def test_engine_port_in_use_is_reported_at_start(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ class QueueMachine(RuleBasedStateMachine):
             engine=self.engine,
             retention_s=RETENTION_S,
             orphan_grace_s=ORPHAN_GRACE_S,
-            on_engine_unreachable=self._note_unreachable,
+            on_engine_suspect=self._note_unreachable,
             engine_backlog=backlog,
         )
         self.backlog = backlog
