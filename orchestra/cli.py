@@ -15,6 +15,7 @@ import sys
 import trio
 
 from . import __version__, engine_cache
+from .catalog import CatalogError
 from .config import Config, ConfigError, load_config
 from .engine_process import resolve_command
 from .install import InstallError, install
@@ -99,7 +100,7 @@ def _serve(path: str) -> int:
     failure: str | None = None
     try:
         trio.run(_serve_until_signalled, config)
-    except* EngineStartError as group:
+    except* (EngineStartError, CatalogError) as group:
         failure = "; ".join(_leaves(group))
     except* OSError as group:
         failure = f"cannot listen on {config.bind_addr}: " + "; ".join(_leaves(group))

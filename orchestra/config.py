@@ -32,6 +32,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -299,6 +300,9 @@ class Config:
     """``host:port`` to listen on (``[::1]:8080`` for IPv6; port 0 = any free port)."""
     shutdown_grace_s: float = attrs.field(default=30.0, metadata={_CHECK: _at_least(0)})
     """On SIGTERM, seconds running tasks get to finish before they are cancelled."""
+    data_dir: str = ""
+    """Where orchestra keeps state that outlives it (the model catalog). Empty means
+    ``$XDG_DATA_HOME/orchestra``, else ``~/.local/share/orchestra``; ``~`` is expanded."""
     auth: AuthConfig = AuthConfig()
     """``[auth]``."""
     admission: AdmissionConfig = AdmissionConfig()
@@ -323,6 +327,14 @@ class Config:
     def bind_port(self) -> int:
         """The port part of ``bind_addr``; 0 means any free port."""
         return _split_bind(self.bind_addr)[1]
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` resolved: the directory orchestra's state lives in."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser().absolute()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "orchestra"
 
     @property
     def bind_is_loopback(self) -> bool:

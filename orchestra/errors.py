@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -32,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     POOL_UNREADY = "POOL_UNREADY"
     POOL_UNAVAILABLE = "POOL_UNAVAILABLE"
+    MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
     DEADLINE_UNMET = "DEADLINE_UNMET"
     DECODE_TIMEOUT = "DECODE_TIMEOUT"
     WORKER_RESET = "WORKER_RESET"
@@ -55,6 +57,7 @@ _STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.BUDGET_EXCEEDED: 429,
     ErrorCode.POOL_UNREADY: 503,
     ErrorCode.POOL_UNAVAILABLE: 503,
+    ErrorCode.MODEL_LOAD_FAILED: 422,
     ErrorCode.DEADLINE_UNMET: 504,
     ErrorCode.DECODE_TIMEOUT: 504,
     ErrorCode.WORKER_RESET: 502,
@@ -81,6 +84,8 @@ class ApiError(OrchestraError):
     policy_label: str | None = None
     problems: tuple[str, ...] = ()
     """For INVALID_PARAMS: one line per bad field, each naming the field."""
+    details: Mapping[str, Any] | None = None
+    """Machine-readable specifics (a failed reload's ``rolled_back_to``)."""
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def __str__(self) -> str:

@@ -7,12 +7,10 @@ error with the one envelope of DESIGN §2. Every response carries ``X-Correlatio
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import PurePath
 from typing import Any
 
 import attrs
@@ -21,11 +19,14 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import API_VERSION, __version__
 from .admission import Admission
+from .catalog import Catalog
 from .config import Config
 from .errors import ApiError, ErrorCode
 from .events import EventLog
+from .http_control import add_control_routes
+from .http_util import json_response
+from .pool_control import PoolControl
 from .queue import Queue
 from .supervisor import Supervisor
 
@@ -45,6 +46,8 @@ class Actors:
     admission: Admission
     queue: Queue
     supervisor: Supervisor
+    control: PoolControl
+    catalog: Catalog
 
 
 def error_response(exc: ApiError) -> Response:
@@ -61,17 +64,12 @@ def error_response(exc: ApiError) -> Response:
         body["policy_label"] = exc.policy_label
     if exc.problems:
         body["problems"] = list(exc.problems)
+    if exc.details is not None:
+        body["details"] = dict(exc.details)
     response = json_response(body, exc.code.http_status)
     for name, value in exc.headers.items():
         response.headers[name] = value
     return response
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    """A JSON response."""
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
-    )
 
 
 def _last_event_id() -> int:
@@ -210,83 +208,5 @@ def create_app(actors: Actors) -> QuartTrio:
         response.timeout = None
         return response
 
-    @app.get("/v1/capabilities")
-    async def capabilities() -> Response:
-        q = queue.statistics()
-        s = actors.supervisor.statistics()
-        models = []
-        if s.model_path:
-            models.append(
-                {
-                    "id": PurePath(s.model_path).stem,
-                    "digest": s.model_digest,
-                    "ctx_max": s.props.n_ctx if s.props is not None else None,
-                }
-            )
-        return json_response(
-            {
-                "api_version": API_VERSION,
-                "orchestra_version": __version__,
-                "engines": [
-                    {
-                        "engine": config.adapter.engine,
-                        "engine_version": s.engine_version,
-                        "mode": "attached" if config.replica is None else "owned",
-                    }
-                ],
-                "models": models,
-                "pools": [
-                    {
-                        "id": "default",
-                        "ready": q.serving,
-                        "state": q.state,
-                        "slots_total": q.slots_total,
-                        "slots_busy": q.slots_busy,
-                        "queue_depth": q.queue_depth,
-                    }
-                ],
-                "limits": {
-                    "queue_capacity": config.admission.queue_capacity,
-                    "max_tokens": config.admission.max_tokens_limit,
-                    "ctx_limit": config.admission.ctx_limit,
-                    "rate_limits": None,
-                },
-                "features": {
-                    "stream_resume": True,
-                    "stream_on_submit": True,
-                    "idempotent_task_id": True,
-                    "determinism": ["strict", "best_effort"],
-                    "owned_engine": config.replica is not None,
-                    "priorities": False,
-                    "sessions": False,
-                    "deadlines": False,
-                },
-            }
-        )
-
-    @app.get("/v1/pools/<pool_id>/health")
-    async def pool_health(pool_id: str) -> Response:
-        if pool_id != "default":
-            raise ApiError(ErrorCode.NOT_FOUND, f"no pool {pool_id!r}")
-        q = queue.statistics()
-        s = actors.supervisor.statistics()
-        body: dict[str, Any] = {
-            "pool_id": pool_id,
-            "live": True,
-            "ready": q.serving,
-            "draining": q.refusing,
-            "engine": config.adapter.engine,
-            "state": q.state,
-            "engine_version": s.engine_version,
-            "model_digest": s.model_digest,
-            "slots_total": q.slots_total,
-            "slots_busy": q.slots_busy,
-            "queue_depth": q.queue_depth,
-            "queue_capacity": q.queue_capacity,
-            "api_version": API_VERSION,
-        }
-        if not q.ready:
-            body["last_error"] = q.replica_detail
-        return json_response(body)
-
+    add_control_routes(app, actors)
     return app

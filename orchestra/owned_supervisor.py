@@ -13,6 +13,11 @@ which requeues the running tasks that had no token yet and ends the others with
 ``WORKER_RESET``, waits a capped exponential backoff and starts the next life. After
 ``crash_limit`` crashes within ``crash_window_s`` the pool reports ``unavailable`` (503
 ``POOL_UNAVAILABLE``) until a later start succeeds.
+
+A *model swap* (:meth:`load_model`, for a pool reload) stops the current life on purpose
+and starts a *trial* life on the new model. If the trial gets ready, the new model stays;
+if it exits or times out before that, the supervisor rolls back at once to the previous
+command, so the pool is never left without a model.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import re
 import subprocess
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import attrs
 import trio
@@ -31,6 +37,7 @@ from .config import ReplicaConfig
 from .engine_process import EngineCommand, Exited, port_in_use, run_engine
 from .errors import EngineError, ErrorCode, OrchestraError
 from .identity import engine_version, model_digest
+from .oneshot import Reply
 from .queue import PoolState, ReplicaStatus
 
 log = logging.getLogger("orchestra.supervisor")
@@ -70,14 +77,30 @@ class OwnedStatistics:
     model_path: str
     last_exit: str | None
 
+    @property
+    def restarts(self) -> int:
+        """Processes started after the first: restarts after crashes, and model swaps."""
+        return max(0, self.starts - 1)
+
+
+@attrs.frozen
+class _Swap:
+    """A model swap: the command to try, and what to return to if it does not load."""
+
+    command: EngineCommand
+    digest: str
+    reply: Reply[str | None]
+    """Answered None once the new model is ready, or with why it did not load."""
+
 
 @attrs.define
 class OwnedReplicaSupervisor:
     """Owns the llama-server process: starts it, gates on its health, heals and stops it.
 
     Owns: the engine process (one at a time), its pipes, the crash history.
-    Receives: :meth:`probe_now` when a session could not reach the engine, and
-    :meth:`engine_hung` when a session's stream went silent for ``decode_timeout_s``.
+    Receives: :meth:`probe_now` when a session could not reach the engine,
+    :meth:`engine_hung` when a session's stream went silent for ``decode_timeout_s``, and
+    :meth:`load_model` for a reload (the caller has drained the pool first).
     Sends: :class:`ReplicaStatus` on every change of state, and ``replica_lost`` to the
     Queue when a process ended under running tasks.
     Promises under cancellation: the process is stopped (SIGTERM, ``stop_grace_s``,
@@ -101,6 +124,12 @@ class OwnedReplicaSupervisor:
     _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
     _hung: str | None = attrs.field(default=None, init=False)
     _kill_reason: tuple[ErrorCode, str] | None = attrs.field(default=None, init=False)
+    _life: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _swap: _Swap | None = attrs.field(default=None, init=False)
+    """A swap asked for whose trial has not begun."""
+    _trial: tuple[_Swap, EngineCommand, str] | None = attrs.field(default=None, init=False)
+    """The swap being tried, with the command and digest to roll back to."""
+    _swap_asked: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep an engine running until cancelled; started once the first process is.
@@ -125,9 +154,19 @@ class OwnedReplicaSupervisor:
             )
         failures = 0
         while True:
+            if self._swap is not None:
+                self._begin_trial(self._swap)
+                failures = 0
             ended, ready_for = await self._live(task_status)
             task_status = trio.TASK_STATUS_IGNORED  # started once, by the first life
             code, detail = ended
+            if self._swap is not None:  # stopped to load another model: no crash
+                await self.lost(code, detail)
+                continue
+            if self._trial is not None:  # the new model did not get ready: roll back
+                self._roll_back(detail)
+                await self.lost(code, detail)
+                continue
             now = trio.current_time()
             self._crashes.append(now)
             while self._crashes and self._crashes[0] < now - self.policy.crash_window_s:
@@ -145,10 +184,29 @@ class OwnedReplicaSupervisor:
                 await self._set(PoolState.UNAVAILABLE, detail)
             else:
                 await self._set(PoolState.STARTING, f"{detail}; restarting")
-            await trio.sleep(backoff)
+            with trio.move_on_after(backoff):
+                await self._swap_asked.wait()  # a reload does not wait out the backoff
             while port_in_use(self.command.host, self.command.port):
                 log.error("port %d is taken by another process; waiting", self.command.port)
                 await trio.sleep(self.policy.restart_backoff_max_s)
+
+    def _begin_trial(self, swap: _Swap) -> None:
+        self._trial = (swap, self.command, self._model_digest)
+        self._swap = None
+        self.command, self._model_digest = swap.command, swap.digest
+        log.info("loading model %s (%s)", swap.command.model, swap.digest)
+
+    def _roll_back(self, detail: str) -> None:
+        assert self._trial is not None
+        swap, self.command, self._model_digest = self._trial
+        self._trial = None
+        log.error(
+            "model %s did not load (%s); rolling back to %s",
+            swap.command.model,
+            detail,
+            self.command.model,
+        )
+        swap.reply.send(detail)
 
     async def _live(
         self, task_status: trio.TaskStatus[None]
@@ -158,6 +216,7 @@ class OwnedReplicaSupervisor:
         ready_at: list[float] = []
         exited: Exited | None = None
         async with trio.open_nursery() as life:
+            self._life = life.cancel_scope
 
             async def process(*, task_status: trio.TaskStatus[subprocess.Popen[bytes]]) -> None:
                 nonlocal exited
@@ -180,11 +239,13 @@ class OwnedReplicaSupervisor:
             log.info("llama-server started (pid %d): %s", self._process.pid, self.command.argv())
             task_status.started()
             life.start_soon(self._watch, ready_at)
-        assert exited is not None  # the life ends only when the process has exited
+        self._life = None
         self._process, self._props = None, None
-        self._last_exit = exited.detail
+        # No exit status: the life was cancelled for a model swap and the engine stopped.
+        detail = exited.detail if exited is not None else "llama-server stopped for a reload"
+        self._last_exit = detail
         ready_for = trio.current_time() - ready_at[0] if ready_at else 0.0
-        return self._kill_reason or (ErrorCode.WORKER_RESET, exited.detail), ready_for
+        return self._kill_reason or (ErrorCode.WORKER_RESET, detail), ready_for
 
     async def _watch(self, ready_at: list[float]) -> None:
         """Probe until ready (or kill it when loading takes too long), then keep probing."""
@@ -201,6 +262,11 @@ class OwnedReplicaSupervisor:
                 break
             await trio.sleep(PROBE_STARTING_S)
         ready_at.append(trio.current_time())
+        if self._trial is not None:  # the new model loaded: it stays
+            swap = self._trial[0]
+            self._trial = None
+            self._crashes.clear()
+            swap.reply.send(None)
         await self._set(PoolState.READY, "ready")
         log.info("engine ready: %d slot(s)", self._slots())
         while True:
@@ -272,6 +338,23 @@ class OwnedReplicaSupervisor:
         """A stream went silent for ``decode_timeout_s``: kill and restart the engine."""
         self._hung = detail
         self._wake.set()
+
+    async def load_model(self, model: Path, digest: str) -> str | None:
+        """Stop the engine and start it on ``model``; None once it is ready, or why it did
+        not load (the previous model is then being started again).
+
+        The caller drains the pool first and asks for one swap at a time. Cancelling the
+        caller does not stop the swap.
+        """
+        if self._swap is not None or self._trial is not None:
+            raise RuntimeError("a model swap is already under way")
+        reply: Reply[str | None] = Reply()
+        self._swap = _Swap(attrs.evolve(self.command, model=model), digest, reply)
+        self._swap_asked.set()
+        self._swap_asked = trio.Event()
+        if self._life is not None:
+            self._life.cancel()
+        return await reply.receive()
 
     # -- reads -------------------------------------------------------------------------
 

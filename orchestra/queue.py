@@ -24,6 +24,7 @@ from .estimate import ServiceRate
 from .events import EventKind, EventLog
 from .oneshot import Reply
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
+from .slo import Sample, SloWindow
 from .task import Task, TaskRequest, TaskState
 
 INBOX_SIZE = 64
@@ -132,7 +133,35 @@ class CancelAll:
     reply: Reply[int]
 
 
-QueueMsg = Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
+@attrs.frozen
+class StopRunning:
+    """A drain's deadline passed: every running task without a token goes back to the head
+    of the queue, the others are cancelled; answered with (requeued, cancelled)."""
+
+    reply: Reply[tuple[int, int]]
+
+
+@attrs.frozen
+class DrainStart:
+    """What a drain found when it began: tasks running and tasks waiting."""
+
+    running: int
+    queued: int
+
+
+@attrs.frozen
+class SetDraining:
+    """Start (``on``) or end a drain: while draining, nothing is dispatched and new
+    submissions get 503 ``POOL_UNREADY``; waiting tasks keep their place."""
+
+    on: bool
+    reply: Reply[DrainStart]
+
+
+QueueMsg = (
+    Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
+    | SetDraining | StopRunning
+)  # fmt: skip
 
 
 # -- read-only views ---------------------------------------------------------------------
@@ -160,6 +189,9 @@ class QueueStatistics:
     ready: bool
     pool_state: PoolState
     refusing: bool
+    """Shutting down: submissions get 503."""
+    draining: bool
+    """Drained through the control plane: nothing is dispatched, submissions get 503."""
     replica_detail: str
     queue_depth: int
     queue_capacity: int
@@ -172,16 +204,25 @@ class QueueStatistics:
     @property
     def serving(self) -> bool:
         """Ready and not draining: a submission would be admitted (room permitting)."""
-        return self.ready and not self.refusing
+        return self.ready and not (self.refusing or self.draining)
 
     @property
     def state(self) -> str:
         """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it."""
-        return "draining" if self.refusing else str(self.pool_state)
+        return "draining" if self.refusing or self.draining else str(self.pool_state)
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _flag(event: trio.Event, value: bool) -> trio.Event:
+    """``event`` set when ``value`` holds; a fresh unset event when it stops holding."""
+    if value and not event.is_set():
+        event.set()
+    elif not value and event.is_set():
+        return trio.Event()
+    return event
 
 
 @attrs.define
@@ -211,6 +252,8 @@ class Queue:
     a slot that frees starts the next task within the same engine step instead of a round
     trip later; such a task stays cancellable (closing its connection drops it there)."""
     rate: ServiceRate = attrs.field(factory=ServiceRate)
+    slo: SloWindow = attrs.field(factory=SloWindow)
+    """Time to first token and decode speed of the tasks completed lately."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
@@ -222,8 +265,11 @@ class Queue:
     _slots_total: int = attrs.field(default=0, init=False)
     _replica_detail: str = attrs.field(default="not probed yet", init=False)
     _refusing: bool = attrs.field(default=False, init=False)
+    _draining: bool = attrs.field(default=False, init=False)
     _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
     _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _quiet: trio.Event = attrs.field(factory=trio.Event, init=False)
+    """Set while no session runs."""
     _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
     _ended: Counter[str] = attrs.field(factory=Counter, init=False)
@@ -231,6 +277,7 @@ class Queue:
     def __attrs_post_init__(self) -> None:
         self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
         self._idle.set()
+        self._quiet.set()
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -274,6 +321,18 @@ class Queue:
                 for task_id in live:
                     self._cancel(task_id, reason)
                 reply.send(len(live))
+            case StopRunning(reply):
+                reply.send(
+                    self._stop_running(
+                        ErrorCode.CANCELLED,
+                        "cancelled: the pool was drained before the task finished",
+                        TaskState.CANCELLED,
+                    )
+                )
+            case SetDraining(on, reply):
+                self._draining = on
+                running = sum(t.state is TaskState.RUNNING for t in self._tasks.values())
+                reply.send(DrainStart(running, len(self._waiting)))
         self._dispatch()
 
     # -- state changes (only ever called from _apply) ------------------------------------
@@ -292,6 +351,13 @@ class Queue:
                 ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
                 retry_after_ms=5000,
             )  # fmt: skip
+        if self._draining:
+            return ApiError(
+                ErrorCode.POOL_UNREADY,
+                "the pool is drained (POST /v1/pools/default/resume ends the drain)",
+                retriable=True,
+                retry_after_ms=5000,
+            )
         if self._pool is PoolState.UNAVAILABLE:
             return ApiError(
                 ErrorCode.POOL_UNAVAILABLE,
@@ -343,6 +409,7 @@ class Queue:
         while (
             self._pool is PoolState.READY
             and not self._probe_pending
+            and not self._draining
             and self._busy < self._slots_total + (self.engine_backlog if self._slots_total else 0)
             and self._waiting
         ):
@@ -387,9 +454,13 @@ class Queue:
         if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:
             self.on_engine_hung(outcome.error.message)
         match outcome:
-            case Completed(tokens_out, decode_time_ms):
+            case Completed(tokens_out, decode_time_ms, first_token_at):
                 assert task.dispatched_at is not None
-                self.rate.observe(trio.current_time() - task.dispatched_at)
+                now = trio.current_time()
+                self.rate.observe(now - task.dispatched_at)
+                if first_token_at is not None:
+                    ttft_s = first_token_at - task.submitted_at
+                    self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
                 task.tokens_out = tokens_out
                 self._end(
                     task,
@@ -407,10 +478,15 @@ class Queue:
                 self._fail(task, ErrorCode.INTERNAL, "session interrupted", retriable=True)
 
     def _replica_lost(self, code: ErrorCode, detail: str) -> None:
-        """Every running task was on the lost engine: requeue (in their order, at the head)
-        those that have not sent a token and may try again; end the others with ``code``."""
+        """Every running task was on the lost engine: requeue or end it (``_stop_running``)."""
         if self._pool is PoolState.READY:
             self._set_pool(PoolState.STARTING, detail)
+        self._stop_running(code, detail, TaskState.FAILED)
+
+    def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
+        """Stop every running task: requeue (in their order, at the head) those that have
+        not sent a token and may try again; end the others with ``code`` in ``state``.
+        Returns how many were requeued and how many ended."""
         running = sorted(
             (t for t in self._tasks.values() if t.state is TaskState.RUNNING),
             key=lambda t: t.dispatched_at or 0.0,
@@ -424,8 +500,9 @@ class Queue:
                 task.state = TaskState.QUEUED
                 requeue.append(task)
             else:
-                self._fail(task, code, detail, retriable=True)
+                self._fail(task, code, detail, retriable=True, state=state)
         self._waiting.extendleft(reversed(requeue))
+        return len(requeue), len(running) - len(requeue)
 
     def _set_pool(self, state: PoolState, detail: str) -> None:
         self._replica_detail = detail
@@ -494,11 +571,8 @@ class Queue:
                 del self._tasks[task.id]
 
     def _update_idle(self) -> None:
-        idle = not self._waiting and self._busy == 0
-        if idle and not self._idle.is_set():
-            self._idle.set()
-        elif not idle and self._idle.is_set():
-            self._idle = trio.Event()
+        self._idle = _flag(self._idle, not self._waiting and self._busy == 0)
+        self._quiet = _flag(self._quiet, self._busy == 0)
 
     # -- session tasks -----------------------------------------------------------------
 
@@ -582,6 +656,25 @@ class Queue:
         await self._inbox.send(CancelAll(reason, reply))
         return await reply.receive()
 
+    async def stop_running(self) -> tuple[int, int]:
+        """Requeue the running tasks without a token, cancel the others (a drain's
+        deadline); how many were requeued and how many cancelled."""
+        reply: Reply[tuple[int, int]] = Reply()
+        await self._inbox.send(StopRunning(reply))
+        return await reply.receive()
+
+    async def set_draining(self, on: bool) -> DrainStart:
+        """Start or end a drain; what was running and waiting at that moment."""
+        reply: Reply[DrainStart] = Reply()
+        await self._inbox.send(SetDraining(on, reply))
+        return await reply.receive()
+
+    async def wait_quiet(self) -> None:
+        """Return once no session runs (tasks may still wait)."""
+        while not self._quiet.is_set():
+            await self._quiet.wait()
+        await trio.lowlevel.checkpoint()
+
     async def wait_idle(self) -> None:
         """Return once nothing waits and no session runs."""
         while not self._idle.is_set():
@@ -625,6 +718,7 @@ class Queue:
             ready=self._pool is PoolState.READY,
             pool_state=self._pool,
             refusing=self._refusing,
+            draining=self._draining,
             replica_detail=self._replica_detail,
             queue_depth=len(self._waiting),
             queue_capacity=self.capacity,

@@ -7,6 +7,7 @@
         ├── Queue.run               (sessions nursery inside: one StreamSession per task)
         ├── ReplicaSupervisor.run   (attached) or OwnedReplicaSupervisor.run (owned:
         │                            one llama-server process per life, inside)
+        ├── PoolControl.run         (drain / reload, one at a time, in its own nursery)
         └── hypercorn.trio.serve    (the QuartTrio app; Admission runs in its handlers)
 """
 
@@ -23,10 +24,13 @@ from quart_trio import QuartTrio
 
 from .adapter import LlamaCppAdapter
 from .admission import Admission
+from .catalog import Catalog
 from .config import Config
-from .engine_process import resolve_command
+from .engine_cache import MODEL_FILE, MODEL_SHA256
+from .engine_process import EngineCommand, resolve_command
 from .http_api import Actors, create_app
 from .owned_supervisor import OwnedReplicaSupervisor
+from .pool_control import PoolControl
 from .queue import Queue
 from .supervisor import ReplicaSupervisor, Supervisor
 
@@ -81,6 +85,25 @@ async def drain(queue: Queue, grace_s: float) -> None:
         await queue.wait_idle()
 
 
+async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
+    """Register the configured model in the catalog (under its file name without ``.gguf``)
+    unless it is there; its catalog id, or None when that id names another file."""
+    known = command.model.name == MODEL_FILE
+    entry = await catalog.ensure(
+        command.model.stem, str(command.model), MODEL_SHA256 if known else None
+    )
+    if entry.path != str(command.model):
+        log.warning(
+            "catalog id %r names %s, not the configured model %s; reload by catalog id "
+            "still works, but health shows no model id",
+            entry.id,
+            entry.path,
+            command.model,
+        )
+        return None
+    return entry.id
+
+
 async def run_service(
     config: Config,
     *,
@@ -92,6 +115,7 @@ async def run_service(
     Reports :class:`Running` (the bound URLs, which tells the port of a ``:0`` bind) once
     the HTTP listener accepts connections.
     """
+    catalog = await Catalog.open(config.data_path)
     async with LlamaCppAdapter.open_client(config.adapter) as client:
         engine = LlamaCppAdapter(client, config.adapter)
         queue = Queue(
@@ -102,11 +126,14 @@ async def run_service(
             engine_backlog=config.adapter.engine_backlog,
         )
         supervisor: Supervisor
+        model_id = None
         if config.replica is None:
             supervisor = ReplicaSupervisor(engine, queue.replica_status)
         else:
+            command = resolve_command(config.replica, config.adapter)
+            model_id = await _catalog_id(catalog, command)
             owned = OwnedReplicaSupervisor(
-                resolve_command(config.replica, config.adapter),
+                command,
                 config.replica,
                 engine,
                 queue.replica_status,
@@ -115,11 +142,20 @@ async def run_service(
             queue.on_engine_hung = owned.engine_hung
             supervisor = owned
         queue.on_engine_suspect = supervisor.probe_now
-        actors = Actors(config, Admission(config.admission, engine, queue), queue, supervisor)
+        control = PoolControl(
+            queue,
+            supervisor,
+            catalog,
+            start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
+            model_id=model_id,
+        )
+        admission = Admission(config.admission, engine, queue)
+        actors = Actors(config, admission, queue, supervisor, control, catalog)
         http_stop, http_stopped = trio.Event(), trio.Event()
         async with trio.open_nursery() as root:
             await root.start(queue.run)
             await root.start(supervisor.run)
+            await root.start(control.run)
             urls = await root.start(
                 partial(
                     _serve_http, create_app(actors), _hypercorn_config(config), http_stop,

@@ -19,6 +19,8 @@ class Completed:
 
     tokens_out: int
     decode_time_ms: float
+    first_token_at: float | None = None
+    """When the first token reached the log (Trio clock); None if none did."""
 
 
 @attrs.frozen
@@ -54,6 +56,7 @@ class StreamSession:
     log: EventLog
     scope: trio.CancelScope
     tokens_sent: int = attrs.field(default=0, init=False)
+    first_token_at: float | None = attrs.field(default=None, init=False)
 
     async def run(self) -> Outcome:
         """Generate until the engine ends, fails, or the scope is cancelled."""
@@ -62,9 +65,11 @@ class StreamSession:
                 done = await self.engine.complete(self.params, self._on_token)
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
-            return Completed(done.tokens_out, done.decode_time_ms)
+            return Completed(done.tokens_out, done.decode_time_ms, self.first_token_at)
         return Interrupted()
 
     def _on_token(self, text: str) -> None:
         if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
+            if self.tokens_sent == 0:
+                self.first_token_at = trio.current_time()
             self.tokens_sent += 1

@@ -41,6 +41,10 @@ class ReplicaSummary(Protocol):
     def model_digest(self) -> str | None: ...
     @property
     def model_path(self) -> str | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def restarts(self) -> int: ...
 
 
 class Supervisor(Protocol):
@@ -75,6 +79,16 @@ class SupervisorStatistics:
     def model_path(self) -> str | None:
         """The model file the engine says it loaded (``/props``), once known."""
         return self.props.model_path if self.props is not None else None
+
+    @property
+    def pid(self) -> None:
+        """Unknown in attached mode: orchestra did not start the process."""
+        return None
+
+    @property
+    def restarts(self) -> int:
+        """Always 0: orchestra restarts nothing it does not own."""
+        return 0
 
 
 @attrs.define

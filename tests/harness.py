@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -114,8 +115,16 @@ class Stack:
         return result
 
 
+_DATA_ROOT = tempfile.TemporaryDirectory(prefix="orchestra-test-data-")
+"""Every test service keeps its state (the catalog) in a directory of its own under this."""
+
+
 def make_config(endpoint: str, **sections: dict[str, Any] | Any) -> Config:
-    raw: dict[str, Any] = {"bind_addr": "127.0.0.1:0", "adapter": {"endpoint": endpoint}}
+    raw: dict[str, Any] = {
+        "bind_addr": "127.0.0.1:0",
+        "adapter": {"endpoint": endpoint},
+        "data_dir": tempfile.mkdtemp(dir=_DATA_ROOT.name),
+    }
     for key, value in sections.items():
         if isinstance(value, dict):
             raw.setdefault(key, {}).update(value)
