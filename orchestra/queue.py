@@ -351,19 +351,19 @@ class Queue:
                 ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
                 retry_after_ms=5000,
             )  # fmt: skip
-        if self._draining:
-            return ApiError(
-                ErrorCode.POOL_UNREADY,
-                "the pool is drained (POST /v1/pools/default/resume ends the drain)",
-                retriable=True,
-                retry_after_ms=5000,
-            )
         if self._pool is PoolState.UNAVAILABLE:
             return ApiError(
                 ErrorCode.POOL_UNAVAILABLE,
                 f"the engine is unavailable: {self._replica_detail}",
                 retriable=True,
                 retry_after_ms=30_000,
+            )
+        if self._draining:
+            return ApiError(
+                ErrorCode.POOL_UNREADY,
+                "the pool is drained (POST /v1/pools/default/resume ends the drain)",
+                retriable=True,
+                retry_after_ms=5000,
             )
         if self._pool is not PoolState.READY:
             return ApiError(

@@ -158,6 +158,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue.dispatched = []
         self.slots = slots
         self.ready = True
+        self.draining = False
+        self.dispatched_when_drained: int | None = None
         self.tasks: list[Submitted] = []
         self.readers: list[tuple[Submitted, Reader]] = []
         self.counter = 0
@@ -182,6 +184,8 @@ class QueueMachine(RuleBasedStateMachine):
             driver.close()
 
     def _finish_everything(self) -> None:
+        self.driver.run(self.queue.set_draining, False)
+        self.draining, self.dispatched_when_drained = False, None
         self.driver.run(self.queue.replica_status, ReplicaStatus(PoolState.READY, 3, "ok"))
         self.ready, self.slots = True, 3
         for _ in range(4 * len(self.tasks) + 4):
@@ -214,7 +218,9 @@ class QueueMachine(RuleBasedStateMachine):
         try:
             admitted = self.driver.run(self.queue.submit, request, name)
         except ApiError as exc:
-            if not self.ready:
+            if self.draining and self.ready:
+                assert exc.code is ErrorCode.POOL_UNREADY and exc.retriable
+            elif self.draining or not self.ready:
                 assert exc.code in (ErrorCode.POOL_UNREADY, ErrorCode.POOL_UNAVAILABLE)
             else:
                 assert exc.code is ErrorCode.ADMISSION_REJECT
@@ -222,7 +228,7 @@ class QueueMachine(RuleBasedStateMachine):
                 assert exc.retry_after_ms is not None and exc.retry_after_ms >= 1
                 assert int(exc.headers["Retry-After"]) >= 1
             return
-        assert self.ready
+        assert self.ready and not self.draining
         log = self.queue.log_of(admitted.task_id)
         assert log is not None
         self.tasks.append(Submitted(name, admitted.task_id, log))
@@ -323,6 +329,50 @@ class QueueMachine(RuleBasedStateMachine):
         )
         assert positions == list(range(len(positions))), "requeued tasks wait at the head"
 
+    @rule()
+    def drain(self) -> None:
+        """A drain begins: nothing is dispatched and nothing admitted until resume."""
+        start = self.driver.run(self.queue.set_draining, True)
+        assert start.running == len(self._running())
+        self.draining = True
+        self.dispatched_when_drained = len(self.queue.dispatched)
+
+    @precondition(lambda self: self.draining)
+    @rule()
+    def drain_deadline(self) -> None:
+        """The deadline passed: tokenless running tasks go back to the head, in order; the
+        others are cancelled (retriable)."""
+        running = [(t, t.log.tokens, self.queue.view(t.task_id)) for t in self._running()]
+        before = [
+            (t, tokens, view)
+            for t, tokens, view in running
+            if view is not None and view.state is TaskState.RUNNING
+        ]
+        requeued, cancelled = self.driver.run(self.queue.stop_running)
+        assert requeued + cancelled == len(before)
+        for task, tokens, view in before:
+            after = self.queue.view(task.task_id)
+            assert after is not None and view is not None
+            if tokens == 0 and view.attempts < MAX_ATTEMPTS:
+                assert after.state is TaskState.QUEUED
+            else:
+                assert after.state is TaskState.CANCELLED
+                last = task.log.events[-1]
+                assert last.data["code"] == "CANCELLED" and last.data["retriable"] is True
+                task.frozen_at = len(task.log.events)
+        positions = sorted(
+            v.queue_position
+            for t, _, _ in before
+            if (v := self.queue.view(t.task_id)) is not None and v.queue_position is not None
+        )
+        assert positions == list(range(len(positions))), "requeued tasks wait at the head"
+
+    @precondition(lambda self: self.draining)
+    @rule()
+    def resume(self) -> None:
+        self.driver.run(self.queue.set_draining, False)
+        self.draining, self.dispatched_when_drained = False, None
+
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
     def reader_connects(self, data: st.DataObject) -> None:
@@ -374,6 +424,11 @@ class QueueMachine(RuleBasedStateMachine):
             assert reader.seen == list(task.log.events[: len(reader.seen)])
             if reader.done:
                 assert reader.seen == list(task.log.events)
+        if self.dispatched_when_drained is not None:
+            assert len(self.queue.dispatched) == self.dispatched_when_drained, (
+                "dispatch while drained"
+            )
+            assert stats.draining and stats.state == "draining" and not stats.serving
         ended = sum(stats.ended.values())
         assert ended == sum(1 for t in self.tasks if t.log.closed)
 
