@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import sqlite3
 import stat
@@ -238,20 +237,6 @@ async def test_register_rejects_bad_arguments_naming_each_field(
     problems = await invalid(catalog, "", "relative", "nothex")
     assert [p.split(":")[0] for p in problems] == ["id", "path", "sha256"]
     assert [m.id for m in await catalog.list()] == ["x" * 128]
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-async def test_register_rejects_an_unreadable_file(
-    data_dir: Path, model_file: tuple[Path, str]
-) -> None:
-    path, _ = model_file
-    catalog = await Catalog.open(data_dir)
-    path.chmod(0)
-    try:
-        (problem,) = await invalid(catalog, "m", str(path))
-    finally:
-        path.chmod(0o600)
-    assert problem.startswith("path: cannot be read"), problem
 
 
 # -- verify --------------------------------------------------------------------------------
