@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .queue import Admitted
 
 SEED_MAX = 2**32 - 1
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ID_RE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:-]{1,128}")
+"""Task and session ids (used with ``fullmatch``): not ``.`` or ``..``, which a URL path
+cannot carry."""
 _MAX_STOP = 16
 
 
@@ -88,8 +90,14 @@ def _string(*, max_len: int, pattern: re.Pattern[str] | None = None, empty: bool
             raise _Problem("must not be empty")
         if len(value) > max_len:
             raise _Problem(f"must be at most {max_len} characters (got {len(value)})")
-        if pattern is not None and not pattern.match(value):
-            raise _Problem("may hold only letters, digits and . _ : - (1 to 128 of them)")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _Problem("must be valid Unicode (it holds a lone surrogate)") from None
+        if pattern is not None and not pattern.fullmatch(value):
+            raise _Problem(
+                "may hold only letters, digits and . _ : - (1 to 128 of them; not . or ..)"
+            )
         return value
 
     return check

@@ -45,6 +45,7 @@ import os
 import re
 import sqlite3
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -238,6 +239,12 @@ def _path_problem(path: object) -> tuple[int | None, str | None]:
         return None, f"path: must be a string (got {_show(path)})"
     if not os.path.isabs(path):
         return None, f"path: must be absolute (got {_show(path)})"
+    if "\x00" in path or not path.isprintable():
+        return None, f"path: must not contain control characters (got {_show(path)})"
+    try:
+        path.encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        return None, f"path: not a valid file name on this system (got {_show(path)})"
     try:
         info = os.stat(path)
     except FileNotFoundError:

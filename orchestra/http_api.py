@@ -6,6 +6,7 @@ error with the one envelope of DESIGN §2. Every response carries ``X-Correlatio
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import re
@@ -108,6 +109,10 @@ def create_app(actors: Actors) -> QuartTrio:
 
     @app.after_request
     async def _stamp(response: Response) -> Response:
+        # An answer given before the body was read (a 404 for an unknown pool, say) must
+        # still consume it, or the next request on the keep-alive connection can hang.
+        with contextlib.suppress(Exception):
+            await request.get_data(cache=False)
         response.headers["X-Correlation-Id"] = g.get("correlation_id") or str(uuid.uuid4())
         return response
 

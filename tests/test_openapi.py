@@ -1,0 +1,1314 @@
+"""Provider verification: the running server against ``specs/openapi/{data,control}.yaml``.
+
+The OpenAPI documents are the source of truth for the wire contract (DESIGN §2). These tests
+start orchestra in front of the fake llama-server (and, for reloads, the real engine) on
+loopback and check that:
+
+1. every operation, fuzzed by schemathesis with valid and invalid data, is answered only as
+   documented (status, content type, headers, body; SSE streams event by event), never with
+   a 5xx but the documented, retriable 503s, and never refuses as ``INVALID_PARAMS`` what its
+   document calls valid;
+2. every example in the documents is valid against its own schema, and the live server,
+   driven by the producer registered for it in ``PRODUCERS``, answers with the same status
+   and a body of the same shape (same keys, recursively, and the same JSON types);
+3. real streams (submit-and-stream, resumed with ``Last-Event-ID``, cancelled while running
+   or while queued, failed mid-stream) match the documented event schemas;
+4. both documents list exactly the error codes of :class:`orchestra.errors.ErrorCode`, each
+   with its status; and the documents agree with each other and with the server's routes.
+
+schemathesis's transport is synchronous, so each server runs in a Trio run of its own on a
+background thread (:func:`serve_in_thread`); tests talk to it over HTTP and reach inside it
+only through :meth:`Live.call` (``trio.from_thread``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import attrs
+import hypothesis.strategies as st
+import jsonschema_rs
+import pytest
+import requests
+import schemathesis
+import trio
+import yaml
+from hypothesis import HealthCheck, given, settings
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi import checks as openapi_checks
+
+from orchestra import API_VERSION
+from orchestra.config import Config
+from orchestra.errors import ErrorCode
+from orchestra.events import EventKind
+from orchestra.http_api import create_app
+
+from .engine import open_owned, require_engine
+from .harness import Stack, open_stack
+
+SPECS = Path(__file__).resolve().parent.parent / "specs" / "openapi"
+DOCUMENTS = ("data", "control")
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+MAX_EXAMPLES = 30
+"""Generated cases per operation and generation mode."""
+HTTP_TIMEOUT_S = 30.0
+FUZZ_TIMEOUT_S = 10.0
+"""Per generated request (each is answered in milliseconds; a reload or drain is not fuzzed
+into waiting: nothing runs while an operation is fuzzed)."""
+START_TIMEOUT_S = 180.0
+"""Owned mode loads a real model; the fake engine is ready in a fraction of a second."""
+STOP_TIMEOUT_S = 60.0
+WAIT_TIMEOUT_S = 30.0
+"""Bound on every wait for a condition (a state seen over HTTP, an event in a stream)."""
+
+RETRIABLE_503 = frozenset({"POOL_UNREADY", "POOL_UNAVAILABLE"})
+SHARED_COMPONENTS = (
+    ("schemas", "ErrorCode"),
+    ("schemas", "Error"),
+    ("securitySchemes", "bearerAuth"),
+    ("headers", "X-Correlation-Id"),
+    ("parameters", "CorrelationIdRequest"),
+    ("responses", "Unauthorized"),
+    ("responses", "Forbidden"),
+    ("responses", "PayloadTooLarge"),
+    ("responses", "Internal"),
+)
+"""Components both documents define, which must be identical in both."""
+EXAMPLE_STATUSES = frozenset({"400", "404", "409", "429", "503"})
+"""Error statuses that, like every 2xx, must come with at least one example."""
+
+FAKE_PRODUCER_CONFIG: Mapping[str, Any] = {
+    "adapter": {"engine_backlog": 0},
+    "admission": {"queue_capacity": 2},
+}
+"""The fake servers example producers run against: one slot and nothing at the engine beyond
+it, so one hanging task keeps the next one queued; two waiting tasks fill the queue."""
+
+HANG = "[[hang:1]] a task that holds its slot until it is cancelled"
+"""A prompt the fake engine answers with one token, then nothing until the client leaves."""
+
+
+# -- the documents ---------------------------------------------------------------------------
+
+
+@cache
+def raw_document(name: str) -> dict[str, Any]:
+    """The YAML document as plain data."""
+    loaded: dict[str, Any] = yaml.safe_load((SPECS / f"{name}.yaml").read_text())
+    return loaded
+
+
+@cache
+def openapi_schema(name: str) -> Any:
+    """The document loaded by schemathesis."""
+    return schemathesis.openapi.from_path(SPECS / f"{name}.yaml")
+
+
+def operations_of(name: str) -> list[tuple[str, str]]:
+    """``(METHOD, path)`` of every operation in the raw document."""
+    return [
+        (method.upper(), path)
+        for path, item in raw_document(name)["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    ]
+
+
+def resolve(name: str, node: Any) -> Any:
+    """``node``, or what its ``$ref`` (local to the document) points at, followed to the end."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        target: Any = raw_document(name)
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def validator(name: str, schema: Any) -> Any:
+    """A JSON Schema 2020-12 validator for ``schema``, whose ``$ref``s point into the document."""
+    root = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": raw_document(name)["components"],
+        "allOf": [schema],
+    }
+    return jsonschema_rs.validator_for(root, validate_formats=True)
+
+
+def schema_errors(name: str, schema: Any, instance: Any) -> list[str]:
+    return [
+        f"{e.instance_path}: {e.message}" for e in validator(name, schema).iter_errors(instance)
+    ]
+
+
+@attrs.frozen
+class Example:
+    """One example of a response (or request) body in a document."""
+
+    document: str
+    method: str
+    path: str
+    status: str
+    """The response status, or ``request`` for a request body's example."""
+    media_type: str
+    name: str
+    value: Any
+    media: Mapping[str, Any]
+    """The media type object the example belongs to (its ``schema``, ``x-sse-events``)."""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.document, self.method, self.path, self.status, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.document}:{self.method} {self.path} {self.status} {self.name}"
+
+
+def examples_of(name: str) -> list[Example]:
+    """Every example of every request and response body of the document."""
+    found = []
+    for method, path in operations_of(name):
+        operation = raw_document(name)["paths"][path][method.lower()]
+        bodies = [("request", resolve(name, operation.get("requestBody", {})))]
+        bodies += [(status, resolve(name, r)) for status, r in operation["responses"].items()]
+        for status, body in bodies:
+            for media_type, media in body.get("content", {}).items():
+                for example_name, example in media.get("examples", {}).items():
+                    value = resolve(name, example)["value"]
+                    found.append(
+                        Example(name, method, path, status, media_type, example_name, value, media)
+                    )
+    return found
+
+
+ALL_EXAMPLES = [example for name in DOCUMENTS for example in examples_of(name)]
+RESPONSE_EXAMPLES = [example for example in ALL_EXAMPLES if example.status != "request"]
+
+
+# -- SSE -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Frame:
+    """One server-sent event as a parser reads it."""
+
+    id: str
+    event: str
+    data: str
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.data)
+
+    def as_object(self) -> dict[str, str]:
+        return {"id": self.id, "event": self.event, "data": self.data}
+
+
+def parse_frames(text: str) -> list[Frame]:
+    """The events of an SSE body, checking the framing orchestra promises on the way: every
+    event has exactly one ``id:``, one ``event:`` and one single-line ``data:``; comment lines
+    (``: keepalive``) are skipped."""
+    frames = []
+    for block in re.split(r"\n\n+", text.strip("\n")):
+        fields: dict[str, list[str]] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, sep, value = line.partition(": ")
+            assert sep, f"not a 'field: value' line: {line!r}"
+            fields.setdefault(field, []).append(value)
+        if not fields:
+            continue  # a block of comments only
+        assert sorted(fields) == ["data", "event", "id"], f"bad event fields: {block!r}"
+        assert all(len(values) == 1 for values in fields.values()), f"repeated field: {block!r}"
+        frames.append(Frame(fields["id"][0], fields["event"][0], fields["data"][0]))
+    return frames
+
+
+def sse_problems(name: str, media: Mapping[str, Any], frames: list[Frame]) -> list[str]:
+    """Every way ``frames`` break the documented stream: a frame not matching the media type's
+    schema, event data not matching its ``x-sse-events`` schema, ids not counting up by one,
+    or an order other than started → token/metrics* → end | error."""
+    problems = []
+    event_schemas = media["x-sse-events"]
+    for frame in frames:
+        problems += schema_errors(name, media["schema"], frame.as_object())
+        if frame.event not in event_schemas:
+            problems.append(f"event {frame.id}: undocumented event {frame.event!r}")
+            continue
+        problems += [
+            f"event {frame.id} ({frame.event}) data{error}"
+            for error in schema_errors(name, event_schemas[frame.event], frame.payload)
+        ]
+    ids = [int(frame.id) for frame in frames]
+    if ids and ids != list(range(ids[0], ids[0] + len(ids))):
+        problems.append(f"ids do not count up by one: {ids}")
+    kinds = [frame.event for frame in frames]
+    terminal = [i for i, kind in enumerate(kinds) if kind in ("end", "error")]
+    if terminal and terminal != [len(kinds) - 1]:
+        problems.append(f"events after the end, or two ends: {kinds}")
+    if "started" in kinds[1:] or ("started" in kinds and ids and ids[0] != 0):
+        problems.append(f"started is not the first event: {kinds}")
+    return problems
+
+
+def collapsed(kinds: list[str]) -> list[str]:
+    """Event kinds with runs of the same kind merged (token, token, token → token)."""
+    return [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
+
+
+# -- shapes ----------------------------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    assert isinstance(value, dict), f"not JSON: {value!r}"
+    return "object"
+
+
+def shape_mismatches(example: Any, actual: Any, where: str = "$") -> list[str]:
+    """How ``actual`` differs from ``example`` in shape: keys (recursively) and JSON types.
+
+    An example's number with a fraction (``21.384``) also matches an integer: the schema
+    says ``number``, and a measured figure may come out whole. Every item of an actual
+    array is compared with the example's first item; an empty actual array cannot show the
+    example's item shape, so it is a mismatch unless the example's array is empty too.
+    """
+    expected, got = json_type(example), json_type(actual)
+    if expected != got and not (expected == "number" and got == "integer"):
+        return [f"{where}: the example has {expected}, the server sent {got} ({actual!r})"]
+    if isinstance(example, dict):
+        problems = []
+        if missing := sorted(set(example) - set(actual)):
+            problems.append(f"{where}: the server did not send {missing}")
+        if extra := sorted(set(actual) - set(example)):
+            problems.append(f"{where}: the server sent {extra}, which the example lacks")
+        for key in sorted(set(example) & set(actual)):
+            problems += shape_mismatches(example[key], actual[key], f"{where}.{key}")
+        return problems
+    if isinstance(example, list) and example:
+        if not actual:
+            return [f"{where}: the server sent an empty array; the example has items"]
+        return [
+            problem
+            for i, item in enumerate(actual)
+            for problem in shape_mismatches(example[0], item, f"{where}[{i}]")
+        ]
+    return []
+
+
+def sse_shape_mismatches(example_text: str, actual_text: str) -> list[str]:
+    """The stream counterpart of :func:`shape_mismatches`: the same order of event kinds
+    (runs of tokens merged), and each event's data shaped like the example's first event of
+    its kind."""
+    example, actual = parse_frames(example_text), parse_frames(actual_text)
+    wanted, got = collapsed([f.event for f in example]), collapsed([f.event for f in actual])
+    if wanted != got:
+        return [f"events: the example has {wanted}, the server sent {got}"]
+    first = {}
+    for frame in example:
+        first.setdefault(frame.event, frame.payload)
+    return [
+        problem
+        for frame in actual
+        for problem in shape_mismatches(first[frame.event], frame.payload, f"event {frame.id}")
+    ]
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@attrs.define
+class Live:
+    """A server under test, running on its own thread, and an HTTP session to it."""
+
+    base_url: str
+    handle: Any
+    """What the server's opener yielded: a harness ``Stack`` or an engine ``Owned``."""
+    token: trio.lowlevel.TrioToken
+    session: requests.Session
+    tmp: Path
+    """A directory of the test's own, for model files."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        # A response a test keeps keeps its urllib3 connection open even after the session
+        # closes, and the server's graceful stop would wait its whole timeout for it. (The
+        # fuzzed cases keep connections alive: hypothesis drops their responses.)
+        kwargs["headers"] = {"Connection": "close", **kwargs.get("headers", {})}
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def call(self, async_fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``async_fn(*args)`` in the server's Trio run; its result."""
+        return trio.from_thread.run(async_fn, *args, trio_token=self.token)
+
+    @property
+    def actors(self) -> Any:
+        return self.handle.running.actors
+
+
+@contextmanager
+def serve_in_thread(
+    open_server: Callable[[], AbstractAsyncContextManager[Any]], tmp: Path
+) -> Iterator[Live]:
+    """Run the server ``open_server`` opens in a Trio run on a thread of its own; stop it
+    (gracefully, as on SIGTERM) and join the thread on exit. Waits on events, never sleeps."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with open_server() as handle:
+            state.update(handle=handle, stop=stop, token=trio.lowlevel.current_trio_token())
+            ready.set()
+            await stop.wait()
+
+    def thread_main() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            state["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="orchestra-under-test", daemon=True)
+    thread.start()
+    assert ready.wait(START_TIMEOUT_S), "the server did not start in time"
+    if "handle" not in state:
+        raise RuntimeError("the server did not start") from state.get("error")
+    session = requests.Session()
+    try:
+        yield Live(state["handle"].running.urls[0], state["handle"], state["token"], session, tmp)
+    finally:
+        session.close()
+        # A run that already ended has its error, if any, raised below.
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(state["stop"].set, trio_token=state["token"])
+        thread.join(STOP_TIMEOUT_S)
+        assert not thread.is_alive(), "the server did not stop in time"
+        if "error" in state:
+            raise state["error"]
+
+
+def _data_dir(tmp: Path) -> dict[str, Any]:
+    """``data_dir`` (the catalog's home) inside the test's directory, when the config has it."""
+    if "data_dir" not in attrs.fields_dict(Config):
+        return {}
+    path = tmp / "data"
+    path.mkdir(exist_ok=True)
+    return {"data_dir": str(path)}
+
+
+@contextmanager
+def fake_server(tmp: Path, **sections: Any) -> Iterator[Live]:
+    """orchestra in attached mode in front of the fake llama-server (one slot)."""
+    config = {"shutdown_grace_s": 0.0, **_data_dir(tmp), **sections}
+    with serve_in_thread(lambda: open_stack(slots=1, **config), tmp) as live:
+        yield live
+
+
+@contextmanager
+def owned_server(tmp: Path) -> Iterator[Live]:
+    """orchestra owning the real llama-server (the cached engine and small model)."""
+    require_engine()
+    config = {"shutdown_grace_s": 0.0, **_data_dir(tmp)}
+    with serve_in_thread(lambda: open_owned(**config), tmp) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def owned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One owned-mode server for the examples that need a real engine (reloads)."""
+    with owned_server(tmp_path_factory.mktemp("owned")) as live:
+        yield live
+
+
+# -- helpers for driving a live server --------------------------------------------------------
+
+
+def gguf_file(tmp: Path, name: str = "model.gguf", content: bytes = b"") -> Path:
+    """A file the catalog accepts as a model (it starts with ``GGUF``); not a loadable one."""
+    path = tmp / name
+    path.write_bytes(b"GGUF" + (content or hashlib.sha256(name.encode()).digest() * 8))
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def submit(live: Live, **body: Any) -> str:
+    response = live.request("POST", "/v1/tasks", json=body)
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["task_id"]
+    return task_id
+
+
+def run_to_end(live: Live, **body: Any) -> str:
+    """Submit a task and read its stream to the end; its id."""
+    task_id = submit(live, **body)
+    response = live.request("GET", f"/v1/tasks/{task_id}/stream")
+    assert response.status_code == 200 and parse_frames(response.text)[-1].event == "end"
+    return task_id
+
+
+def hang(live: Live) -> str:
+    """Submit a task that takes the slot and holds it (until cancelled), and wait until it
+    streamed its first token; its id."""
+    task_id = submit(live, prompt=HANG, max_tokens=64)
+    with live.request("GET", f"/v1/tasks/{task_id}/stream", stream=True) as response:
+        for line in response.iter_lines():
+            if line == b"event: token":
+                break
+    return task_id
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    """Wait for a condition only the HTTP API shows, checking it request after request."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+
+
+def register(live: Live, model_id: str, path: Path, sha256: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": model_id, "path": str(path)}
+    if sha256 is not None:
+        body["sha256"] = sha256
+    response = live.request("POST", "/v1/catalog/models", json=body)
+    assert response.status_code in (200, 201), response.text
+    registered: dict[str, Any] = response.json()
+    return registered
+
+
+def draining(live: Live) -> bool:
+    return bool(live.request("GET", "/v1/pools/default/health").json()["draining"])
+
+
+@contextmanager
+def drain_under_way(live: Live) -> Iterator[None]:
+    """A drain that waits for a task holding the slot; it ends when the task is cancelled."""
+    task_id = hang(live)
+    answer: dict[str, requests.Response] = {}
+
+    def drain() -> None:
+        with requests.Session() as own:  # requests sessions are not for sharing across threads
+            answer["drain"] = own.post(
+                f"{live.base_url}/v1/pools/default/drain",
+                json={"deadline_ms": 60_000},
+                timeout=HTTP_TIMEOUT_S,
+            )
+
+    thread = threading.Thread(target=drain, name="drain")
+    thread.start()
+    try:
+        wait_until(lambda: draining(live), "the drain began")
+        yield
+    finally:
+        live.request("POST", f"/v1/tasks/{task_id}/cancel")
+        thread.join(HTTP_TIMEOUT_S)
+    assert answer["drain"].status_code == 200, answer["drain"].text
+
+
+# -- 1. provider verification with schemathesis ---------------------------------------------
+
+
+def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
+    """No 5xx, except a documented, retriable 503 ``POOL_UNREADY`` / ``POOL_UNAVAILABLE``."""
+    if response.status_code < 500:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = {}
+    assert (
+        response.status_code == 503
+        and "503" in case.operation.responses.status_codes
+        and isinstance(body, dict)
+        and body.get("code") in RETRIABLE_503
+        and body.get("retriable") is True
+    ), f"server error {response.status_code}: {response.content[:500]!r}"
+    return None
+
+
+STATE_DEPENDENT_PROBLEMS: Mapping[str, tuple[str, ...]] = {
+    # Whether `path` names a readable GGUF file depends on the file system, not the request.
+    "POST /v1/catalog/models": ("path:",),
+}
+"""Per operation, the ``INVALID_PARAMS`` problems a request valid by the document can get."""
+
+
+def whole_float_refused(problem: str, body: Any) -> bool:
+    """JSON Schema counts ``121176.0`` as an integer; orchestra refuses it as not one, and no
+    schema can say so (``type: integer`` is the closest; the documents say it in words)."""
+    field, _, text = problem.partition(": ")
+    value = body.get(field) if isinstance(body, dict) else None
+    return text.startswith("must be an integer") and isinstance(value, float) and value.is_integer()
+
+
+def valid_data_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A request the document calls valid is not refused as ``INVALID_PARAMS``."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return None
+    if response.status_code != 400:
+        return None
+    body = json.loads(response.content)
+    if body.get("code") != "INVALID_PARAMS":
+        return None  # CTX_LIMIT_EXCEEDED: the prompt's tokens are the engine's to count
+    allowed = STATE_DEPENDENT_PROBLEMS.get(case.operation.label, ())
+    problems = body.get("problems") or [body["message"]]
+    sent = case.body if isinstance(case.body, dict) else None
+    assert all(p.startswith(allowed) or whole_float_refused(p, sent) for p in problems), (
+        f"a request valid by the document was refused: {body['message']}"
+    )
+    return None
+
+
+CONFORMANCE = [
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.response_headers_conformance,
+    openapi_checks.response_schema_conformance,
+    no_server_error,
+]
+"""The answer is documented: status, content type, headers, body; and not a server error."""
+CHECKS = [*CONFORMANCE, openapi_checks.negative_data_rejection, valid_data_accepted]
+"""For generated cases, also: invalid data is refused, valid data is not."""
+
+
+@attrs.frozen
+class Known:
+    """Resources that exist on the server being fuzzed, so generated cases also reach them."""
+
+    path_parameters: Mapping[str, str]
+    gguf: Path
+
+
+def prepare(document: str, live: Live) -> Known:
+    """A completed task (data plane) or a registered model (control plane)."""
+    gguf = gguf_file(live.tmp, "fuzz.gguf")
+    if document == "data":
+        return Known({"task_id": run_to_end(live, prompt="hello", max_tokens=4)}, gguf)
+    register(live, "fuzz-model", gguf)
+    return Known({"pool_id": "default", "model_id": "fuzz-model"}, gguf)
+
+
+def strategies(operation: Any, known: Known, mode: GenerationMode) -> Any:
+    """Cases for ``operation`` in ``mode``: fully generated, and (valid data only) also with
+    the path parameters of resources that exist, and a model path that is a real file."""
+    generated = operation.as_strategy(generation_mode=mode)
+    if not mode.is_positive:
+        return generated
+    names = {p.name for p in operation.path_parameters}
+    choices = [generated]
+    if names:
+        fixed = {name: known.path_parameters[name] for name in names}
+        choices.append(operation.as_strategy(generation_mode=mode, path_parameters=fixed))
+    if operation.label == "POST /v1/catalog/models":
+
+        def real_file(case: Any) -> Any:
+            case.body = {**case.body, "path": str(known.gguf)}
+            return case
+
+        choices.append(generated.map(real_file))
+    return st.one_of(choices)
+
+
+OPERATIONS = [
+    pytest.param(name, method, path, id=f"{name}:{method} {path}")
+    for name in DOCUMENTS
+    for method, path in operations_of(name)
+]
+
+
+def negatable(document: str, method: str, path: str) -> bool:
+    """Whether a request can break the operation's document at all: one with no body, no path
+    parameters and only free-form string headers cannot (schemathesis finds no such case)."""
+    operation = raw_document(document)["paths"][path][method.lower()]
+    parameters = [resolve(document, p) for p in operation.get("parameters", [])]
+    return "requestBody" in operation or any(
+        p["in"] == "path" or p["schema"].get("type") != "string" for p in parameters
+    )
+
+
+def fuzz(operation: Any, live: Live, known: Known, mode: GenerationMode) -> int:
+    """Send generated cases of ``operation`` to ``live`` and check every answer; how many."""
+    sent = 0
+
+    @given(case=strategies(operation, known, mode))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    def check(case: Any) -> None:
+        nonlocal sent
+        response = case.call(base_url=live.base_url, session=live.session, timeout=FUZZ_TIMEOUT_S)
+        sent += 1
+        case.validate_response(response, checks=CHECKS)
+
+    check()
+    return sent
+
+
+@pytest.mark.parametrize(("document", "method", "path"), OPERATIONS)
+def test_operation_conforms_to_its_document(
+    document: str, method: str, path: str, tmp_path: Path
+) -> None:
+    operation = openapi_schema(document)[path][method]
+    with fake_server(tmp_path) as live:
+        known = prepare(document, live)
+        valid = fuzz(operation, live, known, GenerationMode.POSITIVE)
+        if negatable(document, method, path):
+            assert fuzz(operation, live, known, GenerationMode.NEGATIVE) > 0
+    assert valid >= MAX_EXAMPLES // 2
+
+
+@attrs.frozen
+class Edge:
+    """A request random generation reaches rarely, and the status the document promises."""
+
+    document: str
+    method: str
+    path: str
+    body: str
+    status: int
+
+
+EDGES = [
+    pytest.param(
+        Edge("data", "POST", "/v1/tasks", '{"prompt": "\\ud800"}', 400),
+        id="data:lone-surrogate-prompt",
+    ),
+    pytest.param(
+        Edge("data", "POST", "/v1/tasks", '{"prompt": "hi", "task_id": "abc\\n"}', 400),
+        id="data:task-id-with-newline",
+    ),
+    pytest.param(
+        Edge("data", "POST", "/v1/tasks", '{"prompt": "hi", "task_id": ".."}', 400),
+        id="data:task-id-dot-dot",
+    ),
+    pytest.param(
+        Edge("control", "POST", "/v1/catalog/models", '{"id": "a", "path": "/m\\u0000.gguf"}', 400),
+        id="control:model-path-with-nul",
+    ),
+    pytest.param(
+        Edge("control", "POST", "/v1/catalog/models", '{"id": "a", "path": "/m\\ud800.gguf"}', 400),
+        id="control:model-path-lone-surrogate",
+    ),
+]
+
+
+@pytest.mark.parametrize("edge", EDGES)
+def test_edge_case_is_answered_as_documented(edge: Edge, tmp_path: Path) -> None:
+    operation = openapi_schema(edge.document)[edge.path][edge.method]
+    with fake_server(tmp_path) as live:
+        response = live.request(
+            edge.method,
+            edge.path,
+            data=edge.body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        case = operation.Case(body=json.loads(edge.body), media_type="application/json")
+        case.validate_response(response, checks=CONFORMANCE)
+    assert response.status_code == edge.status, response.text
+
+
+def test_an_answer_before_the_body_is_read_leaves_the_connection_usable(tmp_path: Path) -> None:
+    """A route that refuses a request before reading its body (here: an unknown pool) must
+    answer every such request on a keep-alive connection. Found by the fuzzer: it is a race,
+    and from none to one in ten went unanswered on a 2-core machine, so this usually (not
+    always) fails while the fault is there; with the body read first, none in thousands."""
+    with fake_server(tmp_path) as live, requests.Session() as keep_alive:
+        for _ in range(500):
+            refused = keep_alive.post(
+                f"{live.base_url}/v1/pools/no-such-pool/resume", data=b"\x00", timeout=2
+            )
+            assert refused.status_code == 404
+
+
+def test_every_operation_of_both_documents_is_fuzzed() -> None:
+    fuzzed = {param.values for param in OPERATIONS}
+    documented = {
+        (name, op.method.upper(), op.path)
+        for name in DOCUMENTS
+        for result in openapi_schema(name).get_all_operations()
+        for op in [result.ok()]
+    }
+    assert fuzzed == documented
+    assert len(fuzzed) == sum(len(operations_of(name)) for name in DOCUMENTS)
+
+
+def test_every_route_of_the_server_is_documented(tmp_path: Path) -> None:
+    with fake_server(tmp_path) as live:
+        app = create_app(live.actors)
+    served = {
+        (method, re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    documented = {op for name in DOCUMENTS for op in operations_of(name)}
+    assert served == documented
+
+
+# -- 2. examples -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", ALL_EXAMPLES, ids=lambda e: e.label)
+def test_example_is_valid_against_its_schema(example: Example) -> None:
+    if "x-sse-events" in example.media:
+        frames = parse_frames(example.value)
+        assert frames
+        assert sse_problems(example.document, example.media, frames) == []
+    else:
+        assert schema_errors(example.document, example.media["schema"], example.value) == []
+
+
+@attrs.frozen
+class Producer:
+    """How to make the live server answer like an example."""
+
+    make: Callable[[Live], requests.Response]
+    server: str = "fake"
+    """``fake`` (a fresh fake-engine server with :data:`FAKE_PRODUCER_CONFIG`) or ``owned``
+    (the module's real-engine server, which producers leave serving)."""
+
+
+def _post(path: str, body: Any = None, **kwargs: Any) -> Callable[[Live], requests.Response]:
+    return lambda live: live.request("POST", path, json=body, **kwargs)
+
+
+def _get(path: str, **kwargs: Any) -> Callable[[Live], requests.Response]:
+    return lambda live: live.request("GET", path, **kwargs)
+
+
+def _submit_streaming(live: Live) -> requests.Response:
+    body = {"prompt": "Write a haiku about autumn.", "max_tokens": 3}
+    return live.request("POST", "/v1/tasks", json=body, headers={"Accept": "text/event-stream"})
+
+
+def _ctx_limit(live: Live) -> requests.Response:
+    return live.request("POST", "/v1/tasks", json={"prompt": "word " * 2100, "max_tokens": 16})
+
+
+def _conflict(live: Live) -> requests.Response:
+    submit(live, prompt="Write a haiku about autumn.", max_tokens=4, task_id="haiku-1")
+    body = {"prompt": "Write a haiku about spring.", "max_tokens": 4, "task_id": "haiku-1"}
+    return live.request("POST", "/v1/tasks", json=body)
+
+
+def _queue_full(live: Live) -> requests.Response:
+    hang(live)
+    for _ in range(FAKE_PRODUCER_CONFIG["admission"]["queue_capacity"]):
+        submit(live, prompt="waiting", max_tokens=4)
+    return live.request("POST", "/v1/tasks", json={"prompt": "one too many", "max_tokens": 4})
+
+
+def _pool_unready(live: Live) -> requests.Response:
+    stack: Stack = live.handle
+
+    async def engine_loading() -> None:
+        stack.fake.set_loading(True)
+        stack.running.actors.supervisor.probe_now("test: the engine is loading")
+        with trio.fail_after(WAIT_TIMEOUT_S):
+            await stack.running.actors.queue.wait_ready(False)
+
+    live.call(engine_loading)
+    return live.request("POST", "/v1/tasks", json={"prompt": "hello", "max_tokens": 4})
+
+
+def _completed_task(live: Live) -> requests.Response:
+    return live.request("GET", f"/v1/tasks/{run_to_end(live, prompt='hello', max_tokens=4)}")
+
+
+def _queued_task(live: Live) -> requests.Response:
+    hang(live)
+    return live.request("GET", f"/v1/tasks/{submit(live, prompt='waiting', max_tokens=4)}")
+
+
+def _cancel_running(live: Live) -> requests.Response:
+    return live.request("POST", f"/v1/tasks/{hang(live)}/cancel")
+
+
+def _completed_stream(live: Live) -> requests.Response:
+    task_id = submit(live, prompt="Write a haiku about autumn.", max_tokens=2)
+    return live.request("GET", f"/v1/tasks/{task_id}/stream")
+
+
+def _cancelled_stream(live: Live) -> requests.Response:
+    task_id = hang(live)
+    assert live.request("POST", f"/v1/tasks/{task_id}/cancel").status_code == 200
+    return live.request("GET", f"/v1/tasks/{task_id}/stream")
+
+
+def _bad_last_event_id(live: Live) -> requests.Response:
+    task_id = run_to_end(live, prompt="hello", max_tokens=2)
+    return live.request("GET", f"/v1/tasks/{task_id}/stream", headers={"Last-Event-ID": "x"})
+
+
+def _drain(live: Live) -> requests.Response:
+    return live.request("POST", "/v1/pools/default/drain", json={"deadline_ms": 5000})
+
+
+def _while_draining(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        with drain_under_way(live):
+            return live.request("POST", path)
+
+    return make
+
+
+def _replicasets(live: Live) -> requests.Response:
+    run_to_end(live, prompt="hello", max_tokens=4)  # so the SLO window has figures
+    return live.request("GET", "/v1/replicasets")
+
+
+def _registered(live: Live) -> tuple[str, Path]:
+    path = gguf_file(live.tmp)
+    register(live, "smollm2-135m-q8", path, sha256_of(path))
+    return "smollm2-135m-q8", path
+
+
+def _models(live: Live) -> requests.Response:
+    _registered(live)
+    return live.request("GET", "/v1/models")
+
+
+def _register(twice: bool) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        path = gguf_file(live.tmp)
+        body = {"id": "smollm2-135m-q8", "path": str(path), "sha256": sha256_of(path)}
+        if twice:
+            assert live.request("POST", "/v1/catalog/models", json=body).status_code == 201
+        return live.request("POST", "/v1/catalog/models", json=body)
+
+    return make
+
+
+def _register_missing(live: Live) -> requests.Response:
+    body = {"id": "missing", "path": str(live.tmp / "missing.gguf")}
+    return live.request("POST", "/v1/catalog/models", json=body)
+
+
+def _id_taken(live: Live) -> requests.Response:
+    model_id, _ = _registered(live)
+    other = gguf_file(live.tmp, "other.gguf")
+    body = {"id": model_id, "path": str(other)}
+    return live.request("POST", "/v1/catalog/models", json=body)
+
+
+def _get_model(live: Live) -> requests.Response:
+    return live.request("GET", f"/v1/catalog/models/{_registered(live)[0]}")
+
+
+def _verify(live: Live) -> requests.Response:
+    return live.request("POST", f"/v1/catalog/models/{_registered(live)[0]}/verify")
+
+
+def _verify_missing_file(live: Live) -> requests.Response:
+    model_id, path = _registered(live)
+    path.unlink()
+    return live.request("POST", f"/v1/catalog/models/{model_id}/verify")
+
+
+def _on_registered(action: str, body: Any) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        model_id = _registered(live)[0]
+        return live.request("POST", f"/v1/catalog/models/{model_id}/{action}", json=body)
+
+    return make
+
+
+def _retire(live: Live) -> requests.Response:
+    model_id = _registered(live)[0]
+    return live.request("POST", f"/v1/catalog/models/{model_id}/state", json={"state": "retired"})
+
+
+def _owned_model_ids(live: Live) -> tuple[str, str]:
+    """Two catalog ids for the real model's file, registered once: the one being served
+    and the other (reloads alternate between them)."""
+    model_path = Path(live.actors.supervisor.statistics().model_path)
+    for model_id in ("smollm2-a", "smollm2-b"):
+        register(live, model_id, model_path)
+    serving = live.request("GET", "/v1/pools/default/health").json()["model_id"]
+    other = "smollm2-b" if serving == "smollm2-a" else "smollm2-a"
+    return serving, other
+
+
+def _reload(live: Live) -> requests.Response:
+    _, other = _owned_model_ids(live)
+    return live.request("POST", "/v1/pools/default/reload", json={"model_ref": other})
+
+
+def _reload_broken(live: Live) -> requests.Response:
+    register(live, "broken", gguf_file(live.tmp, "broken.gguf"))
+    return live.request("POST", "/v1/pools/default/reload", json={"model_ref": "broken"})
+
+
+def _retire_served(live: Live) -> requests.Response:
+    serving = live.request("GET", "/v1/pools/default/health").json()["model_id"]
+    assert serving is not None, "health shows no model id in owned mode"
+    return live.request("POST", f"/v1/catalog/models/{serving}/state", json={"state": "retired"})
+
+
+UNKNOWN_TASK = "/v1/tasks/no-such-task"
+UNKNOWN_POOL = "/v1/pools/gpu-1"
+UNKNOWN_MODEL = "/v1/catalog/models/no-such-model"
+BAD_BODY = {"colour": "blue"}
+
+PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
+    # data plane
+    ("data", "POST", "/v1/tasks", "200", "completed"): Producer(_submit_streaming),
+    ("data", "POST", "/v1/tasks", "202", "admitted"): Producer(
+        _post("/v1/tasks", {"prompt": "Write a haiku about autumn."})
+    ),
+    ("data", "POST", "/v1/tasks", "400", "invalid_params"): Producer(
+        _post("/v1/tasks", {"prompt": "hi", "max_tokens": 0, "colour": "blue"})
+    ),
+    ("data", "POST", "/v1/tasks", "400", "ctx_limit_exceeded"): Producer(_ctx_limit),
+    ("data", "POST", "/v1/tasks", "409", "conflict"): Producer(_conflict),
+    ("data", "POST", "/v1/tasks", "429", "queue_full"): Producer(_queue_full),
+    ("data", "POST", "/v1/tasks", "503", "pool_unready"): Producer(_pool_unready),
+    ("data", "GET", "/v1/tasks/{task_id}", "200", "completed"): Producer(_completed_task),
+    ("data", "GET", "/v1/tasks/{task_id}", "200", "queued"): Producer(_queued_task),
+    ("data", "GET", "/v1/tasks/{task_id}", "404", "not_found"): Producer(_get(UNKNOWN_TASK)),
+    ("data", "POST", "/v1/tasks/{task_id}/cancel", "200", "cancelled"): Producer(_cancel_running),
+    ("data", "POST", "/v1/tasks/{task_id}/cancel", "404", "not_found"): Producer(
+        _post(f"{UNKNOWN_TASK}/cancel")
+    ),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "completed"): Producer(_completed_stream),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "cancelled"): Producer(_cancelled_stream),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "400", "bad_last_event_id"): Producer(
+        _bad_last_event_id
+    ),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "404", "not_found"): Producer(
+        _get(f"{UNKNOWN_TASK}/stream")
+    ),
+    # control plane: discovery and pools
+    ("control", "GET", "/v1/capabilities", "200", "attached"): Producer(_get("/v1/capabilities")),
+    ("control", "GET", "/v1/pools/{pool_id}/health", "200", "ready"): Producer(
+        _get("/v1/pools/default/health")
+    ),
+    ("control", "GET", "/v1/pools/{pool_id}/health", "404", "unknown_pool"): Producer(
+        _get(f"{UNKNOWN_POOL}/health")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/drain", "200", "drained"): Producer(_drain),
+    ("control", "POST", "/v1/pools/{pool_id}/drain", "400", "invalid_params"): Producer(
+        _post("/v1/pools/default/drain", BAD_BODY)
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/drain", "404", "unknown_pool"): Producer(
+        _post(f"{UNKNOWN_POOL}/drain")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/drain", "409", "under_way"): Producer(
+        _while_draining("/v1/pools/default/drain")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/resume", "200", "resumed"): Producer(
+        _post("/v1/pools/default/resume")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/resume", "400", "invalid_params"): Producer(
+        _post("/v1/pools/default/resume", BAD_BODY)
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/resume", "404", "unknown_pool"): Producer(
+        _post(f"{UNKNOWN_POOL}/resume")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/resume", "409", "under_way"): Producer(
+        _while_draining("/v1/pools/default/resume")
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/reload", "200", "reloaded"): Producer(
+        _reload, "owned"
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/reload", "400", "invalid_params"): Producer(
+        _post("/v1/pools/default/reload", {"model_ref": "smollm2-b", **BAD_BODY})
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/reload", "404", "unknown_model"): Producer(
+        _post("/v1/pools/default/reload", {"model_ref": "no-such-model"}), "owned"
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/reload", "409", "attached_mode"): Producer(
+        _post("/v1/pools/default/reload", {"model_ref": "smollm2-b"})
+    ),
+    ("control", "POST", "/v1/pools/{pool_id}/reload", "422", "rolled_back"): Producer(
+        _reload_broken, "owned"
+    ),
+    ("control", "GET", "/v1/replicasets", "200", "attached"): Producer(_replicasets),
+    # control plane: models
+    ("control", "GET", "/v1/models", "200", "one_model"): Producer(_models),
+    ("control", "POST", "/v1/catalog/models", "200", "existing"): Producer(_register(True)),
+    ("control", "POST", "/v1/catalog/models", "201", "created"): Producer(_register(False)),
+    ("control", "POST", "/v1/catalog/models", "400", "not_a_file"): Producer(_register_missing),
+    ("control", "POST", "/v1/catalog/models", "409", "id_taken"): Producer(_id_taken),
+    ("control", "GET", "/v1/catalog/models/{model_id}", "200", "registered"): Producer(_get_model),
+    ("control", "GET", "/v1/catalog/models/{model_id}", "404", "unknown_model"): Producer(
+        _get(UNKNOWN_MODEL)
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/verify", "200", "verified"): Producer(
+        _verify
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/verify", "400", "invalid_params"): (
+        Producer(_on_registered("verify", BAD_BODY))
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/verify", "404", "unknown_model"): (
+        Producer(_post(f"{UNKNOWN_MODEL}/verify"))
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/verify", "409", "file_missing"): (
+        Producer(_verify_missing_file)
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/state", "200", "retired"): Producer(_retire),
+    ("control", "POST", "/v1/catalog/models/{model_id}/state", "400", "invalid_params"): (
+        Producer(_on_registered("state", {"state": "active", **BAD_BODY}))
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/state", "404", "unknown_model"): (
+        Producer(_post(f"{UNKNOWN_MODEL}/state", {"state": "retired"}))
+    ),
+    ("control", "POST", "/v1/catalog/models/{model_id}/state", "409", "serving"): Producer(
+        _retire_served, "owned"
+    ),
+}
+"""For each response example, how to make the live server answer it. Keyed by (document,
+method, path, status, example name); an example without a producer fails its test."""
+
+
+def test_every_producer_belongs_to_an_example() -> None:
+    assert set(PRODUCERS) <= {example.key for example in RESPONSE_EXAMPLES}
+
+
+@pytest.mark.parametrize("example", RESPONSE_EXAMPLES, ids=lambda e: e.label)
+def test_example_is_what_the_server_answers(
+    example: Example, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    producer = PRODUCERS.get(example.key)
+    assert producer is not None, f"no producer for the example {example.label}: add one"
+    if producer.server == "owned":
+        response = producer.make(request.getfixturevalue("owned"))
+    else:
+        with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG) as live:
+            response = producer.make(live)
+    assert response.status_code == int(example.status), response.text
+    content_type = response.headers["Content-Type"].split(";")[0].strip()
+    assert content_type == example.media_type
+    assert "X-Correlation-Id" in response.headers
+    if "x-sse-events" in example.media:
+        assert sse_shape_mismatches(example.value, response.text) == []
+    else:
+        assert shape_mismatches(example.value, response.json()) == []
+
+
+# -- 3. real streams against the event schemas ------------------------------------------------
+
+
+def _stream_media(method: str, path: str) -> Mapping[str, Any]:
+    response = resolve("data", raw_document("data")["paths"][path][method]["responses"]["200"])
+    media: Mapping[str, Any] = response["content"]["text/event-stream"]
+    return media
+
+
+def test_submit_and_stream_and_resume_match_the_event_schemas(tmp_path: Path) -> None:
+    with fake_server(tmp_path) as live:
+        response = _submit_streaming(live)
+        assert response.status_code == 200
+        frames = parse_frames(response.text)
+        assert sse_problems("data", _stream_media("post", "/v1/tasks"), frames) == []
+        assert [f.event for f in frames] == ["started", "token", "token", "token", "end"]
+        task_id = response.headers["X-Task-Id"]
+        assert response.headers["Location"] == f"/v1/tasks/{task_id}/stream"
+
+        resumed = live.request("GET", response.headers["Location"], headers={"Last-Event-ID": "1"})
+        assert resumed.status_code == 200
+        rest = parse_frames(resumed.text)
+        assert sse_problems("data", _stream_media("get", "/v1/tasks/{task_id}/stream"), rest) == []
+        assert rest == frames[2:]
+
+
+def _running_then_cancelled(live: Live) -> list[Frame]:
+    task_id = submit(live, prompt=HANG, max_tokens=64)
+    with live.request("GET", f"/v1/tasks/{task_id}/stream", stream=True) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if line == b"event: token":
+                break
+        assert live.request("POST", f"/v1/tasks/{task_id}/cancel").json()["state"] == "cancelled"
+        rest = b"\n".join(lines)
+    frames = parse_frames((b"id: 1\nevent: token\n" + rest).decode())
+    whole = parse_frames(live.request("GET", f"/v1/tasks/{task_id}/stream").text)
+    assert whole[1:] == frames, "a reader that stayed saw other events than a late one"
+    return whole
+
+
+def _queued_then_cancelled(live: Live) -> list[Frame]:
+    holder = hang(live)
+    task_id = submit(live, prompt="waiting", max_tokens=4)
+    assert live.request("POST", f"/v1/tasks/{task_id}/cancel").json()["state"] == "cancelled"
+    live.request("POST", f"/v1/tasks/{holder}/cancel")
+    return parse_frames(live.request("GET", f"/v1/tasks/{task_id}/stream").text)
+
+
+def _failed_mid_stream(live: Live) -> list[Frame]:
+    task_id = submit(live, prompt="[[drop:2]] the engine dies after two tokens", max_tokens=8)
+    return parse_frames(live.request("GET", f"/v1/tasks/{task_id}/stream").text)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kinds", "ending"),
+    [
+        pytest.param(
+            _running_then_cancelled,
+            ["started", "token", "error"],
+            {"code": "CANCELLED", "retriable": False},
+            id="cancelled-while-running",
+        ),
+        pytest.param(
+            _queued_then_cancelled,
+            ["error"],
+            {"code": "CANCELLED", "retriable": False},
+            id="cancelled-while-queued",
+        ),
+        pytest.param(
+            _failed_mid_stream,
+            ["started", "token", "error"],
+            {"code": "WORKER_RESET", "retriable": True},
+            id="engine-lost-mid-stream",
+        ),
+    ],
+)
+def test_stream_that_ends_in_error_matches_the_event_schemas(
+    scenario: Callable[[Live], list[Frame]],
+    kinds: list[str],
+    ending: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG) as live:
+        frames = scenario(live)
+    assert sse_problems("data", _stream_media("get", "/v1/tasks/{task_id}/stream"), frames) == []
+    assert collapsed([f.event for f in frames]) == kinds
+    assert {key: frames[-1].payload[key] for key in ending} == ending
+
+
+def test_every_stream_media_type_documents_every_event() -> None:
+    frame_events = {
+        resolve("data", frame)["properties"]["event"]["const"]
+        for frame in resolve("data", {"$ref": "#/components/schemas/ServerSentEvent"})["oneOf"]
+    }
+    assert frame_events == {str(kind) for kind in EventKind}
+    media_types = [
+        media
+        for method, path in operations_of("data")
+        for response in raw_document("data")["paths"][path][method.lower()]["responses"].values()
+        for media_type, media in resolve("data", response).get("content", {}).items()
+        if media_type == "text/event-stream"
+    ]
+    assert len(media_types) == 2
+    for media in media_types:
+        assert set(media["x-sse-events"]) == {str(kind) for kind in EventKind}
+
+
+# -- 4. error codes, and the documents themselves --------------------------------------------
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_error_codes_are_exactly_orchestras(document: str) -> None:
+    error_code = raw_document(document)["components"]["schemas"]["ErrorCode"]
+    assert set(error_code["enum"]) == {str(code) for code in ErrorCode}
+    assert error_code["x-error-codes"] == {str(code): code.http_status for code in ErrorCode}
+    table = dict(re.findall(r"^\| `([A-Z_]+)` \| (\d{3}) \|", error_code["description"], re.M))
+    assert table == {str(code): str(code.http_status) for code in ErrorCode}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_document_is_openapi_3_1_of_this_api_version(document: str) -> None:
+    raw = raw_document(document)
+    assert raw["openapi"] == "3.1.0"
+    assert raw["info"]["version"] == API_VERSION
+    openapi_schema(document).validate()
+
+
+@pytest.mark.parametrize("component", SHARED_COMPONENTS, ids="/".join)
+def test_shared_components_are_the_same_in_both_documents(component: tuple[str, str]) -> None:
+    kind, name = component
+    data, control = (raw_document(doc)["components"][kind][name] for doc in DOCUMENTS)
+    assert data == control
+
+
+def refs_in(document: str, node: Any, seen: set[str] | None = None) -> set[str]:
+    """Every ``$ref`` reachable from ``node``, through the components it points at."""
+    seen = set() if seen is None else seen
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref not in seen:
+            seen.add(ref)
+            refs_in(document, resolve(document, {"$ref": ref}), seen)
+        for key, value in node.items():
+            if key != "$ref":
+                refs_in(document, value, seen)
+    elif isinstance(node, list):
+        for item in node:
+            refs_in(document, item, seen)
+    return seen
+
+
+def codes_allowed(document: str, schema: Any) -> set[str]:
+    """The error codes an error response's schema admits (``code`` const/enum, all of them
+    narrowing one another through ``allOf`` and ``$ref``)."""
+    allowed = {str(code) for code in ErrorCode}
+    schema = resolve(document, schema)
+    code = schema.get("properties", {}).get("code", {})
+    if "const" in code:
+        allowed &= {code["const"]}
+    if "enum" in code:
+        allowed &= set(code["enum"])
+    for part in schema.get("allOf", []):
+        allowed &= codes_allowed(document, part)
+    return allowed
+
+
+@pytest.mark.parametrize(("document", "method", "path"), OPERATIONS)
+def test_operation_documents_errors_headers_and_examples(
+    document: str, method: str, path: str
+) -> None:
+    operation = raw_document(document)["paths"][path][method.lower()]
+    statuses = raw_document(document)["components"]["schemas"]["ErrorCode"]["x-error-codes"]
+    responses = {status: resolve(document, r) for status, r in operation["responses"].items()}
+    assert {"401", "403", "500"} <= set(responses), "auth and bug answers are possible anywhere"
+    for status, response in responses.items():
+        assert "X-Correlation-Id" in response.get("headers", {}), status
+        assert response.get("content"), status
+        for media_type, media in response["content"].items():
+            if status.startswith("2") or status in EXAMPLE_STATUSES:
+                assert media.get("examples"), f"{status} {media_type} needs an example"
+            if status.startswith("2"):
+                continue
+            assert media_type == "application/json"
+            assert "#/components/schemas/Error" in refs_in(document, media["schema"]), status
+            codes = codes_allowed(document, media["schema"])
+            assert codes, f"{status}: no error code fits its schema"
+            if status == "413":  # the body-size limit, enforced before any handler runs
+                assert codes == {"INVALID_PARAMS"}
+            else:
+                assert {statuses[code] for code in codes} == {int(status)}, (status, codes)
+    if "429" in responses:
+        assert {"Retry-After", "X-Backoff-Ms"} <= set(responses["429"]["headers"])
+    body = resolve(document, operation.get("requestBody", {}))
+    for media in body.get("content", {}).values():
+        assert resolve(document, media["schema"]).get("additionalProperties") is False
