@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from .catalog import Catalog, CatalogModel, ModelState, TrustState
+from .catalog import Catalog, CatalogError, CatalogModel, ModelState, TrustState
 from .errors import ApiError, ErrorCode
 from .oneshot import Reply
 from .owned_supervisor import OwnedReplicaSupervisor
@@ -165,6 +165,9 @@ class PoolControl:
                 reply.send(await work())
             except ApiError as exc:
                 reply.send(exc)
+            except CatalogError as exc:  # the database failed: answer 500, keep serving
+                log.error("%s failed: %s", name, exc)
+                reply.send(ApiError(ErrorCode.INTERNAL, f"{name} failed: {exc}"))
             finally:
                 self._operation = None
 

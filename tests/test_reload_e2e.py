@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from orchestra import engine_cache
+from orchestra.catalog import Catalog, CatalogError
 
 from .engine import Owned, open_owned
 
@@ -119,3 +121,21 @@ async def test_reload_onto_a_file_that_fails_verification_touches_nothing(tmp_pa
         assert entry["trust_state"] == "mismatch"
         unknown = await reload(owned, model_ref="nothing-like-it")
         assert unknown.status_code == 404 and unknown.json()["code"] == "NOT_FOUND"
+
+
+async def test_a_catalog_failure_during_a_reload_is_a_500_and_the_pool_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def disk_full(self: Catalog, model_id: str) -> None:
+        raise CatalogError(f"cannot write {tmp_path}/catalog.sqlite3: database or disk is full")
+
+    async with open_owned() as owned:
+        await register(owned, id="other", path=str(cached_model()))
+        pid = owned.pid
+        monkeypatch.setattr(Catalog, "verify", disk_full)
+        response = await reload(owned, model_ref="other")
+        assert response.status_code == 500, response.text
+        assert response.json()["code"] == "INTERNAL"
+        assert "disk is full" in response.json()["message"]
+        assert owned.pid == pid and (await owned.health())["ready"]
+        assert await owned.text(prompt="Hello", max_tokens=4, temperature=0)
