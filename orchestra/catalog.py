@@ -283,7 +283,7 @@ def _write(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) 
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = change(conn)
-    except BaseException:
+    except Exception:  # in a worker thread: no Cancelled can arrive here
         # SQLite may already have rolled back (a full disk, say), and a failing ROLLBACK
         # must not hide the first error: closing the connection rolls back what is left.
         if conn.in_transaction:
