@@ -44,10 +44,13 @@ SESSION_EXIT_S = 10.0
 
 @attrs.frozen
 class Running:
-    """What a started service reports: where it listens, and its actors (for tests)."""
+    """What a started service reports: where it listens, its actors (for tests), and its
+    ASGI app (which an embedded client calls in-process)."""
 
     urls: list[str]
+    """Empty when started with ``listen=False``."""
     actors: Actors
+    app: QuartTrio
 
 
 async def _serve_http(
@@ -108,12 +111,14 @@ async def run_service(
     config: Config,
     *,
     stop: trio.Event,
+    listen: bool = True,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully and return.
 
     Reports :class:`Running` (the bound URLs, which tells the port of a ``:0`` bind) once
-    the HTTP listener accepts connections.
+    the HTTP listener accepts connections. With ``listen=False`` nothing listens: the app
+    in :class:`Running` is the only way in (embedded mode).
     """
     catalog = await Catalog.open(config.data_path)
     async with LlamaCppAdapter.open_client(config.adapter) as client:
@@ -156,22 +161,24 @@ async def run_service(
             await root.start(queue.run)
             await root.start(supervisor.run)
             await root.start(control.run)
-            urls = await root.start(
-                partial(
-                    _serve_http, create_app(actors), _hypercorn_config(config), http_stop,
-                    http_stopped,
+            app = create_app(actors)
+            urls: list[str] = []
+            if listen:
+                urls = await root.start(
+                    partial(_serve_http, app, _hypercorn_config(config), http_stop, http_stopped)
                 )
-            )  # fmt: skip
+            else:
+                http_stopped.set()
             log.info(
-                "orchestra listening on %s; engine %s at %s, %s (%s); queue capacity %d",
-                ", ".join(urls),
+                "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
+                f"listening on {', '.join(urls)}" if urls else "embedded (no listener)",
                 config.adapter.engine,
                 config.adapter.endpoint,
                 "attached" if config.replica is None else "owned",
                 "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
                 config.admission.queue_capacity,
             )
-            task_status.started(Running(urls, actors))
+            task_status.started(Running(urls, actors, app))
             await stop.wait()
             log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
             await drain(queue, config.shutdown_grace_s)

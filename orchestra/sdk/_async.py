@@ -1,0 +1,352 @@
+"""``AsyncClient``: the SDK over HTTP (httpx), for code that runs under Trio."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import attrs
+import httpx
+import trio
+
+from .. import __version__
+from ..errors import ErrorCode
+from ._errors import OrchestraError, ParseError, QueueFull, ServerError, TaskFailed, TransportError
+from ._models import (
+    CancelResult,
+    Capabilities,
+    CatalogModel,
+    Completion,
+    End,
+    Error,
+    Event,
+    Health,
+    Started,
+    TaskHandle,
+    TaskRequest,
+    TaskStatus,
+    Token,
+    event_from_wire,
+    request_body,
+    structure,
+)
+from ._retry import Retry
+from ._sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "ORCHESTRA_URL"
+TOKEN_ENV = "ORCHESTRA_TOKEN"
+STREAM_IDLE_S = 45.0
+"""A stream silent this long (three missed keep-alives) counts as dropped and is resumed."""
+CANCEL_ON_ABANDON_S = 5.0
+"""How long ``complete()``, when cancelled, tries to cancel its task on the server."""
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@attrs.frozen
+class _Envelope:
+    code: ErrorCode
+    message: str
+    retriable: bool
+    correlation_id: str | None = None
+    retry_after_ms: int | None = None
+    policy_label: str | None = None
+    problems: tuple[str, ...] = ()
+    details: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
+class _ModelList:
+    models: tuple[CatalogModel, ...]
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def error_from_response(response: httpx.Response) -> ServerError | ParseError:
+    """The exception for a non-2xx answer: a :class:`ServerError` (:class:`QueueFull` for
+    429) built from orchestra's envelope, or a :class:`ParseError` when there is none."""
+    status = response.status_code
+    what = f"HTTP {status} from {response.request.method} {response.request.url.path}"
+    try:
+        body = response.json()
+    except ValueError:
+        snippet = response.text[:120].strip()
+        return ParseError(f"{what}: not orchestra's error envelope: {snippet!r}", status)
+    envelope = structure(body, _Envelope, what=what, status=status)
+    retry_after_ms = envelope.retry_after_ms
+    if retry_after_ms is None and (header := response.headers.get("Retry-After", "")).isdigit():
+        retry_after_ms = int(header) * 1000
+    cls = QueueFull if status == 429 else ServerError
+    return cls(
+        code=envelope.code,
+        message=envelope.message,
+        retriable=envelope.retriable,
+        status=status,
+        retry_after_ms=retry_after_ms,
+        correlation_id=envelope.correlation_id or response.headers.get("X-Correlation-Id"),
+        policy_label=envelope.policy_label,
+        problems=envelope.problems,
+        details=envelope.details,
+    )
+
+
+def _transport_error(exc: httpx.RequestError, what: str) -> TransportError:
+    reason = str(exc) or type(exc).__name__
+    return TransportError(f"{what}: {reason}", request_sent=not isinstance(exc, _NOT_SENT))
+
+
+class AsyncClient:
+    """The orchestra SDK for Trio code: typed calls, typed stream events, honest errors.
+
+    ``url`` defaults to ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``; ``token`` to
+    ``$ORCHESTRA_TOKEN`` (sent as ``Authorization: Bearer``). ``retry`` is off unless
+    given (see :class:`Retry`); a dropped stream is always resumed, up to
+    ``resume_attempts`` failed reconnections in a row. Use it as an async context manager,
+    or call :meth:`aclose`. ``AsyncClient.embedded(config)`` gives the same API over an
+    orchestrator running in this process.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        retry: Retry | None = None,
+        resume_attempts: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        headers = {"User-Agent": f"orchestra-sdk/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.retry = retry
+        self.resume_attempts = resume_attempts
+        self._stream_timeout = httpx.Timeout(timeout_s, read=STREAM_IDLE_S)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    @classmethod
+    def embedded(
+        cls, config: Config | str | os.PathLike[str] | None = None, **options: Any
+    ) -> AbstractAsyncContextManager[AsyncClient]:
+        """Run the orchestrator in this process (no HTTP listener) and yield a client of it.
+
+        ``config`` is a :class:`~orchestra.config.Config`, a TOML file, or None for the
+        embedded default: owned llama-server on the small CPU model that ``orchestra engine
+        install`` cached, on a free port. The client is yielded once the engine is ready;
+        leaving the block cancels what still runs and stops the engine.
+        """
+        from ._embedded import open_embedded  # the service is only imported when used
+
+        return open_embedded(config, **options)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
+        """One request; its JSON answer, or the mapped error."""
+        what = f"{method} {path}"
+        try:
+            response = await self._http.request(method, path, json=body)
+        except httpx.RequestError as exc:
+            raise _transport_error(exc, what) from exc
+        if not response.is_success:
+            raise error_from_response(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ParseError(f"{what}: the answer is not JSON", response.status_code) from exc
+
+    async def _call(
+        self, method: str, path: str, cls: type[T], body: Mapping[str, Any] | None = None
+    ) -> T:
+        """A request, retried as :attr:`retry` allows, its answer structured as ``cls``."""
+        attempt = 1
+        while True:
+            try:
+                data = await self._send(method, path, body)
+                return structure(data, cls, what=f"{method} {path}")
+            except (ServerError, TransportError) as exc:
+                wait = None if self.retry is None else self.retry.wait_s(attempt, exc)
+                if wait is None:
+                    raise
+            attempt += 1
+            await trio.sleep(wait)
+
+    async def capabilities(self) -> Capabilities:
+        """What the box can do: API and engine versions, the model, pools, limits, features."""
+        return await self._call("GET", "/v1/capabilities", Capabilities)
+
+    async def health(self, pool: str = "default") -> Health:
+        """One pool's health."""
+        return await self._call("GET", f"/v1/pools/{_quote(pool)}/health", Health)
+
+    async def models(self) -> tuple[CatalogModel, ...]:
+        """The models of the catalog (the one being served has ``loaded`` true)."""
+        return (await self._call("GET", "/v1/models", _ModelList)).models
+
+    async def submit(self, request: TaskRequest) -> TaskHandle:
+        """Submit a task: its handle (queue position, predicted start), or an error
+        (:class:`QueueFull` when the queue is full). With retry on, a task without
+        ``task_id`` is given one, so that sending it again is idempotent."""
+        if self.retry is not None and request.task_id is None:
+            request = attrs.evolve(request, task_id=uuid.uuid4().hex)
+        return await self._call("POST", "/v1/tasks", TaskHandle, request_body(request))
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """A snapshot of a task: state, queue position and predicted start, tokens so far."""
+        return await self._call("GET", f"/v1/tasks/{_quote(task_id)}", TaskStatus)
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        """Cancel a task (idempotent). Once this returns, no token of it is sent again."""
+        return await self._call("POST", f"/v1/tasks/{_quote(task_id)}/cancel", CancelResult)
+
+    # -- streams -------------------------------------------------------------------------
+
+    def stream(
+        self, task_id: str, *, last_event_id: int | None = None
+    ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[Event]]:
+        """A task's events, in order, each once: ``started``, ``token`` ..., then ``end`` or
+        ``error``, after which the channel ends::
+
+            async with client.stream(handle.task_id) as events:
+                async for event in events:
+                    ...
+
+        A stream that drops (or stays silent past the keep-alives) is resumed with
+        ``Last-Event-ID``, so no event is lost or repeated; after ``resume_attempts``
+        failed reconnections in a row it raises :class:`TransportError`. Events after
+        ``last_event_id`` only, when given. Leaving the block early closes the stream (the
+        task goes on; cancel it with :meth:`cancel`).
+        """
+        return self._events(task_id, -1 if last_event_id is None else last_event_id)
+
+    @trio.as_safe_channel
+    async def _events(self, task_id: str, last: int) -> AsyncGenerator[Event, None]:
+        path = f"/v1/tasks/{_quote(task_id)}/stream"
+        drops = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last >= 0:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                async with self._http.stream(
+                    "GET", path, headers=headers, timeout=self._stream_timeout
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise error_from_response(response)
+                    decoder = SSEDecoder()
+                    async for chunk in response.aiter_bytes():
+                        for raw in decoder.feed(chunk):
+                            if raw.id is None or not raw.id.isdigit():
+                                raise ParseError(f"stream of {task_id}: event without an id")
+                            event_id = int(raw.id)
+                            if event_id <= last:
+                                continue  # already delivered before a resume
+                            last = event_id
+                            event = event_from_wire(event_id, raw.event, _json(raw.data, raw))
+                            if event is None:
+                                continue  # a kind this SDK does not know
+                            drops = 0
+                            yield event
+                            if isinstance(event, End | Error):
+                                return
+                reason = "it ended before its end or error event"
+            except httpx.RequestError as exc:
+                reason = str(exc) or type(exc).__name__
+            drops += 1
+            if drops > self.resume_attempts:
+                raise TransportError(
+                    f"stream of task {task_id}: dropped {drops} times in a row ({reason})"
+                )
+            await trio.sleep(min(0.05 * 2**drops, 2.0))
+
+    async def complete(self, prompt: str, **params: Any) -> Completion:
+        """Submit a task and wait for its whole text (``params`` are :class:`TaskRequest`
+        fields). Raises :class:`TaskFailed` when its stream ends with an error. Cancelling
+        this call cancels the task on the server."""
+        began = time.perf_counter()
+        handle = await self.submit(TaskRequest(prompt=prompt, **params))
+        return await self._collect(handle, began)
+
+    async def _collect(self, handle: TaskHandle, began: float) -> Completion:
+        pieces: list[str] = []
+        queue_wait_ms = 0
+        over = False
+        try:
+            async with self.stream(handle.task_id) as events:
+                async for event in events:
+                    if isinstance(event, Token):
+                        pieces.append(event.text)
+                    elif isinstance(event, Started):
+                        queue_wait_ms = event.queue_wait_ms
+                    elif isinstance(event, End):
+                        over = True
+                        return Completion(
+                            task_id=handle.task_id,
+                            text="".join(pieces),
+                            tokens_out=event.tokens_out,
+                            queue_wait_ms=queue_wait_ms,
+                            decode_time_ms=event.decode_time_ms,
+                            total_ms=(time.perf_counter() - began) * 1000,
+                        )
+                    elif isinstance(event, Error):
+                        over = True
+                        raise TaskFailed(
+                            code=event.code,
+                            message=event.message or str(event.code),
+                            retriable=event.retriable,
+                            retry_after_ms=event.retry_after_ms,
+                            task_id=handle.task_id,
+                            text="".join(pieces),
+                        )
+            raise AssertionError("a stream ends with end or error")  # _events guarantees it
+        finally:
+            if not over:
+                await self._cancel_abandoned(handle.task_id)
+
+    async def _cancel_abandoned(self, task_id: str) -> None:
+        with trio.move_on_after(CANCEL_ON_ABANDON_S, shield=True):
+            # the server being gone, or having forgotten the task, leaves nothing to cancel
+            with contextlib.suppress(OrchestraError):
+                await self.cancel(task_id)
+
+
+def _json(data: str, raw: object) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise ParseError(f"stream event {raw}: data is not JSON") from exc

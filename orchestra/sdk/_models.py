@@ -1,0 +1,356 @@
+"""The SDK's typed view of the wire contract: requests, answers and stream events.
+
+Every class is ``attrs.frozen``; :data:`converter` (one cattrs converter) turns them into
+and out of the JSON of ``specs/openapi/*.yaml``. Reading is tolerant of fields a newer
+server adds (they are ignored) and strict about the ones this version knows: a missing or
+mistyped field is a :class:`~orchestra.sdk.ParseError`, never a half-filled object.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, TypeAlias, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ..errors import ErrorCode
+from ..task import Determinism, Priority, TaskState
+from ._errors import ParseError
+
+T = TypeVar("T")
+
+# -- requests ------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TaskRequest:
+    """A task to submit (``POST /v1/tasks``). Only ``prompt`` is required; a field left
+    None is not sent, and the server's default applies."""
+
+    prompt: str
+    max_tokens: int | None = None
+    """Tokens to generate at most (server default: ``min(256, max_tokens_limit)``)."""
+    task_id: str | None = None
+    """Makes the submission idempotent: the same id and body return the same task."""
+    session_id: str | None = None
+    seed: int | None = None
+    """With ``determinism="strict"`` (the default), the same seed gives the same bytes."""
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    stop: tuple[str, ...] | None = None
+    priority: Priority | None = None
+    deadline_ms: int | None = None
+    determinism: Determinism | None = None
+    model_ref: str | None = None
+    engine: str | None = None
+    ctx: int | None = None
+    workload: str | None = None
+    sampler_profile_version: str | None = None
+    kv_hint: str | None = None
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TaskHandle:
+    """An admitted task (the 202 answer to a submission)."""
+
+    task_id: str
+    queue_position: int
+    """Tasks ahead of it when it was admitted (0: it runs next)."""
+    predicted_start_ms: int
+    """Predicted wait before it starts."""
+    stream_url: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskStatus:
+    """A snapshot of a task (``GET /v1/tasks/{id}``)."""
+
+    task_id: str
+    state: TaskState
+    queue_position: int | None
+    """Tasks ahead of it now, while queued; else None."""
+    predicted_start_ms: int | None
+    """Expected wait from now, while queued; else None."""
+    tokens_out: int
+    attempts: int
+    error_code: ErrorCode | None
+    queue_wait_ms: int | None
+    run_ms: int | None
+
+
+@attrs.frozen(kw_only=True)
+class CancelResult:
+    """The answer to a cancel: ``cancelled``, or the final state of a task already over."""
+
+    task_id: str
+    state: TaskState
+
+
+@attrs.frozen(kw_only=True)
+class EngineInfo:
+    engine: str
+    engine_version: str | None
+    mode: str
+    """``owned`` (orchestra runs llama-server) or ``attached``."""
+
+
+@attrs.frozen(kw_only=True)
+class ServedModel:
+    id: str | None
+    digest: str | None
+    ctx_max: int | None
+
+
+@attrs.frozen(kw_only=True)
+class PoolInfo:
+    id: str
+    ready: bool
+    state: str
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    queue_capacity: int
+    max_tokens: int
+    ctx_limit: int
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """What the box can do (``GET /v1/capabilities``)."""
+
+    api_version: str
+    orchestra_version: str
+    engines: tuple[EngineInfo, ...]
+    models: tuple[ServedModel, ...]
+    pools: tuple[PoolInfo, ...]
+    limits: Limits
+    features: Mapping[str, Any]
+    """Feature flags by name (``stream_resume``, ``drain``, ``reload``, ...)."""
+
+
+@attrs.frozen(kw_only=True)
+class Health:
+    """One pool's health (``GET /v1/pools/{id}/health``)."""
+
+    pool_id: str
+    live: bool
+    ready: bool
+    """Ready and not draining: a submission would be admitted, room permitting."""
+    draining: bool
+    state: str
+    """``ready``, ``starting``, ``unavailable`` or ``draining``."""
+    engine: str
+    engine_version: str | None
+    model_id: str | None
+    model_digest: str | None
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+    queue_capacity: int
+    api_version: str
+    last_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CatalogModel:
+    """A model of the catalog (``GET /v1/models``)."""
+
+    id: str
+    path: str
+    sha256: str | None
+    digest: str | None
+    trust_state: str
+    """``verified``, ``mismatch`` or ``unverified``."""
+    state: str
+    """``active`` or ``retired``."""
+    size_bytes: int | None
+    registered_at: str
+    verified_at: str | None
+    loaded: bool
+    """True for the model the engine serves now."""
+
+
+# -- stream events -------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Started:
+    """The task got an engine slot (sent once)."""
+
+    id: int
+    queue_position: int
+    predicted_start_ms: int
+    queue_wait_ms: int
+    """How long it really waited."""
+
+
+@attrs.frozen(kw_only=True)
+class Token:
+    """A piece of generated text (wire event ``token {t, i}``)."""
+
+    id: int
+    text: str
+    index: int
+    """The index of this piece among the task's tokens, from 0."""
+
+
+@attrs.frozen(kw_only=True)
+class Metrics:
+    """Progress figures between tokens (reserved; this server version sends none)."""
+
+    id: int
+    values: Mapping[str, float | None]
+
+
+@attrs.frozen(kw_only=True)
+class End:
+    """The generation finished."""
+
+    id: int
+    tokens_out: int
+    decode_time_ms: float
+
+
+@attrs.frozen(kw_only=True)
+class Error:
+    """The task ended without finishing (cancelled, engine reset, deadline)."""
+
+    id: int
+    code: ErrorCode
+    retriable: bool
+    retry_after_ms: int | None = None
+    message: str | None = None
+
+
+Event: TypeAlias = Started | Token | Metrics | End | Error
+"""One event of a task's stream; ``End`` or ``Error`` is the last."""
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """What ``complete()`` returns: the whole text, and how long each part took."""
+
+    task_id: str
+    text: str
+    tokens_out: int
+    queue_wait_ms: int
+    """Time in the queue, as the server measured it."""
+    decode_time_ms: float
+    """The engine's decode time."""
+    total_ms: float
+    """From submission to the last event, as this client measured it."""
+
+
+# -- conversion ----------------------------------------------------------------------------
+
+converter = cattrs.Converter(forbid_extra_keys=False)
+"""The one converter of the SDK (wire JSON <-> the classes above)."""
+
+
+def _structure_strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _structure_strict_int(value: Any, _: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _structure_strict_float(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _structure_strict_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def _structure_mapping(value: Any, _: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return cls(value)
+
+
+converter.register_structure_hook(str, _structure_strict_str)
+for _enum in (ErrorCode, TaskState, Priority, Determinism):
+    # each by name: a StrEnum is also a str, whose hook singledispatch would pick first
+    converter.register_structure_hook(_enum, _structure_enum)
+converter.register_structure_hook(int, _structure_strict_int)
+converter.register_structure_hook(float, _structure_strict_float)
+converter.register_structure_hook(bool, _structure_strict_bool)
+converter.register_structure_hook_func(
+    lambda t: t in (Mapping[str, Any], Mapping[str, float | None]), _structure_mapping
+)
+converter.register_structure_hook(
+    Token,
+    make_dict_structure_fn(Token, converter, text=override(rename="t"), index=override(rename="i")),
+)
+converter.register_unstructure_hook(
+    TaskRequest, make_dict_unstructure_fn(TaskRequest, converter, _cattrs_omit_if_default=True)
+)
+
+
+def structure(data: Any, cls: type[T], *, what: str, status: int | None = None) -> T:
+    """``data`` as a ``cls``; raises :class:`ParseError` naming every bad field."""
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # cattrs raises a (class validation) group or a plain error
+        if isinstance(exc, cattrs.BaseValidationError):
+            problems = cattrs.transform_error(exc, path="$")
+        else:
+            problems = [str(exc)]
+        message = f"{what}: not the contract's shape: {'; '.join(problems)}"
+        raise ParseError(message, status) from exc
+
+
+def request_body(request: TaskRequest) -> dict[str, Any]:
+    """The JSON body of a submission: every field that is not None."""
+    body: dict[str, Any] = converter.unstructure(request)
+    return body
+
+
+_EVENT_CLASSES: Mapping[str, type[Event]] = {
+    "started": Started,
+    "token": Token,
+    "end": End,
+    "error": Error,
+}
+
+
+def event_from_wire(event_id: int, kind: str, data: Any) -> Event | None:
+    """The typed event for one SSE frame; None for an event kind this SDK does not know
+    (a newer server's; a client skips it, as the contract asks)."""
+    if kind == "metrics":
+        values = structure(data, Mapping[str, float | None], what="metrics event")  # type: ignore[type-abstract]
+        return Metrics(id=event_id, values=values)
+    cls = _EVENT_CLASSES.get(kind)
+    if cls is None:
+        return None
+    if not isinstance(data, dict):
+        raise ParseError(f"{kind} event {event_id}: data is not a JSON object")
+    return structure({**data, "id": event_id}, cls, what=f"{kind} event {event_id}")

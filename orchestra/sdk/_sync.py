@@ -1,0 +1,230 @@
+"""``Client``: the same SDK for ordinary (blocking) Python code.
+
+A ``Client`` runs an :class:`AsyncClient` in a Trio event loop on a background thread of
+its own (a *portal*) and forwards every call there, so both faces share one
+implementation: the same errors, retries, resumes and embedded mode. Ctrl-C while a call
+waits interrupts it (``KeyboardInterrupt``) and cancels the call in the loop, which for
+``complete()`` also cancels the task on the server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import trio
+
+from ._async import AsyncClient
+from ._models import (
+    CancelResult,
+    Capabilities,
+    CatalogModel,
+    Completion,
+    Event,
+    Health,
+    TaskHandle,
+    TaskRequest,
+    TaskStatus,
+)
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+T = TypeVar("T")
+_ABANDON_WAIT_S = 6.0
+"""After Ctrl-C, how long the caller waits for the cancelled call to clean up (the
+server-side cancel of ``complete()`` takes at most 5 s)."""
+
+
+@attrs.frozen
+class _Failed:
+    """An exception a stream pump passes to the thread that reads the stream."""
+
+    error: BaseException
+
+
+class _Portal:
+    """A Trio loop on a daemon thread that owns one :class:`AsyncClient` and runs calls
+    on it for other threads. Start-up errors (an embedded engine that does not start) are
+    raised by the constructor."""
+
+    def __init__(self, open_client: Callable[[], AbstractAsyncContextManager[AsyncClient]]):
+        self._open_client = open_client
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._client: AsyncClient | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._closing: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._thread = threading.Thread(target=self._main, name="orchestra-sdk", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with self._open_client() as client, trio.open_nursery() as nursery:
+            self._client, self._nursery = client, nursery
+            self._token = trio.lowlevel.current_trio_token()
+            self._closing = trio.Event()
+            self._ready.set()
+            await self._closing.wait()
+            nursery.cancel_scope.cancel()
+
+    @property
+    def client(self) -> AsyncClient:
+        assert self._client is not None
+        return self._client
+
+    def call(self, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run ``fn(client)`` in the loop and return its result (or raise its error)."""
+        scope = trio.CancelScope()
+        done = threading.Event()
+
+        async def run() -> T:
+            try:
+                with scope:
+                    return await fn(self.client)
+                raise KeyboardInterrupt  # cancelled because the caller was interrupted
+            finally:
+                done.set()
+
+        try:
+            return trio.from_thread.run(run, trio_token=self._token)
+        except KeyboardInterrupt:
+            if not done.is_set():
+                trio.from_thread.run_sync(scope.cancel, trio_token=self._token)
+                done.wait(_ABANDON_WAIT_S)
+            raise
+
+    def run_sync(self, fn: Callable[[], T]) -> T:
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
+        assert self._nursery is not None
+        nursery = self._nursery
+        self.run_sync(lambda: nursery.start_soon(fn))
+
+    def close(self) -> None:
+        if self._closing is not None and self._thread.is_alive():
+            closing = self._closing
+            self.run_sync(closing.set)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+
+class Client:
+    """The orchestra SDK for blocking code; every method is :class:`AsyncClient`'s.
+
+    ``Client(url)`` talks to a server; ``Client.embedded(config)`` runs the orchestrator in
+    this process. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self._portal = _Portal(lambda: AsyncClient(url, **options))
+
+    @classmethod
+    def embedded(
+        cls, config: Config | str | os.PathLike[str] | None = None, **options: Any
+    ) -> Client:
+        """Start the orchestrator in this process (see :meth:`AsyncClient.embedded`) and
+        return a client of it, once its engine is ready. :meth:`close` stops it."""
+        client = cls.__new__(cls)
+        client._portal = _Portal(lambda: AsyncClient.embedded(config, **options))
+        return client
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections (and stop an embedded orchestrator)."""
+        self._portal.close()
+
+    @property
+    def url(self) -> str:
+        return self._portal.client.url
+
+    def capabilities(self) -> Capabilities:
+        return self._portal.call(lambda c: c.capabilities())
+
+    def health(self, pool: str = "default") -> Health:
+        return self._portal.call(lambda c: c.health(pool))
+
+    def models(self) -> tuple[CatalogModel, ...]:
+        return self._portal.call(lambda c: c.models())
+
+    def submit(self, request: TaskRequest) -> TaskHandle:
+        return self._portal.call(lambda c: c.submit(request))
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self._portal.call(lambda c: c.status(task_id))
+
+    def cancel(self, task_id: str) -> CancelResult:
+        return self._portal.call(lambda c: c.cancel(task_id))
+
+    def complete(self, prompt: str, **params: Any) -> Completion:
+        return self._portal.call(lambda c: c.complete(prompt, **params))
+
+    @contextmanager
+    def stream(
+        self, task_id: str, *, last_event_id: int | None = None
+    ) -> Iterator[Iterator[Event]]:
+        """A task's events (see :meth:`AsyncClient.stream`)::
+
+        with client.stream(handle.task_id) as events:
+            for event in events:
+                ...
+        """
+        send, receive = trio.open_memory_channel[Event | _Failed](0)
+        scope = trio.CancelScope()
+
+        async def pump() -> None:
+            with scope, send:
+                try:
+                    async with self._portal.client.stream(
+                        task_id, last_event_id=last_event_id
+                    ) as events:
+                        async for event in events:
+                            await send.send(event)
+                except Exception as exc:
+                    await send.send(_Failed(exc))
+
+        def events() -> Iterator[Event]:
+            while True:
+                try:
+                    item = self._portal.call(lambda _: receive.receive())
+                except trio.EndOfChannel:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+
+        self._portal.start_soon(pump)
+        try:
+            yield events()
+        finally:
+            self._portal.run_sync(scope.cancel)
+            self._portal.run_sync(receive.close)
