@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote
 
 import attrs
@@ -39,7 +39,7 @@ from ._models import (
     structure,
 )
 from ._retry import Retry
-from ._sse import SSEDecoder
+from ._sse import RawEvent, SSEDecoder
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -175,8 +175,10 @@ class AsyncClient:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _send(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
-        """One request; its JSON answer, or the mapped error."""
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None
+    ) -> tuple[int, Any]:
+        """One request; its status and JSON answer, or the mapped error."""
         what = f"{method} {path}"
         try:
             response = await self._http.request(method, path, json=body)
@@ -185,7 +187,7 @@ class AsyncClient:
         if not response.is_success:
             raise error_from_response(response)
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError as exc:
             raise ParseError(f"{what}: the answer is not JSON", response.status_code) from exc
 
@@ -196,8 +198,8 @@ class AsyncClient:
         attempt = 1
         while True:
             try:
-                data = await self._send(method, path, body)
-                return structure(data, cls, what=f"{method} {path}")
+                status, data = await self._send(method, path, body)
+                return structure(data, cls, what=f"{method} {path}", status=status)
             except (ServerError, TransportError) as exc:
                 wait = None if self.retry is None else self.retry.wait_s(attempt, exc)
                 if wait is None:
@@ -261,6 +263,8 @@ class AsyncClient:
             headers = {"Accept": "text/event-stream"}
             if last >= 0:
                 headers["Last-Event-ID"] = str(last)
+            terminal: End | Error | None = None
+            reason = "it ended before its end or error event"
             try:
                 async with self._http.stream(
                     "GET", path, headers=headers, timeout=self._stream_timeout
@@ -269,24 +273,25 @@ class AsyncClient:
                         await response.aread()
                         raise error_from_response(response)
                     decoder = SSEDecoder()
-                    async for chunk in response.aiter_bytes():
-                        for raw in decoder.feed(chunk):
-                            if raw.id is None or not raw.id.isdigit():
-                                raise ParseError(f"stream of {task_id}: event without an id")
-                            event_id = int(raw.id)
-                            if event_id <= last:
-                                continue  # already delivered before a resume
-                            last = event_id
-                            event = event_from_wire(event_id, raw.event, _json(raw.data, raw))
-                            if event is None:
-                                continue  # a kind this SDK does not know
-                            drops = 0
-                            yield event
-                            if isinstance(event, End | Error):
-                                return
-                reason = "it ended before its end or error event"
+                    body = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+                    async with contextlib.aclosing(body) as chunks:
+                        async for chunk in chunks:
+                            if terminal is not None:
+                                continue  # read the body to its end: the server closes it
+                            for raw in decoder.feed(chunk):
+                                event = _typed(task_id, raw)
+                                if event is None or event.id <= last:
+                                    continue  # unknown kind, or delivered before a resume
+                                last, drops = event.id, 0
+                                if isinstance(event, End | Error):
+                                    terminal = event
+                                    break
+                                yield event
             except httpx.RequestError as exc:
                 reason = str(exc) or type(exc).__name__
+            if terminal is not None:
+                yield terminal  # even if the connection broke after it: nothing is missing
+                return
             drops += 1
             if drops > self.resume_attempts:
                 raise TransportError(
@@ -345,8 +350,12 @@ class AsyncClient:
                 await self.cancel(task_id)
 
 
-def _json(data: str, raw: object) -> Any:
+def _typed(task_id: str, raw: RawEvent) -> Event | None:
+    """The typed event of one SSE frame (None for a kind this SDK does not know)."""
+    if raw.id is None or not raw.id.isdigit():
+        raise ParseError(f"stream of task {task_id}: an event without a numeric id: {raw}")
     try:
-        return json.loads(data)
+        data = json.loads(raw.data)
     except ValueError as exc:
-        raise ParseError(f"stream event {raw}: data is not JSON") from exc
+        raise ParseError(f"stream of task {task_id}: event data is not JSON: {raw}") from exc
+    return event_from_wire(int(raw.id), raw.event, data)

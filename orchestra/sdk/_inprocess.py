@@ -50,11 +50,17 @@ class _Body(httpx.AsyncByteStream):
     chunks: trio.MemoryReceiveChannel[bytes]
     exchange: _Exchange
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.chunks:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self  # not an async generator: a reader may stop at any chunk
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.chunks.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            pass
         if self.exchange.failure is not None:
             raise httpx.ReadError(f"the app failed mid-response: {self.exchange.failure!r}")
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         self.exchange.gone.set()

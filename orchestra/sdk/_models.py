@@ -97,6 +97,8 @@ class CancelResult:
 
 @attrs.frozen(kw_only=True)
 class EngineInfo:
+    """The engine behind the server (an entry of ``Capabilities.engines``)."""
+
     engine: str
     engine_version: str | None
     mode: str
@@ -105,6 +107,8 @@ class EngineInfo:
 
 @attrs.frozen(kw_only=True)
 class ServedModel:
+    """The model being served (an entry of ``Capabilities.models``)."""
+
     id: str | None
     digest: str | None
     ctx_max: int | None
@@ -112,6 +116,8 @@ class ServedModel:
 
 @attrs.frozen(kw_only=True)
 class PoolInfo:
+    """A pool of engine slots (an entry of ``Capabilities.pools``)."""
+
     id: str
     ready: bool
     state: str
@@ -122,6 +128,8 @@ class PoolInfo:
 
 @attrs.frozen(kw_only=True)
 class Limits:
+    """What one task may ask for, and how many may wait."""
+
     queue_capacity: int
     max_tokens: int
     ctx_limit: int
