@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import orchestra.sdk as sdk
+from orchestra.config import ConfigError
 from orchestra.errors import OrchestraError
 from orchestra.sdk import (
     AsyncClient,
@@ -468,14 +469,15 @@ async def test_embedded_async_client_runs_the_real_engine_with_the_same_api() ->
 
 @pytest.mark.slow
 async def test_embedded_sync_client_and_a_server_give_the_same_bytes() -> None:
-    """The one-line switch: the same script against embedded mode and a live server."""
-    config = _owned_config()
+    """The one-line switch: the same script against embedded mode (its default config:
+    the cached engine and model) and a live server."""
+    require_engine()
 
     def script(client: Client) -> str:
         return client.complete("The capital of France is", max_tokens=12, seed=11).text
 
     def embedded() -> str:
-        with Client.embedded(config) as client:
+        with Client.embedded() as client:
             return script(client)
 
     embedded_text = await trio.to_thread.run_sync(embedded)
@@ -490,3 +492,11 @@ async def test_embedded_sync_client_and_a_server_give_the_same_bytes() -> None:
 
         served_text = await trio.to_thread.run_sync(served)
     assert embedded_text and embedded_text == served_text
+
+
+def test_embedded_without_an_installed_engine_says_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match="run `orchestra engine install`"):
+        Client.embedded()
