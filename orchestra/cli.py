@@ -1,7 +1,12 @@
 """The ``orchestra`` command line.
 
+``serve`` runs the service and ``engine install`` builds llama-server; the client commands
+(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``) talk to a running
+server through the SDK and live in :mod:`orchestra.cli_client`.
+
 Exit status: 0 ok, 1 could not start (for example the address is in use), 2 usage or
-configuration error.
+configuration error, 3 refused by the server (a 4xx answer), 4 server, engine or
+connection failure, 130 interrupted (see :data:`orchestra.cli_client.EXIT_HELP`).
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ import json
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import __version__, engine_cache
-from .catalog import CatalogError
-from .config import Config, ConfigError, load_config
-from .engine_process import resolve_command
-from .install import InstallError, install
-from .owned_supervisor import EngineStartError
-from .service import run_service
+from .cli_client import (
+    COMMANDS,
+    EXIT_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_client_commands,
+    run_client_command,
+)
+
+if TYPE_CHECKING:  # the service is imported by the commands that run it, not by the clients
+    from .config import Config
 
 log = logging.getLogger("orchestra")
 
@@ -29,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestra",
         description="A single-host LLM orchestrator in front of llama.cpp's llama-server.",
-        epilog="Exit status: 0 ok, 1 could not start, 2 usage or configuration error.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"orchestra {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--cuda", action="store_true", help="build with -DGGML_CUDA=ON (needs nvcc)"
     )
+    add_client_commands(commands)
     return parser
 
 
@@ -68,6 +83,8 @@ async def _watch_signals(stop: trio.Event, cancel_scope: trio.CancelScope) -> No
 
 
 async def _serve_until_signalled(config: Config) -> None:
+    from .service import run_service
+
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
@@ -85,6 +102,11 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[str]:
 
 
 def _serve(path: str) -> int:
+    from .catalog import CatalogError
+    from .config import ConfigError, load_config
+    from .engine_process import resolve_command
+    from .owned_supervisor import EngineStartError
+
     try:
         config = load_config(path)
         if config.replica is not None:
@@ -92,7 +114,7 @@ def _serve(path: str) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -106,21 +128,23 @@ def _serve(path: str) -> int:
         failure = f"cannot listen on {config.bind_addr}: " + "; ".join(_leaves(group))
     if failure is not None:
         print(f"orchestra: {failure}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_NOT_STARTED
+    return EXIT_OK
 
 
 def _engine_install(*, cuda: bool) -> int:
+    from .install import InstallError, install
+
     try:
         installed = install("cuda" if cuda else "cpu")
     except InstallError as exc:
         print(f"orchestra engine install: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NOT_STARTED
     except KeyboardInterrupt:
         print("orchestra engine install: interrupted; nothing half-built is kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(json.dumps(installed.as_json()), flush=True)
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "engine":
         return _engine_install(cuda=args.cuda)
+    if args.command in COMMANDS:
+        return run_client_command(args)
     raise AssertionError(args.command)  # argparse allows no other command
 
 
