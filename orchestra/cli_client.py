@@ -168,10 +168,18 @@ def run_client_command(args: argparse.Namespace) -> int:
     if args.command == "submit":
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     try:
-        return trio.run(_run, args, prompt)
+        try:
+            return trio.run(_run, args, prompt)
+        except* BrokenPipeError:
+            pass  # the reader went away (``| head``): handled below
     except KeyboardInterrupt:
         print("orchestra: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    # Not an error of ours. Point stdout at /dev/null so the interpreter's final flush does
+    # not fail again. A streamed task left behind is cancelled by the server once its stream
+    # has had no reader for orphan_grace_ms.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
 
 
 async def _run(args: argparse.Namespace, prompt: str | None) -> int:

@@ -515,3 +515,25 @@ async def test_queue_position_elsewhere_is_a_plain_line_per_change() -> None:
     ]
     assert all(re.fullmatch(r".*, predicted start in \d+ ms", line) for line in queue_lines)
     assert SUMMARY.match(summary)
+
+
+async def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    """``orchestra submit --stream ... | head -c 1``: exit 0, no traceback."""
+    async with open_stack(token_delay_s=0.01) as stack:
+        command = [*ORCHESTRA, "submit", "x", "--stream", "--max-tokens", "200"]
+        process = await trio.lowlevel.open_process(
+            [*command, "--url", stack.running.urls[0]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        assert process.stdout is not None and process.stderr is not None
+        with trio.fail_after(30):
+            assert await process.stdout.receive_some(1)  # the first token arrived
+            await process.stdout.aclose()  # ... and the reader leaves
+            err = b""
+            async for chunk in process.stderr:
+                err += chunk
+            await process.wait()
+    assert process.returncode == EXIT_OK, err
+    assert b"Traceback" not in err
