@@ -10,6 +10,7 @@ one synchronous step, so there is nothing to lock.
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Literal
 import attrs
 import trio
 
+from . import logs
 from .adapter import Engine
 from .errors import ApiError, ErrorCode
 from .estimate import ServiceRate
@@ -26,6 +28,8 @@ from .oneshot import Reply
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
 from .task import Task, TaskRequest, TaskState
+
+log = logging.getLogger("orchestra.queue")
 
 INBOX_SIZE = 64
 """Messages the Queue's inbox holds; a submission finding it full is refused with 429."""
@@ -57,6 +61,7 @@ class Submit:
     request: TaskRequest
     fingerprint: str
     reply: Reply[Admitted | ApiError]
+    correlation_id: str | None = None
 
 
 @attrs.frozen
@@ -297,8 +302,8 @@ class Queue:
 
     def _apply(self, message: QueueMsg) -> None:
         match message:
-            case Submit(request, fingerprint, reply):
-                reply.send(self._submit(request, fingerprint))
+            case Submit(request, fingerprint, reply, correlation_id):
+                reply.send(self._submit(request, fingerprint, correlation_id))
             case Cancel(task_id, reason, reply):
                 state = self._cancel(task_id, reason)
                 if reply is not None:
@@ -337,7 +342,9 @@ class Queue:
 
     # -- state changes (only ever called from _apply) ------------------------------------
 
-    def _submit(self, request: TaskRequest, fingerprint: str) -> Admitted | ApiError:
+    def _submit(
+        self, request: TaskRequest, fingerprint: str, correlation_id: str | None = None
+    ) -> Admitted | ApiError:
         known = self._tasks.get(request.task_id) if request.task_id else None
         if known is not None:
             if known.fingerprint != fingerprint:
@@ -382,6 +389,7 @@ class Queue:
             fingerprint=fingerprint,
             log=EventLog(limit=request.max_tokens + LOG_EXTRA),
             submitted_at=now,
+            correlation_id=correlation_id,
             queue_position=ahead,
             predicted_start_ms=self.rate.predicted_start_ms(
                 ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
@@ -454,14 +462,15 @@ class Queue:
         if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:
             self.on_engine_hung(outcome.error.message)
         match outcome:
-            case Completed(tokens_out, decode_time_ms, first_token_at):
+            case Completed(tokens_out, decode_time_ms, first_token_at, tokens_in):
                 assert task.dispatched_at is not None
                 now = trio.current_time()
                 self.rate.observe(now - task.dispatched_at)
                 if first_token_at is not None:
                     ttft_s = first_token_at - task.submitted_at
                     self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
-                task.tokens_out = tokens_out
+                task.tokens_out, task.tokens_in = tokens_out, tokens_in
+                task.decode_time_ms = round(decode_time_ms, 3)
                 self._end(
                     task,
                     TaskState.COMPLETED,
@@ -559,6 +568,23 @@ class Queue:
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
+        started = task.dispatched_at
+        log.info(
+            "task %s %s",
+            task.id,
+            state,
+            extra={
+                "correlation_id": task.correlation_id,
+                "job_id": task.id,
+                "outcome": str(state),
+                "error_code": task.error_code,
+                "attempts": task.attempts,
+                "tokens_in": task.tokens_in,
+                "tokens_out": task.tokens_out or task.log.tokens,
+                "decode_time_ms": task.decode_time_ms,
+                "queue_wait_ms": None if started is None else _ms(started - task.submitted_at),
+            },
+        )
         self._expiry.append((now + self.retention_s, task))
 
     def _next_expiry(self) -> float:
@@ -603,7 +629,7 @@ class Queue:
         """Admit a task or raise ApiError; never waits for queue space (429 instead)."""
         reply: Reply[Admitted | ApiError] = Reply()
         try:
-            self._inbox.send_nowait(Submit(request, fingerprint, reply))
+            self._inbox.send_nowait(Submit(request, fingerprint, reply, logs.correlation_id.get()))
         except trio.WouldBlock:
             raise self._queue_full() from None
         result = await reply.receive()

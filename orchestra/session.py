@@ -21,6 +21,8 @@ class Completed:
     decode_time_ms: float
     first_token_at: float | None = None
     """When the first token reached the log (Trio clock); None if none did."""
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated, when it said."""
 
 
 @attrs.frozen
@@ -65,7 +67,9 @@ class StreamSession:
                 done = await self.engine.complete(self.params, self._on_token)
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
-            return Completed(done.tokens_out, done.decode_time_ms, self.first_token_at)
+            return Completed(
+                done.tokens_out, done.decode_time_ms, self.first_token_at, done.tokens_in
+            )
         return Interrupted()
 
     def _on_token(self, text: str) -> None:

@@ -109,3 +109,8 @@ class Task:
     error_code: str | None = None
     scope: trio.CancelScope | None = None
     """The cancel scope of its StreamSession while one runs."""
+    correlation_id: str | None = None
+    """The correlation id of the request that submitted it (for its log lines)."""
+    tokens_in: int | None = None
+    """Prompt tokens, as the engine counted them when it finished."""
+    decode_time_ms: float | None = None
