@@ -559,7 +559,7 @@ def test_all_problems_are_reported_together() -> None:
             "extra: unknown key",
             # cross-key rules still run, because the keys they read are valid
             "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback (set auth.token, "
-        "auth.token_file or $ORCHESTRA_TOKEN)",
+            "auth.token_file or $ORCHESTRA_TOKEN)",
         ]
     )
 
