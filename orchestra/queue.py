@@ -22,6 +22,7 @@ from .adapter import Engine
 from .errors import ApiError, ErrorCode
 from .estimate import ServiceRate
 from .events import EventKind, EventLog
+from .metrics import Metrics
 from .oneshot import Reply
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
@@ -254,6 +255,8 @@ class Queue:
     rate: ServiceRate = attrs.field(factory=ServiceRate)
     slo: SloWindow = attrs.field(factory=SloWindow)
     """Time to first token and decode speed of the tasks completed lately."""
+    metrics: Metrics = attrs.field(factory=Metrics)
+    """Told of each task's first dispatch, first token (completed tasks) and end."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
@@ -424,6 +427,7 @@ class Queue:
         self._busy += 1
         if task.attempts == 1:
             task.dispatched_at = now
+            self.metrics.task_dispatched(now - task.submitted_at)
             task.log.append(
                 EventKind.STARTED,
                 {
@@ -461,6 +465,7 @@ class Queue:
                 if first_token_at is not None:
                     ttft_s = first_token_at - task.submitted_at
                     self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
+                    self.metrics.first_token(ttft_s)
                 task.tokens_out = tokens_out
                 self._end(
                     task,
@@ -559,6 +564,7 @@ class Queue:
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
+        self.metrics.task_ended(state, task.error_code, task.tokens_out or task.log.tokens)
         self._expiry.append((now + self.retention_s, task))
 
     def _next_expiry(self) -> float:
