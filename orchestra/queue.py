@@ -24,6 +24,7 @@ from .estimate import ServiceRate
 from .events import EventKind, EventLog
 from .metrics import Metrics
 from .oneshot import Reply
+from .progress import Progress, max_frames
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
 from .task import Task, TaskRequest, TaskState
@@ -34,7 +35,8 @@ MAX_ATTEMPTS = 3
 """Dispatches of one task: an engine failure before its first token puts it back at the
 head of the queue, up to this many times in all."""
 LOG_EXTRA = 4
-"""Events beyond ``max_tokens`` a task's log holds (``started``, ``metrics``, the end)."""
+"""Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
+task that asked for ``metrics`` events gets room for every one it can get on top."""
 
 CancelReason = Literal["client", "orphaned", "shutdown"]
 
@@ -217,6 +219,12 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _log_limit(request: TaskRequest) -> int:
+    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events."""
+    frames = max_frames(request.max_tokens) if request.metrics else 0
+    return request.max_tokens + LOG_EXTRA + frames
+
+
 def _flag(event: trio.Event, value: bool) -> trio.Event:
     """``event`` set when ``value`` holds; a fresh unset event when it stops holding."""
     if value and not event.is_set():
@@ -383,7 +391,7 @@ class Queue:
             id=request.task_id or uuid.uuid4().hex,
             request=request,
             fingerprint=fingerprint,
-            log=EventLog(limit=request.max_tokens + LOG_EXTRA),
+            log=EventLog(limit=_log_limit(request)),
             submitted_at=now,
             queue_position=ahead,
             predicted_start_ms=self.rate.predicted_start_ms(
@@ -436,8 +444,20 @@ class Queue:
                     "queue_wait_ms": _ms(now - task.submitted_at),
                 },
             )
-        session = StreamSession(self.engine, task.request.engine_params(), task.log, task.scope)
+        session = StreamSession(
+            self.engine, task.request.engine_params(), task.log, task.scope, self._progress(task)
+        )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
+
+    def _progress(self, task: Task) -> Progress | None:
+        """What tells the session when a ``metrics`` event is due, if the task wants them."""
+        request = task.request
+        if not request.metrics:
+            return None
+        deadline_at = None
+        if request.deadline_ms is not None:
+            deadline_at = task.submitted_at + request.deadline_ms / 1000
+        return Progress(request.max_tokens, deadline_at, lambda: len(self._waiting))
 
     def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
         self._busy -= 1

@@ -1,13 +1,16 @@
-"""``GET /metrics``, against the fake llama-server."""
+"""``GET /metrics`` and the ``metrics`` stream events, against the fake llama-server."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import prometheus_client
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestra import progress
 from orchestra.metrics import SECONDS_BUCKETS
 
 from .harness import SSE, Stack, open_stack
@@ -172,3 +175,93 @@ async def test_each_service_counts_its_own() -> None:
         await first.stream(task["task_id"])
         assert value(await scrape(first), "orchestra_tasks_admitted_total") == 1
         assert value(await scrape(second), "orchestra_tasks_admitted_total") == 0
+
+
+# -- metrics stream events -------------------------------------------------------------------
+
+
+def check_metrics_frames(events: list[SSE], *, deadline: bool) -> list[SSE]:
+    """The ``metrics`` events of a stream, each checked: right after a token whose count is
+    a multiple of ``EVERY_TOKENS``, with the documented fields."""
+    frames = []
+    for before, event in itertools.pairwise(events):
+        if event.event != "metrics":
+            continue
+        frames.append(event)
+        assert before.event == "token"
+        assert (before.data["i"] + 1) % progress.EVERY_TOKENS == 0
+        expected = {"queue_depth", "tokens_per_s"} | (
+            {"on_time_probability"} if deadline else set()
+        )
+        assert set(event.data) == expected
+        assert isinstance(event.data["queue_depth"], int) and event.data["queue_depth"] >= 0
+        assert event.data["tokens_per_s"] > 0
+        if deadline:
+            assert 0 <= event.data["on_time_probability"] <= 1
+    return frames
+
+
+async def test_a_task_that_asks_gets_metrics_frames() -> None:
+    async with open_stack() as stack:
+        task = await stack.submit(prompt="with metrics", max_tokens=20, metrics=True)
+        events = await stack.stream(task["task_id"])
+        frames = check_metrics_frames(events, deadline=False)
+        assert frames and frames[0].id == 9  # started, eight tokens, then the first one
+        assert [e.data["i"] for e in events if e.event == "token"] == list(range(20))
+        assert events[-1].event == "end" and events[-1].data["tokens_out"] == 20
+        assert [e.id for e in events] == list(range(len(events)))
+        # a late reader and a resumed one see the same events
+        assert await stack.stream(task["task_id"]) == events
+        assert await stack.stream(task["task_id"], last_event_id=8) == events[9:]
+
+
+async def test_with_a_deadline_the_frames_say_how_likely_it_is_met() -> None:
+    async with open_stack() as stack:
+        roomy = await stack.submit(prompt="roomy", max_tokens=16, metrics=True, deadline_ms=600_000)
+        frames = check_metrics_frames(await stack.stream(roomy["task_id"]), deadline=True)
+        assert frames and frames[0].data["on_time_probability"] > 0.99
+
+
+async def test_metrics_frames_report_the_queue_depth() -> None:
+    no_backlog = {"engine_backlog": 0}
+    async with open_stack(adapter=no_backlog) as stack:
+        hold = await stack.submit(prompt="[[hang:0]] hold", max_tokens=4)
+        task = await stack.submit(prompt="watched", max_tokens=8, metrics=True)
+        waiting = [await stack.submit(prompt=f"w{i}", max_tokens=1) for i in range(2)]
+        await stack.client.post(f"/v1/tasks/{hold['task_id']}/cancel")
+        events = await stack.stream(task["task_id"])  # it ran while the other two waited
+        [frame] = check_metrics_frames(events, deadline=False)
+        assert frame.data["queue_depth"] == 2
+        for other in waiting:
+            assert kinds(await stack.stream(other["task_id"]))[-1] == "end"
+
+
+async def test_frames_never_push_out_tokens_or_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress, "MIN_INTERVAL_S", 0.0)  # a frame after every 8th token
+    async with open_stack() as stack:
+        task = await stack.submit(prompt="many frames", max_tokens=64, metrics=True)
+        events = await stack.stream(task["task_id"])
+        assert len(check_metrics_frames(events, deadline=False)) == 64 // progress.EVERY_TOKENS
+        assert kinds(events).count("token") == 64
+        assert events[-1].event == "end"
+
+
+@pytest.mark.parametrize("asked", [{}, {"metrics": False}, {"metrics": None}])
+async def test_a_task_that_does_not_ask_gets_no_metrics_frames(asked: dict[str, object]) -> None:
+    async with open_stack() as stack:
+        task = await stack.submit(prompt="plain", max_tokens=20, deadline_ms=60_000, **asked)
+        events = await stack.stream(task["task_id"])
+        assert kinds(events) == ["started"] + ["token"] * 20 + ["end"]
+
+
+async def test_the_metrics_field_is_validated_strictly() -> None:
+    async with open_stack() as stack:
+        for bad in ("yes", 1, 0, [True]):
+            response = await stack.client.post(
+                "/v1/tasks", json={"prompt": "hi", "max_tokens": 2, "metrics": bad}
+            )
+            assert response.status_code == 400
+            [problem] = response.json()["problems"]
+            assert problem.startswith("metrics: must be true or false")
+        samples = await scrape(stack)
+        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS") == 4

@@ -870,6 +870,11 @@ def _completed_stream(live: Live) -> requests.Response:
     return live.request("GET", f"/v1/tasks/{task_id}/stream")
 
 
+def _stream_with_metrics(live: Live) -> requests.Response:
+    body = {"prompt": "Write a haiku.", "max_tokens": 9, "deadline_ms": 30_000, "metrics": True}
+    return live.request("GET", f"/v1/tasks/{submit(live, **body)}/stream")
+
+
 def _metrics(live: Live) -> requests.Response:
     run_to_end(live, prompt="Write a haiku about autumn.", max_tokens=16)
     assert (
@@ -1021,6 +1026,9 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ),
     ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "completed"): Producer(_completed_stream),
     ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "cancelled"): Producer(_cancelled_stream),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "with_metrics"): Producer(
+        _stream_with_metrics
+    ),
     ("data", "GET", "/v1/tasks/{task_id}/stream", "400", "bad_last_event_id"): Producer(
         _bad_last_event_id
     ),
