@@ -28,6 +28,7 @@ from .errors import ApiError, ErrorCode
 from .events import EventLog
 from .http_control import add_control_routes
 from .http_util import json_response
+from .metrics import Metrics
 from .pool_control import PoolControl
 from .queue import Queue
 from .supervisor import Supervisor
@@ -50,6 +51,7 @@ class Actors:
     supervisor: Supervisor
     control: PoolControl
     catalog: Catalog
+    metrics: Metrics
 
 
 def error_response(exc: ApiError) -> Response:

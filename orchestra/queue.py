@@ -24,7 +24,9 @@ from .adapter import Engine
 from .errors import ApiError, ErrorCode
 from .estimate import ServiceRate
 from .events import EventKind, EventLog
+from .metrics import Metrics
 from .oneshot import Reply
+from .progress import Progress, max_frames
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
 from .task import Task, TaskRequest, TaskState
@@ -37,7 +39,8 @@ MAX_ATTEMPTS = 3
 """Dispatches of one task: an engine failure before its first token puts it back at the
 head of the queue, up to this many times in all."""
 LOG_EXTRA = 4
-"""Events beyond ``max_tokens`` a task's log holds (``started``, ``metrics``, the end)."""
+"""Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
+task that asked for ``metrics`` events gets room for every one it can get on top."""
 
 CancelReason = Literal["client", "orphaned", "shutdown"]
 
@@ -221,6 +224,12 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _log_limit(request: TaskRequest) -> int:
+    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events."""
+    frames = max_frames(request.max_tokens) if request.metrics else 0
+    return request.max_tokens + LOG_EXTRA + frames
+
+
 def _flag(event: trio.Event, value: bool) -> trio.Event:
     """``event`` set when ``value`` holds; a fresh unset event when it stops holding."""
     if value and not event.is_set():
@@ -259,6 +268,8 @@ class Queue:
     rate: ServiceRate = attrs.field(factory=ServiceRate)
     slo: SloWindow = attrs.field(factory=SloWindow)
     """Time to first token and decode speed of the tasks completed lately."""
+    metrics: Metrics = attrs.field(factory=Metrics)
+    """Told of each task's first dispatch, first token (completed tasks) and end."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
@@ -387,7 +398,7 @@ class Queue:
             id=request.task_id or uuid.uuid4().hex,
             request=request,
             fingerprint=fingerprint,
-            log=EventLog(limit=request.max_tokens + LOG_EXTRA),
+            log=EventLog(limit=_log_limit(request)),
             submitted_at=now,
             correlation_id=correlation_id,
             queue_position=ahead,
@@ -432,6 +443,7 @@ class Queue:
         self._busy += 1
         if task.attempts == 1:
             task.dispatched_at = now
+            self.metrics.task_dispatched(now - task.submitted_at)
             task.log.append(
                 EventKind.STARTED,
                 {
@@ -440,8 +452,20 @@ class Queue:
                     "queue_wait_ms": _ms(now - task.submitted_at),
                 },
             )
-        session = StreamSession(self.engine, task.request.engine_params(), task.log, task.scope)
+        session = StreamSession(
+            self.engine, task.request.engine_params(), task.log, task.scope, self._progress(task)
+        )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
+
+    def _progress(self, task: Task) -> Progress | None:
+        """What tells the session when a ``metrics`` event is due, if the task wants them."""
+        request = task.request
+        if not request.metrics:
+            return None
+        deadline_at = None
+        if request.deadline_ms is not None:
+            deadline_at = task.submitted_at + request.deadline_ms / 1000
+        return Progress(request.max_tokens, deadline_at, lambda: len(self._waiting))
 
     def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
         self._busy -= 1
@@ -469,6 +493,7 @@ class Queue:
                 if first_token_at is not None:
                     ttft_s = first_token_at - task.submitted_at
                     self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
+                    self.metrics.first_token(ttft_s)
                 task.tokens_out, task.tokens_in = tokens_out, tokens_in
                 task.decode_time_ms = round(decode_time_ms, 3)
                 self._end(
@@ -568,6 +593,7 @@ class Queue:
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
+        self.metrics.task_ended(state, task.error_code, task.tokens_out or task.log.tokens)
         started = task.dispatched_at
         log.info(
             "task %s %s",

@@ -31,6 +31,7 @@ from .config import Config
 from .engine_cache import MODEL_FILE, MODEL_SHA256
 from .engine_process import EngineCommand, resolve_command
 from .http_api import Actors, create_app
+from .metrics import Metrics
 from .owned_supervisor import OwnedReplicaSupervisor
 from .pool_control import PoolControl
 from .queue import Queue
@@ -142,12 +143,14 @@ async def run_service(
     catalog = await Catalog.open(config.data_path)
     async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
         engine = LlamaCppAdapter(client, config.adapter)
+        metrics = Metrics()
         queue = Queue(
             capacity=config.admission.queue_capacity,
             engine=engine,
             retention_s=config.streams.retention_s,
             orphan_grace_s=config.streams.orphan_grace_ms / 1000,
             engine_backlog=config.adapter.engine_backlog,
+            metrics=metrics,
         )
         supervisor: Supervisor
         model_id = None
@@ -175,7 +178,10 @@ async def run_service(
             model_id=model_id,
         )
         admission = Admission(config.admission, engine, queue)
-        actors = Actors(config, admission, queue, supervisor, control, catalog)
+        metrics.watch(
+            queue=queue.statistics, admission=admission.statistics, replica=supervisor.statistics
+        )
+        actors = Actors(config, admission, queue, supervisor, control, catalog, metrics)
         http_stop, http_stopped = trio.Event(), trio.Event()
         async with trio.open_nursery() as root:
             await root.start(queue.run)

@@ -68,6 +68,8 @@ class TaskRequest:
     workload: str | None = None
     sampler_profile_version: str | None = None
     kv_hint: str | None = None
+    metrics: bool = False
+    """Send ``metrics`` events between the tokens (:mod:`orchestra.progress`)."""
 
     def engine_params(self) -> dict[str, Any]:
         """The body of the engine's native ``/completion`` call for this task."""
