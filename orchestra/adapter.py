@@ -48,6 +48,8 @@ class Completion:
     tokens_out: int
     decode_time_ms: float
     stop_type: str
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated (None when it did not say)."""
 
 
 @attrs.frozen
@@ -171,8 +173,11 @@ class LlamaCppAdapter:
     config: AdapterConfig
 
     @classmethod
-    def open_client(cls, config: AdapterConfig, *, max_connections: int = 64) -> httpx.AsyncClient:
-        """A client for ``config.endpoint`` with bounded timeouts and connection pool."""
+    def open_client(
+        cls, config: AdapterConfig, *, max_connections: int = 64, api_key: str = ""
+    ) -> httpx.AsyncClient:
+        """A client for ``config.endpoint`` with bounded timeouts and connection pool,
+        sending ``api_key`` (when given) as the bearer token llama-server demands."""
         timeout = httpx.Timeout(
             connect=config.connect_timeout_s,
             read=config.decode_timeout_s,
@@ -183,7 +188,8 @@ class LlamaCppAdapter:
             base_url=config.endpoint,
             timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
-            headers={"Accept-Encoding": "identity"},
+            headers={"Accept-Encoding": "identity"}
+            | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
             trust_env=False,
         )
 
@@ -276,4 +282,9 @@ class LlamaCppAdapter:
             tokens_out=int(final.get("tokens_predicted", 0)),
             decode_time_ms=float(timings.get("predicted_ms", 0.0)),
             stop_type=str(final.get("stop_type", "")),
+            tokens_in=_int_or_none(final.get("tokens_evaluated", timings.get("prompt_n"))),
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -112,6 +112,12 @@ def _choice(options: tuple[str, ...]) -> Check:
     return check
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(f"must be true or false (got {_describe(value)})")
+    return value
+
+
 def _stop_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
         raise _Problem(f"must be a list of non-empty strings (got {_describe(value)})")
@@ -142,6 +148,7 @@ def _fields(limits: AdmissionConfig) -> Mapping[str, Check]:
         "workload": _string(max_len=128),
         "sampler_profile_version": _string(max_len=128),
         "kv_hint": _string(max_len=128),
+        "metrics": _boolean,
     }
 
 

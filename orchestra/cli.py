@@ -105,6 +105,7 @@ def _serve(path: str) -> int:
     from .catalog import CatalogError
     from .config import ConfigError, load_config
     from .engine_process import resolve_command
+    from .logs import setup_logging
     from .owned_supervisor import EngineStartError
 
     try:
@@ -115,10 +116,7 @@ def _serve(path: str) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per engine request
+    setup_logging(config.log.format, config.log.level)  # JSON Lines on stdout by default
     failure: str | None = None
     try:
         trio.run(_serve_until_signalled, config)

@@ -42,6 +42,8 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
+from .auth import TOKEN_ENV, env_token, read_token_file, token_problem
+
 __all__ = [
     "AdapterConfig",
     "AdmissionConfig",
@@ -110,6 +112,15 @@ def _non_empty(value: Any) -> str | None:
 def _token_chars(value: Any) -> str | None:
     ok = all("!" <= c <= "~" for c in value)
     return None if ok else "must be printable ASCII without spaces"
+
+
+def _log_format(value: Any) -> str | None:
+    return None if value in ("json", "text") else f'must be "json" or "text" (got {_show(value)})'
+
+
+def _log_level(value: Any) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if value in levels else f"must be one of {', '.join(levels)} (got {_show(value)})"
 
 
 def _engine(value: Any) -> str | None:
@@ -210,12 +221,30 @@ def _not_managed(value: Any) -> str | None:
 class AuthConfig:
     """``[auth]``: the bearer token and when it is required."""
 
-    token: str = attrs.field(default="", metadata={_CHECK: _token_chars})
-    """The bearer token clients send; required when ``bind_addr`` is not loopback."""
+    token: str = attrs.field(default="", metadata={_CHECK: _token_chars}, repr=False)
+    """The bearer token clients send. After :func:`parse_config` it holds the token in
+    effect: this key, else the contents of ``token_file``, else ``$ORCHESTRA_TOKEN``. One
+    of them is required when ``bind_addr`` is not loopback."""
+    token_file: str = ""
+    """A file holding the token, readable by its owner only (``chmod 600``)."""
     optional: bool = True
     """On a loopback bind, requests may skip the token."""
     trust_proxy_auth: bool = False
-    """Trust an upstream proxy's identity header (a later feature)."""
+    """Let in a request without a token that carries ``proxy_user_header`` (set by an
+    authenticating reverse proxy in front of orchestra). Only when orchestra is reachable
+    through that proxy alone."""
+    proxy_user_header: str = attrs.field(default="X-Forwarded-User", metadata={_CHECK: _non_empty})
+    """The header an authenticating proxy puts the user's name in."""
+
+
+@attrs.frozen(kw_only=True)
+class LogConfig:
+    """``[log]``: what orchestra writes on stdout."""
+
+    format: str = attrs.field(default="json", metadata={_CHECK: _log_format})
+    """``json``: one JSON object per line (JSON Lines); ``text``: for a terminal."""
+    level: str = attrs.field(default="info", metadata={_CHECK: _log_level})
+    """``debug``, ``info``, ``warning`` or ``error``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -305,6 +334,8 @@ class Config:
     ``$XDG_DATA_HOME/orchestra``, else ``~/.local/share/orchestra``; ``~`` is expanded."""
     auth: AuthConfig = AuthConfig()
     """``[auth]``."""
+    log: LogConfig = LogConfig()
+    """``[log]``."""
     admission: AdmissionConfig = AdmissionConfig()
     """``[admission]``."""
     streams: StreamsConfig = StreamsConfig()
@@ -517,12 +548,41 @@ def _salvage(data: Mapping[str, Any], *path: str) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _cross_checks(data: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    bind_addr, token = _salvage(data, "bind_addr"), _salvage(data, "auth", "token")
+def _effective_token(data: Mapping[str, Any], problems: list[str]) -> str | _Invalid:
+    """The token in effect: ``auth.token``, else ``auth.token_file``'s, else the
+    environment's; problems with any of them are added to ``problems``."""
+    token, token_file = _salvage(data, "auth", "token"), _salvage(data, "auth", "token_file")
+    if isinstance(token, _Invalid) or isinstance(token_file, _Invalid):
+        return _INVALID
+    if token and token_file:
+        problems.append("auth.token_file: set either auth.token or auth.token_file, not both")
+        return _INVALID
+    if token_file:
+        try:
+            return read_token_file(token_file)
+        except ValueError as exc:
+            problems.append(f"auth.token_file: {exc}")
+            return _INVALID
+    if token:
+        return str(token)
+    from_env = env_token()
+    problem = token_problem(from_env)
+    if problem is not None:
+        problems.append(f"${TOKEN_ENV}: {problem}")
+        return _INVALID
+    return from_env
+
+
+def _cross_checks(data: Mapping[str, Any], problems: list[str]) -> str | _Invalid:
+    """Checks across keys; returns the token in effect."""
+    bind_addr = _salvage(data, "bind_addr")
+    token = _effective_token(data, problems)
     usable = bind_addr is not _INVALID and token is not _INVALID
     if usable and not token and not _is_loopback(_split_bind(bind_addr)[0]):
-        problems.append(f"auth.token: required when bind_addr ({bind_addr}) is not loopback")
+        problems.append(
+            f"auth.token: required when bind_addr ({bind_addr}) is not loopback (set "
+            f"auth.token, auth.token_file or ${TOKEN_ENV})"
+        )
     max_tokens = _salvage(data, "admission", "max_tokens_limit")
     ctx_limit = _salvage(data, "admission", "ctx_limit")
     if max_tokens is not _INVALID and ctx_limit is not _INVALID and max_tokens >= ctx_limit:
@@ -540,14 +600,15 @@ def _cross_checks(data: Mapping[str, Any]) -> list[str]:
                 f"address, so it must be http://127.0.0.1:PORT with an explicit port "
                 f"(got {_show(endpoint)})"
             )
-    return problems
+    return token
 
 
 # -- entry points -----------------------------------------------------------------------------
 
 
 def parse_config(data: Mapping[str, Any]) -> Config:
-    """Structure and check an already parsed TOML document.
+    """Structure and check an already parsed TOML document, and resolve the token in
+    effect (reading ``auth.token_file`` or ``$ORCHESTRA_TOKEN``) into ``auth.token``.
 
     Returns the :class:`Config`, or raises :class:`ConfigError` listing every problem found.
     """
@@ -557,11 +618,12 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         config = converter.structure(data, Config)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         problems += _problems(exc)
+    token: str | _Invalid = _INVALID
     if isinstance(data, Mapping):
-        problems += _cross_checks(data)
-    if problems or config is None:
+        token = _cross_checks(data, problems)
+    if problems or config is None or isinstance(token, _Invalid):
         raise ConfigError(problems)
-    return config
+    return attrs.evolve(config, auth=attrs.evolve(config.auth, token=token))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -69,6 +69,17 @@ class EngineCommand:
     gpu_layers: int
     extra_args: tuple[str, ...] = ()
     host: str = "127.0.0.1"
+    api_key: str = attrs.field(default="", repr=False)
+    """The key llama-server demands on every endpoint but ``/health`` (passed in its
+    environment as ``LLAMA_API_KEY``, so no other user sees it in the process list); empty
+    for none."""
+
+    def env(self) -> dict[str, str]:
+        """The environment to start llama-server with: :func:`scrubbed_env` plus the key."""
+        env = scrubbed_env()
+        if self.api_key:
+            env["LLAMA_API_KEY"] = self.api_key
+        return env
 
     def argv(self) -> list[str]:
         """The full command line."""
@@ -201,7 +212,7 @@ def _spawn(command: EngineCommand, stdout: int, stderr: int) -> subprocess.Popen
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
-        env=scrubbed_env(),
+        env=command.env(),
         start_new_session=True,
         preexec_fn=partial(_die_with_parent, os.getpid()),
     )

@@ -7,7 +7,6 @@ error with the one envelope of DESIGN §2. Every response carries ``X-Correlatio
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import re
 import uuid
@@ -20,13 +19,16 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from . import logs
 from .admission import Admission
+from .auth import Gate
 from .catalog import Catalog
 from .config import Config
 from .errors import ApiError, ErrorCode
 from .events import EventLog
 from .http_control import add_control_routes
 from .http_util import json_response
+from .metrics import Metrics
 from .pool_control import PoolControl
 from .queue import Queue
 from .supervisor import Supervisor
@@ -49,6 +51,7 @@ class Actors:
     supervisor: Supervisor
     control: PoolControl
     catalog: Catalog
+    metrics: Metrics
 
 
 def error_response(exc: ApiError) -> Response:
@@ -91,21 +94,29 @@ def create_app(actors: Actors) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _MAX_BODY
     queue, admission, config = actors.queue, actors.admission, actors.config
-    token = config.auth.token.encode()
-    token_needed = bool(token) and not (config.auth.optional and config.bind_is_loopback)
+    auth = config.auth
+    gate = Gate(
+        token=auth.token,
+        required=not (auth.optional and config.bind_is_loopback),
+        trust_proxy=auth.trust_proxy_auth,
+        proxy_header=auth.proxy_user_header,
+    )
 
     @app.before_request
     async def _correlate_and_authorize() -> None:
         sent = request.headers.get("X-Correlation-Id")
         g.correlation_id = sent if sent and _CORRELATION_RE.match(sent) else str(uuid.uuid4())
-        if not token_needed:
-            return
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(ErrorCode.UNAUTHORIZED, "missing bearer token")
-        if not hmac.compare_digest(given.strip().encode(), token):
-            raise ApiError(ErrorCode.FORBIDDEN, "wrong bearer token")
+        logs.correlation_id.set(g.correlation_id)
+        g.who = gate.admit(
+            request.path,
+            request.headers.get("Authorization"),
+            request.headers.get(gate.proxy_header),
+        )
+
+    @app.get("/health")
+    async def liveness() -> Response:
+        """Liveness only, open without a token (like llama-server's ``/health``)."""
+        return json_response({"status": "ok"})
 
     @app.after_request
     async def _stamp(response: Response) -> Response:

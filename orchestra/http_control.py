@@ -1,5 +1,5 @@
 """The control plane's HTTP routes: capabilities, pool health / drain / resume / reload,
-replica sets, models and the model catalog (``specs/openapi/control.yaml``).
+replica sets, models, the model catalog and ``/metrics`` (``specs/openapi/control.yaml``).
 
 Like the data plane, the handlers hold no state: they read the actors' snapshots or call
 :class:`~orchestra.pool_control.PoolControl` and :class:`~orchestra.catalog.Catalog`.
@@ -20,6 +20,7 @@ from . import API_VERSION, __version__
 from .catalog import CatalogModel, ModelState
 from .errors import ApiError, ErrorCode
 from .http_util import json_response, read_json_object
+from .metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from .http_api import Actors
@@ -210,6 +211,10 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
         return json_response(
             {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}
         )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(actors.metrics.exposition(), content_type=CONTENT_TYPE)
 
     def shown(entry: CatalogModel) -> dict[str, Any]:
         return {**entry.to_json(), "loaded": entry.path == supervisor.statistics().model_path}

@@ -10,6 +10,7 @@ one synchronous step, so there is nothing to lock.
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -18,14 +19,19 @@ from typing import Literal
 import attrs
 import trio
 
+from . import logs
 from .adapter import Engine
 from .errors import ApiError, ErrorCode
 from .estimate import ServiceRate
 from .events import EventKind, EventLog
+from .metrics import Metrics
 from .oneshot import Reply
+from .progress import Progress, max_frames
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
 from .task import Task, TaskRequest, TaskState
+
+log = logging.getLogger("orchestra.queue")
 
 INBOX_SIZE = 64
 """Messages the Queue's inbox holds; a submission finding it full is refused with 429."""
@@ -33,7 +39,8 @@ MAX_ATTEMPTS = 3
 """Dispatches of one task: an engine failure before its first token puts it back at the
 head of the queue, up to this many times in all."""
 LOG_EXTRA = 4
-"""Events beyond ``max_tokens`` a task's log holds (``started``, ``metrics``, the end)."""
+"""Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
+task that asked for ``metrics`` events gets room for every one it can get on top."""
 
 CancelReason = Literal["client", "orphaned", "shutdown"]
 
@@ -57,6 +64,7 @@ class Submit:
     request: TaskRequest
     fingerprint: str
     reply: Reply[Admitted | ApiError]
+    correlation_id: str | None = None
 
 
 @attrs.frozen
@@ -216,6 +224,12 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _log_limit(request: TaskRequest) -> int:
+    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events."""
+    frames = max_frames(request.max_tokens) if request.metrics else 0
+    return request.max_tokens + LOG_EXTRA + frames
+
+
 def _flag(event: trio.Event, value: bool) -> trio.Event:
     """``event`` set when ``value`` holds; a fresh unset event when it stops holding."""
     if value and not event.is_set():
@@ -254,6 +268,8 @@ class Queue:
     rate: ServiceRate = attrs.field(factory=ServiceRate)
     slo: SloWindow = attrs.field(factory=SloWindow)
     """Time to first token and decode speed of the tasks completed lately."""
+    metrics: Metrics = attrs.field(factory=Metrics)
+    """Told of each task's first dispatch, first token (completed tasks) and end."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
@@ -297,8 +313,8 @@ class Queue:
 
     def _apply(self, message: QueueMsg) -> None:
         match message:
-            case Submit(request, fingerprint, reply):
-                reply.send(self._submit(request, fingerprint))
+            case Submit(request, fingerprint, reply, correlation_id):
+                reply.send(self._submit(request, fingerprint, correlation_id))
             case Cancel(task_id, reason, reply):
                 state = self._cancel(task_id, reason)
                 if reply is not None:
@@ -337,7 +353,9 @@ class Queue:
 
     # -- state changes (only ever called from _apply) ------------------------------------
 
-    def _submit(self, request: TaskRequest, fingerprint: str) -> Admitted | ApiError:
+    def _submit(
+        self, request: TaskRequest, fingerprint: str, correlation_id: str | None = None
+    ) -> Admitted | ApiError:
         known = self._tasks.get(request.task_id) if request.task_id else None
         if known is not None:
             if known.fingerprint != fingerprint:
@@ -380,8 +398,9 @@ class Queue:
             id=request.task_id or uuid.uuid4().hex,
             request=request,
             fingerprint=fingerprint,
-            log=EventLog(limit=request.max_tokens + LOG_EXTRA),
+            log=EventLog(limit=_log_limit(request)),
             submitted_at=now,
+            correlation_id=correlation_id,
             queue_position=ahead,
             predicted_start_ms=self.rate.predicted_start_ms(
                 ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
@@ -424,6 +443,7 @@ class Queue:
         self._busy += 1
         if task.attempts == 1:
             task.dispatched_at = now
+            self.metrics.task_dispatched(now - task.submitted_at)
             task.log.append(
                 EventKind.STARTED,
                 {
@@ -432,8 +452,20 @@ class Queue:
                     "queue_wait_ms": _ms(now - task.submitted_at),
                 },
             )
-        session = StreamSession(self.engine, task.request.engine_params(), task.log, task.scope)
+        session = StreamSession(
+            self.engine, task.request.engine_params(), task.log, task.scope, self._progress(task)
+        )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
+
+    def _progress(self, task: Task) -> Progress | None:
+        """What tells the session when a ``metrics`` event is due, if the task wants them."""
+        request = task.request
+        if not request.metrics:
+            return None
+        deadline_at = None
+        if request.deadline_ms is not None:
+            deadline_at = task.submitted_at + request.deadline_ms / 1000
+        return Progress(request.max_tokens, deadline_at, lambda: len(self._waiting))
 
     def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
         self._busy -= 1
@@ -454,14 +486,16 @@ class Queue:
         if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:
             self.on_engine_hung(outcome.error.message)
         match outcome:
-            case Completed(tokens_out, decode_time_ms, first_token_at):
+            case Completed(tokens_out, decode_time_ms, first_token_at, tokens_in):
                 assert task.dispatched_at is not None
                 now = trio.current_time()
                 self.rate.observe(now - task.dispatched_at)
                 if first_token_at is not None:
                     ttft_s = first_token_at - task.submitted_at
                     self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
-                task.tokens_out = tokens_out
+                    self.metrics.first_token(ttft_s)
+                task.tokens_out, task.tokens_in = tokens_out, tokens_in
+                task.decode_time_ms = round(decode_time_ms, 3)
                 self._end(
                     task,
                     TaskState.COMPLETED,
@@ -559,6 +593,24 @@ class Queue:
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
+        self.metrics.task_ended(state, task.error_code, task.tokens_out or task.log.tokens)
+        started = task.dispatched_at
+        log.info(
+            "task %s %s",
+            task.id,
+            state,
+            extra={
+                "correlation_id": task.correlation_id,
+                "job_id": task.id,
+                "outcome": str(state),
+                "error_code": task.error_code,
+                "attempts": task.attempts,
+                "tokens_in": task.tokens_in,
+                "tokens_out": task.tokens_out or task.log.tokens,
+                "decode_time_ms": task.decode_time_ms,
+                "queue_wait_ms": None if started is None else _ms(started - task.submitted_at),
+            },
+        )
         self._expiry.append((now + self.retention_s, task))
 
     def _next_expiry(self) -> float:
@@ -603,7 +655,7 @@ class Queue:
         """Admit a task or raise ApiError; never waits for queue space (429 instead)."""
         reply: Reply[Admitted | ApiError] = Reply()
         try:
-            self._inbox.send_nowait(Submit(request, fingerprint, reply))
+            self._inbox.send_nowait(Submit(request, fingerprint, reply, logs.correlation_id.get()))
         except trio.WouldBlock:
             raise self._queue_full() from None
         result = await reply.receive()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from functools import partial
 
 import attrs
@@ -22,6 +23,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from . import logs
 from .adapter import LlamaCppAdapter
 from .admission import Admission
 from .catalog import Catalog
@@ -29,6 +31,7 @@ from .config import Config
 from .engine_cache import MODEL_FILE, MODEL_SHA256
 from .engine_process import EngineCommand, resolve_command
 from .http_api import Actors, create_app
+from .metrics import Metrics
 from .owned_supervisor import OwnedReplicaSupervisor
 from .pool_control import PoolControl
 from .queue import Queue
@@ -107,6 +110,18 @@ async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
     return entry.id
 
 
+def _log_fields(config: Config, supervisor: Supervisor) -> dict[str, object]:
+    """The fields every log line of a service carries (read when the line is written)."""
+    summary = supervisor.statistics()
+    return {
+        "engine": config.adapter.engine,
+        "engine_version": summary.engine_version,
+        "model_digest": summary.model_digest,
+        "pool_id": "default",
+        "replica_id": "default/0",
+    }
+
+
 async def run_service(
     config: Config,
     *,
@@ -120,22 +135,29 @@ async def run_service(
     the HTTP listener accepts connections. With ``listen=False`` nothing listens: the app
     in :class:`Running` is the only way in (embedded mode).
     """
+    logs.redactor.add(config.auth.token)
+    api_key = ""
+    if config.replica is not None:
+        api_key = secrets.token_urlsafe(32)  # the engine answers orchestra and nobody else
+        logs.redactor.add(api_key)
     catalog = await Catalog.open(config.data_path)
-    async with LlamaCppAdapter.open_client(config.adapter) as client:
+    async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
         engine = LlamaCppAdapter(client, config.adapter)
+        metrics = Metrics()
         queue = Queue(
             capacity=config.admission.queue_capacity,
             engine=engine,
             retention_s=config.streams.retention_s,
             orphan_grace_s=config.streams.orphan_grace_ms / 1000,
             engine_backlog=config.adapter.engine_backlog,
+            metrics=metrics,
         )
         supervisor: Supervisor
         model_id = None
         if config.replica is None:
             supervisor = ReplicaSupervisor(engine, queue.replica_status)
         else:
-            command = resolve_command(config.replica, config.adapter)
+            command = attrs.evolve(resolve_command(config.replica, config.adapter), api_key=api_key)
             model_id = await _catalog_id(catalog, command)
             owned = OwnedReplicaSupervisor(
                 command,
@@ -147,6 +169,7 @@ async def run_service(
             queue.on_engine_hung = owned.engine_hung
             supervisor = owned
         queue.on_engine_suspect = supervisor.probe_now
+        logs.set_service_fields(partial(_log_fields, config, supervisor))
         control = PoolControl(
             queue,
             supervisor,
@@ -155,7 +178,10 @@ async def run_service(
             model_id=model_id,
         )
         admission = Admission(config.admission, engine, queue)
-        actors = Actors(config, admission, queue, supervisor, control, catalog)
+        metrics.watch(
+            queue=queue.statistics, admission=admission.statistics, replica=supervisor.statistics
+        )
+        actors = Actors(config, admission, queue, supervisor, control, catalog, metrics)
         http_stop, http_stopped = trio.Event(), trio.Event()
         async with trio.open_nursery() as root:
             await root.start(queue.run)

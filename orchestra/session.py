@@ -11,6 +11,7 @@ import trio
 from .adapter import Engine
 from .errors import EngineError
 from .events import EventKind, EventLog
+from .progress import Progress
 
 
 @attrs.frozen
@@ -21,6 +22,8 @@ class Completed:
     decode_time_ms: float
     first_token_at: float | None = None
     """When the first token reached the log (Trio clock); None if none did."""
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated, when it said."""
 
 
 @attrs.frozen
@@ -55,6 +58,8 @@ class StreamSession:
     params: Mapping[str, Any]
     log: EventLog
     scope: trio.CancelScope
+    progress: Progress | None = None
+    """Set when the task asked for ``metrics`` events: they go in between its tokens."""
     tokens_sent: int = attrs.field(default=0, init=False)
     first_token_at: float | None = attrs.field(default=None, init=False)
 
@@ -65,11 +70,16 @@ class StreamSession:
                 done = await self.engine.complete(self.params, self._on_token)
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
-            return Completed(done.tokens_out, done.decode_time_ms, self.first_token_at)
+            return Completed(
+                done.tokens_out, done.decode_time_ms, self.first_token_at, done.tokens_in
+            )
         return Interrupted()
 
     def _on_token(self, text: str) -> None:
         if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
+            now = trio.current_time()
             if self.tokens_sent == 0:
-                self.first_token_at = trio.current_time()
+                self.first_token_at = now
             self.tokens_sent += 1
+            if self.progress is not None and (frame := self.progress.on_token(now)):
+                self.log.append(EventKind.METRICS, frame)

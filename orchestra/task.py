@@ -68,6 +68,8 @@ class TaskRequest:
     workload: str | None = None
     sampler_profile_version: str | None = None
     kv_hint: str | None = None
+    metrics: bool = False
+    """Send ``metrics`` events between the tokens (:mod:`orchestra.progress`)."""
 
     def engine_params(self) -> dict[str, Any]:
         """The body of the engine's native ``/completion`` call for this task."""
@@ -109,3 +111,8 @@ class Task:
     error_code: str | None = None
     scope: trio.CancelScope | None = None
     """The cancel scope of its StreamSession while one runs."""
+    correlation_id: str | None = None
+    """The correlation id of the request that submitted it (for its log lines)."""
+    tokens_in: int | None = None
+    """Prompt tokens, as the engine counted them when it finished."""
+    decode_time_ms: float | None = None

@@ -31,6 +31,9 @@ def _private_data_home(
     """Services a test starts, in-process or as a child process, keep their state (the
     model catalog) in a fresh directory instead of the user's ~/.local/share/orchestra."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+    # A token in the developer's environment would guard every test server (and be sent by
+    # every SDK client); tests that want one set it themselves.
+    monkeypatch.delenv("ORCHESTRA_TOKEN", raising=False)
 
 
 # -- the proof bundle's manifest ---------------------------------------------------------------

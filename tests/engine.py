@@ -128,9 +128,12 @@ async def open_owned(**sections: Any) -> AsyncIterator[Owned]:
         if expect_ready:
             with trio.fail_after(120):
                 await running.actors.queue.wait_ready()
+        supervisor = running.actors.supervisor
+        assert isinstance(supervisor, OwnedReplicaSupervisor)
+        key = {"Authorization": f"Bearer {supervisor.command.api_key}"}  # what orchestra sends
         async with (
             httpx.AsyncClient(base_url=running.urls[0], timeout=30) as client,
-            httpx.AsyncClient(base_url=engine_url, timeout=30) as engine,
+            httpx.AsyncClient(base_url=engine_url, timeout=30, headers=key) as engine,
         ):
             yield Owned(running, client, engine, stop)
         stop.set()

@@ -97,6 +97,8 @@ def test_strict_determinism_turns_the_prompt_cache_off() -> None:
         ({"prompt": "p", "engine": "vllm"}, "engine: must be one of llamacpp"),
         ({"prompt": "p", "task_id": "a b"}, "task_id: may hold only letters"),
         ({"prompt": "p", "ctx": 513}, "ctx: must be between 1 and 512"),
+        ({"prompt": "p", "metrics": "true"}, "metrics: must be true or false"),
+        ({"prompt": "p", "metrics": 1}, "metrics: must be true or false"),
         ({"prompt": "p", "bogus": 1}, "bogus: unknown field"),
     ],
 )
@@ -121,6 +123,17 @@ def test_unknown_fields_are_always_refused(extra: dict[str, int]) -> None:
     found = problems(body)
     for key in unknown:
         assert f"{key}: unknown field" in found
+
+
+def test_metrics_is_asked_for_with_true() -> None:
+    assert parse({"prompt": "p", "metrics": True}).metrics is True
+    assert parse({"prompt": "p", "metrics": False}).metrics is False
+    assert parse({"prompt": "p", "metrics": None}).metrics is False
+    assert parse({"prompt": "p"}).metrics is False
+    assert (
+        parse({"prompt": "p", "metrics": True}).engine_params()
+        == parse({"prompt": "p"}).engine_params()
+    )
 
 
 def test_fingerprint_ignores_task_id_only() -> None:

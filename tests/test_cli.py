@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -121,7 +122,8 @@ class Service:
 async def orchestra_process(
     tmp_path: Path, engine_url: str, grace_s: float, extra: str = ""
 ) -> AsyncIterator[Service]:
-    """Start ``python -m orchestra serve`` and wait for its 'listening' line."""
+    """Start ``python -m orchestra serve`` and wait for its 'listening' line (its log is
+    JSON Lines on stdout; ``Service.lines`` holds each line's ``msg``)."""
     config = write(
         tmp_path,
         f'bind_addr = "127.0.0.1:0"\nshutdown_grace_s = {grace_s}\n'
@@ -134,18 +136,18 @@ async def orchestra_process(
     process = await trio.lowlevel.open_process(
         [*ORCHESTRA, "serve", "--config", config],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
-    async def drain_stderr() -> None:
-        assert process.stderr is not None
+    async def drain_stdout() -> None:
+        assert process.stdout is not None
         pending = b""
-        async for chunk in process.stderr:
+        async for chunk in process.stdout:
             pending += chunk
             *complete, pending = pending.split(b"\n")
             for raw in complete:
-                line = raw.decode()
+                line = json.loads(raw)["msg"]
                 lines.append(line)
                 changed[0].set()
                 changed[0] = trio.Event()
@@ -155,7 +157,7 @@ async def orchestra_process(
                     listening.set()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain_stderr)
+        nursery.start_soon(drain_stdout)
         try:
             with trio.fail_after(30):
                 await listening.wait()

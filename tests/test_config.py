@@ -422,7 +422,8 @@ def test_loopback_binds_need_no_token(addr: str, host: str, port: int) -> None:
 )
 def test_non_loopback_bind_needs_a_token(addr: str) -> None:
     assert problems({"bind_addr": addr}) == [
-        f"auth.token: required when bind_addr ({addr}) is not loopback"
+        f"auth.token: required when bind_addr ({addr}) is not loopback (set auth.token, "
+        "auth.token_file or $ORCHESTRA_TOKEN)"
     ]
     config = parse_config({"bind_addr": addr, "auth": {"token": "s3cret"}})
     assert not config.bind_is_loopback
@@ -431,7 +432,8 @@ def test_non_loopback_bind_needs_a_token(addr: str) -> None:
 
 def test_non_loopback_bind_error_text() -> None:
     assert problems({"bind_addr": "0.0.0.0:8080", "auth": {"token": ""}}) == [
-        "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback"
+        "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback (set auth.token, "
+        "auth.token_file or $ORCHESTRA_TOKEN)"
     ]
 
 
@@ -556,7 +558,8 @@ def test_all_problems_are_reported_together() -> None:
             "replica.extra_args: expected an array of strings (got 1 at index 0)",
             "extra: unknown key",
             # cross-key rules still run, because the keys they read are valid
-            "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback",
+            "auth.token: required when bind_addr (0.0.0.0:8080) is not loopback (set auth.token, "
+            "auth.token_file or $ORCHESTRA_TOKEN)",
         ]
     )
 

@@ -28,6 +28,7 @@ from orchestra.sdk import (
     Client,
     End,
     ErrorCode,
+    Metrics,
     ParseError,
     QueueFull,
     Retry,
@@ -231,6 +232,17 @@ async def test_the_calls_against_a_live_server() -> None:
         with pytest.raises(ServerError) as caught:
             await client.health("nope")
         assert caught.value.code is ErrorCode.NOT_FOUND and caught.value.status == 404
+
+
+async def test_metrics_events_when_asked_for() -> None:
+    async with open_stack() as stack, AsyncClient(stack.running.urls[0]) as client:
+        request = TaskRequest(prompt="hi", max_tokens=9, deadline_ms=60_000, metrics=True)
+        handle = await client.submit(request)
+        async with client.stream(handle.task_id) as events:
+            got = [event async for event in events]
+        assert [type(e) for e in got] == [Started] + [Token] * 8 + [Metrics, Token, End]
+        [metrics] = [e for e in got if isinstance(e, Metrics)]
+        assert set(metrics.values) == {"queue_depth", "tokens_per_s", "on_time_probability"}
 
 
 async def test_complete_raises_task_failed_with_the_text_so_far() -> None:

@@ -53,6 +53,8 @@ class TaskRequest:
     workload: str | None = None
     sampler_profile_version: str | None = None
     kv_hint: str | None = None
+    metrics: bool | None = None
+    """``True``: the stream also carries :class:`Metrics` events (progress figures)."""
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -217,7 +219,8 @@ class Token:
 
 @attrs.frozen(kw_only=True)
 class Metrics:
-    """Progress figures between tokens (reserved; this server version sends none)."""
+    """Progress figures between tokens, for a task submitted with ``metrics=True``:
+    ``queue_depth``, ``tokens_per_s`` and, with a deadline, ``on_time_probability``."""
 
     id: int
     values: Mapping[str, float | None]
