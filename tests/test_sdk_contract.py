@@ -62,6 +62,7 @@ from .contract_scenarios import (
     sse_frames,
     volatile_in,
 )
+from .test_openapi import json_type
 
 ORCHESTRA = Path(__file__).resolve().parent.parent / "orchestra"
 
@@ -108,23 +109,6 @@ def error_code_of(fixture: Mapping[str, Any]) -> str | None:
 
 
 # -- 1. drift: the live server against the stored fixtures -----------------------------------
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    assert isinstance(value, dict), f"not JSON: {value!r}"
-    return "object"
 
 
 def json_drift(expected: Any, actual: Any, masked: frozenset[str], where: str = "$") -> list[str]:
