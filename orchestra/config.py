@@ -257,6 +257,13 @@ class AdmissionConfig:
     """Tokens: prompt + ``max_tokens`` of a task may not exceed this (at least 16)."""
     max_tokens_limit: int = attrs.field(default=1024, metadata={_CHECK: _at_least(1)})
     """Tokens: the largest ``max_tokens`` a task may ask for (1 .. ``ctx_limit`` - 1)."""
+    batch_queue_capacity: int = attrs.field(default=16, metadata={_CHECK: _between(1, 10_000)})
+    """Batch tasks that may wait (1..10000), a limit of their own: ``queue_capacity`` then
+    bounds the interactive ones. One more is refused with 429 (``policy_label``
+    ``batch_queue_capacity``)."""
+    batch_every: int = attrs.field(default=4, metadata={_CHECK: _between(1, 1000)})
+    """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one
+    (1 = batch first; 4 = up to three interactive tasks, then a batch one)."""
 
 
 @attrs.frozen(kw_only=True)

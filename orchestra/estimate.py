@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import attrs
 
@@ -50,3 +51,30 @@ class ServiceRate:
     def retry_after_ms(self, *, slots_total: int) -> int:
         """When a queue place is likely to open: one slot frees every ``mean / slots``."""
         return max(1, round(self.mean_service_s * 1000 / max(slots_total, 1)))
+
+
+@attrs.define
+class PredictionErrors:
+    """How far the ``predicted_start_ms`` given at admission was from the real wait, for
+    the last ``window`` tasks that started (absolute errors, in milliseconds)."""
+
+    window: int = 512
+    _errors: deque[int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._errors = deque(maxlen=self.window)
+
+    def observe(self, predicted_ms: int, waited_ms: int) -> None:
+        """A task predicted to start in ``predicted_ms`` started after ``waited_ms``."""
+        self._errors.append(abs(waited_ms - predicted_ms))
+
+    def snapshot(self) -> dict[str, int | None]:
+        """``samples``, and the median and p95 absolute error (None before the first)."""
+        ordered = sorted(self._errors)
+        if not ordered:
+            return {"samples": 0, "abs_error_ms_p50": None, "abs_error_ms_p95": None}
+        return {
+            "samples": len(ordered),
+            "abs_error_ms_p50": ordered[(len(ordered) - 1) // 2],
+            "abs_error_ms_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        }

@@ -114,6 +114,7 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
                 ],
                 "limits": {
                     "queue_capacity": config.admission.queue_capacity,
+                    "batch_queue_capacity": config.admission.batch_queue_capacity,
                     "max_tokens": config.admission.max_tokens_limit,
                     "ctx_limit": config.admission.ctx_limit,
                     "rate_limits": None,
@@ -127,9 +128,9 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
                     "drain": True,
                     "reload": control.can_reload,
                     "model_catalog": True,
-                    "priorities": False,
+                    "priorities": True,
                     "sessions": False,
-                    "deadlines": False,
+                    "deadlines": True,
                 },
             }
         )
@@ -207,6 +208,7 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
             "queue_depth": q.queue_depth,
             "restarts": s.restarts,
             "slo": attrs.asdict(slo),
+            "predicted_start": queue.prediction.snapshot(),
         }
         return json_response(
             {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}

@@ -10,6 +10,8 @@ one synchronous step, so there is nothing to lock.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import logging
 import uuid
 from collections import Counter, deque
@@ -22,14 +24,15 @@ import trio
 from . import logs
 from .adapter import Engine
 from .errors import ApiError, ErrorCode
-from .estimate import ServiceRate
+from .estimate import PredictionErrors, ServiceRate
 from .events import EventKind, EventLog
 from .metrics import Metrics
 from .oneshot import Reply
 from .progress import Progress, max_frames
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
 from .slo import Sample, SloWindow
-from .task import Task, TaskRequest, TaskState
+from .task import Priority, Task, TaskRequest, TaskState
+from .waiting import WaitingLine
 
 log = logging.getLogger("orchestra.queue")
 
@@ -266,14 +269,24 @@ class Queue:
     a slot that frees starts the next task within the same engine step instead of a round
     trip later; such a task stays cancellable (closing its connection drops it there)."""
     rate: ServiceRate = attrs.field(factory=ServiceRate)
+    prediction: PredictionErrors = attrs.field(factory=PredictionErrors)
+    """How far each task's ``predicted_start_ms`` was from its real wait."""
     slo: SloWindow = attrs.field(factory=SloWindow)
     """Time to first token and decode speed of the tasks completed lately."""
     metrics: Metrics = attrs.field(factory=Metrics)
     """Told of each task's first dispatch, first token (completed tasks) and end."""
+    batch_capacity: int | None = None
+    """Batch tasks that may wait (their own limit); None: the same as ``capacity``, which
+    then bounds the interactive ones."""
+    batch_every: int = 4
+    """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
-    _waiting: deque[Task] = attrs.field(factory=deque, init=False)
+    _waiting: WaitingLine = attrs.field(init=False)
+    _deadlines: list[tuple[float, int, Task]] = attrs.field(factory=list, init=False)
+    """A heap of (deadline, admission number, task) of the tasks that have a deadline."""
+    _admitted: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
     _busy: int = attrs.field(default=0, init=False)
     _pool: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _probe_pending: bool = attrs.field(default=False, init=False)
@@ -291,6 +304,7 @@ class Queue:
     _ended: Counter[str] = attrs.field(factory=Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._waiting = WaitingLine(self.batch_every)
         self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
         self._idle.set()
         self._quiet.set()
@@ -304,11 +318,13 @@ class Queue:
             task_status.started()
             while True:
                 message: QueueMsg | None = None
-                with trio.move_on_at(self._next_expiry()):
+                with trio.move_on_at(min(self._next_expiry(), self._next_deadline())):
                     message = await self._inbox_out.receive()
                 if message is not None:
                     self._apply(message)
-                self._expire(trio.current_time())
+                now = trio.current_time()
+                self._enforce_deadlines(now)
+                self._expire(now)
                 self._update_idle()
 
     def _apply(self, message: QueueMsg) -> None:
@@ -390,10 +406,18 @@ class Queue:
                 retriable=True,
                 retry_after_ms=1000,
             )
-        if len(self._waiting) >= self.capacity:
-            return self._queue_full()
+        priority = request.priority
+        if self._waiting.count(priority) >= self._capacity_of(priority):
+            return self._queue_full(priority)
         now = trio.current_time()
-        ahead = len(self._waiting)
+        ahead = self._waiting.ahead_of_new(priority)
+        predicted_start_ms = self.rate.predicted_start_ms(
+            ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
+        )
+        if request.deadline_ms is not None:
+            missed = self._deadline_missed(request, predicted_start_ms, now)
+            if missed is not None:
+                return missed
         task = Task(
             id=request.task_id or uuid.uuid4().hex,
             request=request,
@@ -402,27 +426,79 @@ class Queue:
             submitted_at=now,
             correlation_id=correlation_id,
             queue_position=ahead,
-            predicted_start_ms=self.rate.predicted_start_ms(
-                ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
-            ),
+            predicted_start_ms=predicted_start_ms,
         )
         self._tasks[task.id] = task
         self._waiting.append(task)
+        if request.deadline_ms is not None:
+            deadline_at = now + request.deadline_ms / 1000
+            heapq.heappush(self._deadlines, (deadline_at, next(self._admitted), task))
         return Admitted(task.id, task.queue_position, task.predicted_start_ms)
 
-    def _queue_full(self) -> ApiError:
+    def _capacity_of(self, priority: Priority) -> int:
+        if priority is Priority.BATCH and self.batch_capacity is not None:
+            return self.batch_capacity
+        return self.capacity
+
+    def _queue_full(self, priority: Priority = Priority.INTERACTIVE) -> ApiError:
         retry_ms = self.rate.retry_after_ms(slots_total=self._slots_total)
+        capacity = self._capacity_of(priority)
+        batch = priority is Priority.BATCH and self.batch_capacity is not None
         return ApiError(
             ErrorCode.ADMISSION_REJECT,
-            f"the queue is full ({self.capacity} tasks waiting); retry in {retry_ms} ms",
+            f"the {'batch ' if batch else ''}queue is full ({capacity} tasks waiting); "
+            f"retry in {retry_ms} ms",
             retriable=True,
             retry_after_ms=retry_ms,
-            policy_label="queue_capacity",
+            policy_label="batch_queue_capacity" if batch else "queue_capacity",
             headers={
                 "Retry-After": str(max(1, -(-retry_ms // 1000))),
                 "X-Backoff-Ms": str(retry_ms),
             },
         )
+
+    def _deadline_missed(
+        self, request: TaskRequest, predicted_start_ms: int, now: float
+    ) -> ApiError | None:
+        """DEADLINE_UNMET when the task is predicted to end after its deadline: it starts
+        in ``predicted_start_ms`` and, once the decode speed is known, takes ``max_tokens``
+        at that speed (the worst case: it may stop sooner)."""
+        assert request.deadline_ms is not None
+        run_ms = 0
+        speed = self.slo.snapshot(now).tokens_per_s
+        if speed:
+            run_ms = round(request.max_tokens / speed * 1000)
+        if predicted_start_ms + run_ms <= request.deadline_ms:
+            return None
+        return ApiError(
+            ErrorCode.DEADLINE_UNMET,
+            f"the deadline ({request.deadline_ms} ms) cannot be met: the task is predicted to "
+            f"start in {predicted_start_ms} ms and to need up to {run_ms} ms for "
+            f"{request.max_tokens} tokens",
+            retriable=True,
+            retry_after_ms=self.rate.retry_after_ms(slots_total=self._slots_total),
+            policy_label="deadline",
+        )
+
+    def _next_deadline(self) -> float:
+        return self._deadlines[0][0] if self._deadlines else float("inf")
+
+    def _enforce_deadlines(self, now: float) -> None:
+        """End every task whose deadline has passed: a waiting one leaves the line, a
+        running one is cut (its scope cancelled with its log closed, so no token follows)."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, task = heapq.heappop(self._deadlines)
+            if task.state.terminal:
+                continue
+            deadline_ms = task.request.deadline_ms
+            if task.state is TaskState.QUEUED:
+                self._waiting.remove(task)
+                message = f"the deadline ({deadline_ms} ms) passed before the task started"
+            else:
+                message = f"the deadline ({deadline_ms} ms) passed after {task.log.tokens} tokens"
+            self._fail(task, ErrorCode.DEADLINE_UNMET, message, retriable=True)
+            if task.scope is not None:
+                task.scope.cancel()
 
     def _dispatch(self) -> None:
         while (
@@ -443,7 +519,11 @@ class Queue:
         self._busy += 1
         if task.attempts == 1:
             task.dispatched_at = now
-            self.metrics.task_dispatched(now - task.submitted_at)
+            waited_ms = _ms(now - task.submitted_at)
+            self.prediction.observe(task.predicted_start_ms, waited_ms)
+            self.metrics.task_dispatched(
+                now - task.submitted_at, abs(waited_ms - task.predicted_start_ms) / 1000
+            )
             task.log.append(
                 EventKind.STARTED,
                 {
@@ -747,7 +827,7 @@ class Queue:
             return None
         position = predicted = None
         if task.state is TaskState.QUEUED:
-            position = self._waiting.index(task)
+            position = self._waiting.position(task)
             predicted = self.rate.predicted_start_ms(
                 ahead=position, slots_total=self._slots_total, slots_busy=self._busy
             )

@@ -146,6 +146,8 @@ async def run_service(
         metrics = Metrics()
         queue = Queue(
             capacity=config.admission.queue_capacity,
+            batch_capacity=config.admission.batch_queue_capacity,
+            batch_every=config.admission.batch_every,
             engine=engine,
             retention_s=config.streams.retention_s,
             orphan_grace_s=config.streams.orphan_grace_ms / 1000,

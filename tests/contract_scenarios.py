@@ -394,6 +394,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         prepare=queue_full,
     ),
     Scenario(
+        name="submit_504_deadline_unmet",
+        summary="POST /v1/tasks with a deadline shorter than the predicted wait (slot busy)",
+        request=_post("/v1/tasks", {**SUBMIT_BODY, "deadline_ms": 300}),
+        covers=ErrorCode.DEADLINE_UNMET,
+        prepare=hanging("fx-holder"),
+    ),
+    Scenario(
         name="submit_503_pool_unready",
         summary="POST /v1/tasks after POST /v1/pools/default/drain",
         request=_post("/v1/tasks", SUBMIT_BODY),

@@ -77,8 +77,10 @@ async def test_capabilities_say_what_the_box_can_do() -> None:
         [pool] = caps["pools"]
         assert pool["id"] == "default" and pool["ready"] and pool["slots_total"] == 2
         assert caps["limits"] == {
-            "queue_capacity": 5, "max_tokens": 1024, "ctx_limit": 2048, "rate_limits": None,
+            "queue_capacity": 5, "batch_queue_capacity": 16, "max_tokens": 1024,
+            "ctx_limit": 2048, "rate_limits": None,
         }  # fmt: skip
+        assert caps["features"]["priorities"] is True and caps["features"]["deadlines"] is True
         assert caps["features"]["stream_on_submit"] is True
         assert caps["features"]["owned_engine"] is False
 

@@ -62,6 +62,7 @@ async def test_metrics_parse_and_name_every_family() -> None:
             "orchestra_tokens_out": "counter",
             "orchestra_time_to_first_token_seconds": "histogram",
             "orchestra_queue_wait_seconds": "histogram",
+            "orchestra_predicted_start_error_seconds": "histogram",
         }
         samples = await scrape(stack)
         assert value(samples, "orchestra_slots_total") == 2

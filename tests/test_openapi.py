@@ -74,6 +74,10 @@ WAIT_TIMEOUT_S = 30.0
 """Bound on every wait for a condition (a state seen over HTTP, an event in a stream)."""
 
 RETRIABLE_503 = frozenset({"POOL_UNREADY", "POOL_UNAVAILABLE"})
+RETRIABLE_5XX: Mapping[int, frozenset[str]] = {
+    503: RETRIABLE_503,
+    504: frozenset({"DEADLINE_UNMET"}),  # a deadline shorter than the predicted wait
+}
 SHARED_COMPONENTS = (
     ("schemas", "ErrorCode"),
     ("schemas", "Error"),
@@ -546,20 +550,22 @@ def drain_under_way(live: Live) -> Iterator[None]:
 
 
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
-    """No 5xx, except a documented, retriable 503 ``POOL_UNREADY`` / ``POOL_UNAVAILABLE``."""
+    """No 5xx, except a documented, retriable 503 ``POOL_UNREADY`` / ``POOL_UNAVAILABLE`` or
+    504 ``DEADLINE_UNMET``."""
     if response.status_code < 500:
         return None
     try:
         body = json.loads(response.content)
     except ValueError:
         body = {}
+    status = response.status_code
     assert (
-        response.status_code == 503
-        and "503" in case.operation.responses.status_codes
+        status in RETRIABLE_5XX
+        and str(status) in case.operation.responses.status_codes
         and isinstance(body, dict)
-        and body.get("code") in RETRIABLE_503
+        and body.get("code") in RETRIABLE_5XX[status]
         and body.get("retriable") is True
-    ), f"server error {response.status_code}: {response.content[:500]!r}"
+    ), f"server error {status}: {response.content[:500]!r}"
     return None
 
 
@@ -839,6 +845,12 @@ def _queue_full(live: Live) -> requests.Response:
     return live.request("POST", "/v1/tasks", json={"prompt": "one too many", "max_tokens": 4})
 
 
+def _deadline_unmet(live: Live) -> requests.Response:
+    hang(live)  # the next task waits at least one service time
+    body = {"prompt": "hurry", "max_tokens": 4, "deadline_ms": 300}
+    return live.request("POST", "/v1/tasks", json=body)
+
+
 def _pool_unready(live: Live) -> requests.Response:
     stack: Stack = live.handle
 
@@ -1018,6 +1030,7 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("data", "POST", "/v1/tasks", "409", "conflict"): Producer(_conflict),
     ("data", "POST", "/v1/tasks", "429", "queue_full"): Producer(_queue_full),
     ("data", "POST", "/v1/tasks", "503", "pool_unready"): Producer(_pool_unready),
+    ("data", "POST", "/v1/tasks", "504", "deadline_unmet"): Producer(_deadline_unmet),
     ("data", "GET", "/v1/tasks/{task_id}", "200", "completed"): Producer(_completed_task),
     ("data", "GET", "/v1/tasks/{task_id}", "200", "queued"): Producer(_queued_task),
     ("data", "GET", "/v1/tasks/{task_id}", "404", "not_found"): Producer(_get(UNKNOWN_TASK)),

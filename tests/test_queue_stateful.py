@@ -5,10 +5,14 @@ engine failure (before or after the first token, reachable or not), a token raci
 cancel, the replica's slots changing, readers connecting and disconnecting, and time
 passing (orphan grace, retention), all under a MockClock. After every step it checks:
 
-- dispatch is FIFO: a task starts only when every task admitted before it has started
-  or ended;
-- never more waiting than capacity (plus tasks put back after an engine failure), never
-  more sessions than slots;
+- dispatch is FIFO within a priority class: a task starts only when every task of its
+  class admitted before it has started or ended;
+- interactive goes first, and batch is never starved: while batch tasks wait, every run
+  of BATCH_EVERY dispatches holds a batch one (and each pick follows the stated rule);
+- deadlines are honoured: once a task's deadline has passed it has ended, and no task ends
+  with DEADLINE_UNMET before its deadline;
+- never more waiting than each class's capacity (plus tasks put back after an engine
+  failure), never more sessions than slots;
 - every task ends exactly once, with exactly one terminal event, last in its log;
 - after a cancel was answered, the task's log never changes again (no token after cancel);
 - a reader that disconnects and resumes from its last event id sees exactly the log.
@@ -36,11 +40,12 @@ from orchestra.adapter import Completion, EngineProps, HealthProbe, TokenSink
 from orchestra.errors import ApiError, EngineError, ErrorCode
 from orchestra.events import EventKind, EventLog, StreamEvent
 from orchestra.queue import MAX_ATTEMPTS, PoolState, Queue, ReplicaStatus
-from orchestra.task import Task, TaskRequest, TaskState
+from orchestra.task import Priority, Task, TaskRequest, TaskState
 
 from .trio_driver import TrioDriver
 
 CAPACITY = 3
+BATCH_EVERY = 3
 ORPHAN_GRACE_S = 5.0
 RETENTION_S = 60.0
 
@@ -94,14 +99,34 @@ class ScriptedEngine:
             del self.calls[prompt]
 
 
+@attrs.frozen
+class Pick:
+    """One dispatch: the class picked, and how many of each class waited just before."""
+
+    priority: Priority
+    interactive_waiting: int
+    batch_waiting: int
+
+
 class RecordingQueue(Queue):
-    """The Queue, recording the order in which it dispatches (first dispatch only)."""
+    """The Queue, recording the order in which it dispatches (first dispatch only) and
+    every pick of the waiting line."""
 
     dispatched: list[str]
+    picks: list[Pick]
 
     def _start(self, task: Task) -> None:
         if task.attempts == 0:
             self.dispatched.append(task.request.prompt)
+        priority = task.request.priority
+        waiting = self._waiting
+        self.picks.append(
+            Pick(
+                priority,
+                waiting.count(Priority.INTERACTIVE) + (priority is Priority.INTERACTIVE),
+                waiting.count(Priority.BATCH) + (priority is Priority.BATCH),
+            )
+        )
         super()._start(task)
 
 
@@ -137,6 +162,8 @@ class Submitted:
     name: str
     task_id: str
     log: EventLog
+    priority: Priority = Priority.INTERACTIVE
+    deadline_at: float | None = None  # mock-clock time
     frozen_at: int | None = None  # log length when a cancel was answered
 
 
@@ -148,6 +175,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.unreachable_reports = 0
         self.queue = RecordingQueue(
             capacity=CAPACITY,
+            batch_capacity=CAPACITY,
+            batch_every=BATCH_EVERY,
             engine=self.engine,
             retention_s=RETENTION_S,
             orphan_grace_s=ORPHAN_GRACE_S,
@@ -156,6 +185,7 @@ class QueueMachine(RuleBasedStateMachine):
         )
         self.backlog = backlog
         self.queue.dispatched = []
+        self.queue.picks = []
         self.slots = slots
         self.ready = True
         self.draining = False
@@ -209,12 +239,17 @@ class QueueMachine(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------------
 
-    @rule()
-    def submit(self) -> None:
+    @rule(
+        priority=st.sampled_from(Priority),
+        deadline_ms=st.one_of(st.none(), st.sampled_from([400, 3000, 20_000])),
+    )
+    def submit(self, priority: Priority, deadline_ms: int | None) -> None:
         name = f"task-{self.counter}"
         self.counter += 1
-        request = TaskRequest(prompt=name, max_tokens=64)
-        stats = self.queue.statistics()
+        request = TaskRequest(
+            prompt=name, max_tokens=64, priority=priority, deadline_ms=deadline_ms
+        )
+        waiting = sum(1 for t in self.tasks if t.priority is priority and self._waiting(t))
         try:
             admitted = self.driver.run(self.queue.submit, request, name)
         except ApiError as exc:
@@ -222,16 +257,24 @@ class QueueMachine(RuleBasedStateMachine):
                 assert exc.code is ErrorCode.POOL_UNREADY and exc.retriable
             elif self.draining or not self.ready:
                 assert exc.code in (ErrorCode.POOL_UNREADY, ErrorCode.POOL_UNAVAILABLE)
+            elif exc.code is ErrorCode.DEADLINE_UNMET:
+                assert deadline_ms is not None and exc.retriable
             else:
                 assert exc.code is ErrorCode.ADMISSION_REJECT
-                assert stats.queue_depth >= CAPACITY
+                assert waiting >= CAPACITY
+                assert exc.policy_label == (
+                    "batch_queue_capacity" if priority is Priority.BATCH else "queue_capacity"
+                )
                 assert exc.retry_after_ms is not None and exc.retry_after_ms >= 1
                 assert int(exc.headers["Retry-After"]) >= 1
             return
         assert self.ready and not self.draining
         log = self.queue.log_of(admitted.task_id)
         assert log is not None
-        self.tasks.append(Submitted(name, admitted.task_id, log))
+        deadline_at = None
+        if deadline_ms is not None:
+            deadline_at = self.driver.clock.current_time() + deadline_ms / 1000
+        self.tasks.append(Submitted(name, admitted.task_id, log, priority, deadline_at))
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
@@ -393,7 +436,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.driver.nursery is not None
             self.driver.run(self.driver.nursery.start, reader.follow)
 
-    @rule(seconds=st.sampled_from([0.5, ORPHAN_GRACE_S + 0.1, RETENTION_S + 1]))
+    @rule(seconds=st.sampled_from([0.3, 0.5, ORPHAN_GRACE_S + 0.1, RETENTION_S + 1]))
     def time_passes(self, seconds: float) -> None:
         self.driver.jump(seconds)
 
@@ -405,19 +448,24 @@ class QueueMachine(RuleBasedStateMachine):
             return
         stats = self.queue.statistics()
         requeued = sum(1 for t in self.tasks if self._attempts(t) > 0 and self._waiting(t))
-        assert stats.queue_depth <= CAPACITY + requeued
+        assert stats.queue_depth <= 2 * CAPACITY + requeued
         # (the slot count may shrink under running sessions; never beyond 3 + backlog)
         assert stats.slots_busy <= max(stats.slots_total, 3) + self.backlog
         assert len(self.engine.calls) == stats.slots_busy
-        # FIFO: the first dispatches happen in submission order.
+        # FIFO within a class: the first dispatches happen in submission order.
         first = self.queue.dispatched
-        order = [int(name.split("-")[1]) for name in first]
-        assert order == sorted(order), f"dispatch order {order}"
-        submitted = [t.name for t in self.tasks]
-        for name in first:  # everything before a dispatched task has started or ended
-            for earlier in submitted[: submitted.index(name)]:
-                task = self.tasks[submitted.index(earlier)]
-                assert earlier in first or task.log.closed
+        by_name = {t.name: t for t in self.tasks}
+        for priority in Priority:
+            mine = [n for n in first if n in by_name and by_name[n].priority is priority]
+            order = [int(name.split("-")[1]) for name in mine]
+            assert order == sorted(order), f"{priority} dispatch order {order}"
+            submitted = [t for t in self.tasks if t.priority is priority]
+            names = [t.name for t in submitted]
+            for name in mine:  # every earlier task of its class has started or ended
+                for earlier in submitted[: names.index(name)]:
+                    assert earlier.name in first or earlier.log.closed
+        self._check_picks()
+        self._check_deadlines()
         for task in self.tasks:
             self._check_log(task)
         for task, reader in self.readers:
@@ -431,6 +479,36 @@ class QueueMachine(RuleBasedStateMachine):
             assert stats.draining and stats.state == "draining" and not stats.serving
         ended = sum(stats.ended.values())
         assert ended == sum(1 for t in self.tasks if t.log.closed)
+
+    def _check_picks(self) -> None:
+        """Interactive first; batch never waits through BATCH_EVERY dispatches in a row."""
+        streak = 0
+        for pick in self.queue.picks:
+            assert pick.interactive_waiting + pick.batch_waiting >= 1
+            if pick.batch_waiting == 0:
+                expected, streak = Priority.INTERACTIVE, 0
+            elif pick.interactive_waiting == 0 or streak >= BATCH_EVERY - 1:
+                expected, streak = Priority.BATCH, 0
+            else:
+                expected, streak = Priority.INTERACTIVE, streak + 1
+            assert pick.priority is expected, self.queue.picks
+        picks = self.queue.picks
+        for start in range(len(picks) - BATCH_EVERY + 1):
+            window = picks[start : start + BATCH_EVERY]
+            if all(p.batch_waiting > 0 for p in window):
+                assert any(p.priority is Priority.BATCH for p in window), "batch starved"
+
+    def _check_deadlines(self) -> None:
+        now = self.driver.clock.current_time()
+        for task in self.tasks:
+            if task.deadline_at is not None and now >= task.deadline_at:
+                assert task.log.closed, f"{task.name} outlived its deadline"
+            if task.log.closed:
+                last = task.log.events[-1]
+                if last.kind is EventKind.ERROR and last.data["code"] == "DEADLINE_UNMET":
+                    assert task.deadline_at is not None and now >= task.deadline_at
+                    if task.frozen_at is None:
+                        task.frozen_at = len(task.log.events)
 
     def _attempts(self, task: Submitted) -> int:
         view = self.queue.view(task.task_id)

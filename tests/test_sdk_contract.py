@@ -69,9 +69,6 @@ ORCHESTRA = Path(__file__).resolve().parent.parent / "orchestra"
 NOT_REACHABLE: Mapping[ErrorCode, str] = {
     # No budgets exist in this server version: nothing raises it (checked below).
     ErrorCode.BUDGET_EXCEEDED: "no budgets in this server version",
-    # deadline_ms is accepted but not enforced (capabilities: features.deadlines is false);
-    # nothing raises it (checked below).
-    ErrorCode.DEADLINE_UNMET: "task deadlines are not enforced in this server version",
     # Only POST /v1/pools/{id}/reload answers it (a rolled-back model swap); the SDK has no
     # call for the control plane's pool operations.
     ErrorCode.MODEL_LOAD_FAILED: "only a pool reload answers it, and the SDK does not reload",
@@ -82,7 +79,7 @@ NOT_REACHABLE: Mapping[ErrorCode, str] = {
 }
 """The error codes no SDK call can be made to meet on a live server, and why."""
 
-NEVER_RAISED = (ErrorCode.BUDGET_EXCEEDED, ErrorCode.DEADLINE_UNMET)
+NEVER_RAISED = (ErrorCode.BUDGET_EXCEEDED,)
 """Of :data:`NOT_REACHABLE`, those no code under ``orchestra/`` raises at all."""
 
 BASE_URL = "http://orchestra.test"

@@ -133,8 +133,11 @@ class Limits:
     """What one task may ask for, and how many may wait."""
 
     queue_capacity: int
+    """Interactive tasks that may wait."""
     max_tokens: int
     ctx_limit: int
+    batch_queue_capacity: int | None = None
+    """Batch tasks that may wait (None from a server without priorities)."""
 
 
 @attrs.frozen(kw_only=True)
