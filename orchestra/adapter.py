@@ -50,6 +50,12 @@ class Completion:
     stop_type: str
     tokens_in: int | None = None
     """Prompt tokens the engine evaluated (None when it did not say)."""
+    prompt_time_ms: float = 0.0
+    """How long the engine took to evaluate the prompt (``timings.prompt_ms``)."""
+    cache_n: int = 0
+    """Prompt tokens reused from the slot's cache (``timings.cache_n``)."""
+    slot: int | None = None
+    """The engine slot that ran it (``id_slot`` of the final frame)."""
 
 
 @attrs.frozen
@@ -80,6 +86,8 @@ class Engine(Protocol):
     async def count_tokens(self, text: str) -> int: ...
 
     async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion: ...
+
+    async def erase_slot(self, slot: int) -> bool: ...
 
 
 def _error_from_payload(status: int, payload: Any, fallback: str) -> EngineError:
@@ -283,7 +291,25 @@ class LlamaCppAdapter:
             decode_time_ms=float(timings.get("predicted_ms", 0.0)),
             stop_type=str(final.get("stop_type", "")),
             tokens_in=_int_or_none(final.get("tokens_evaluated", timings.get("prompt_n"))),
+            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
+            cache_n=_int_or_none(timings.get("cache_n")) or 0,
+            slot=_int_or_none(final.get("id_slot")),
         )
+
+    async def erase_slot(self, slot: int) -> bool:
+        """Erase what slot ``slot`` holds in its KV cache (``POST /slots/N?action=erase``).
+
+        True once erased; False when the engine refuses slot actions (started without
+        ``--slot-save-path``: 501). Waits while the slot is busy (the engine finishes the
+        slot's task first); raises EngineError when the engine cannot be reached.
+        """
+        try:
+            response = await self.client.post(
+                f"/slots/{slot}", params={"action": "erase"}, timeout=self._short
+            )
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, "/slots")
+        return response.status_code == 200
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -199,6 +199,7 @@ MANAGED_FLAGS: Final = frozenset(
     {
         "-m", "--model", "--host", "--port", "-c", "--ctx-size", "-np", "--parallel",
         "-t", "--threads", "-ngl", "--gpu-layers", "--n-gpu-layers", "--fit", "--api-key",
+        "--slot-save-path",
     }
 )  # fmt: skip
 """llama-server flags orchestra sets itself from ``[replica]`` and ``[adapter]``."""
@@ -264,6 +265,31 @@ class AdmissionConfig:
     batch_every: int = attrs.field(default=4, metadata={_CHECK: _between(1, 1000)})
     """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one
     (1 = batch first; 4 = up to three interactive tasks, then a batch one)."""
+
+
+@attrs.frozen(kw_only=True)
+class SessionsConfig:
+    """``[sessions]``: conversations pinned to an engine slot, and what each may spend.
+
+    A budget of 0 means no limit. Tokens are generated tokens (``tokens_out``); the cost of
+    a session is its tokens times ``cost_per_token``.
+    """
+
+    ttl_s: float = attrs.field(default=1800.0, metadata={_CHECK: _more_than_zero})
+    """Seconds a session without a task in progress lives after its last task ended."""
+    max_turns: int = attrs.field(default=100, metadata={_CHECK: _between(1, 1_000_000)})
+    """Tasks a session may submit (1..1000000); the next one gets 429 BUDGET_EXCEEDED."""
+    max_sessions: int = attrs.field(default=1024, metadata={_CHECK: _between(1, 1_000_000)})
+    """Sessions alive at once; a task opening one more gets 429 (``policy_label``
+    ``max_sessions``)."""
+    token_budget: int = attrs.field(default=0, metadata={_CHECK: _at_least(0)})
+    """Tokens a session may generate in all (0 = no limit)."""
+    wall_budget_s: float = attrs.field(default=0.0, metadata={_CHECK: _at_least(0)})
+    """Seconds a session's tasks may run in all, from dispatch to end (0 = no limit)."""
+    cost_per_token: float = attrs.field(default=0.0, metadata={_CHECK: _at_least(0)})
+    """The cost of one generated token, in whatever unit you budget in."""
+    cost_budget: float = attrs.field(default=0.0, metadata={_CHECK: _at_least(0)})
+    """The cost a session may reach (0 = no limit; needs ``cost_per_token``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -347,6 +373,8 @@ class Config:
     """``[admission]``."""
     streams: StreamsConfig = StreamsConfig()
     """``[streams]``."""
+    sessions: SessionsConfig = SessionsConfig()
+    """``[sessions]``."""
     adapter: AdapterConfig = AdapterConfig()
     """``[adapter]``."""
     replica: ReplicaConfig | None = None
@@ -596,6 +624,12 @@ def _cross_checks(data: Mapping[str, Any], problems: list[str]) -> str | _Invali
         problems.append(
             f"admission.max_tokens_limit: must be less than admission.ctx_limit "
             f"({max_tokens} >= {ctx_limit})"
+        )
+    cost_budget = _salvage(data, "sessions", "cost_budget")
+    cost_per_token = _salvage(data, "sessions", "cost_per_token")
+    if cost_budget not in (_INVALID, 0) and cost_per_token == 0:
+        problems.append(
+            "sessions.cost_budget: needs sessions.cost_per_token (a cost per generated token)"
         )
     endpoint = _salvage(data, "adapter", "endpoint")
     if "replica" in data and endpoint is not _INVALID:

@@ -74,6 +74,10 @@ class EngineCommand:
     environment as ``LLAMA_API_KEY``, so no other user sees it in the process list); empty
     for none."""
 
+    slot_save_path: Path | None = None
+    """A private directory for llama-server's slot files (``--slot-save-path``); setting it
+    is what enables ``POST /slots/N?action=erase``, which deleting a session uses."""
+
     def env(self) -> dict[str, str]:
         """The environment to start llama-server with: :func:`scrubbed_env` plus the key."""
         env = scrubbed_env()
@@ -94,6 +98,7 @@ class EngineCommand:
             "-ngl", str(self.gpu_layers),
             "--fit", "off",
             "--no-ui",
+            *(("--slot-save-path", str(self.slot_save_path)) if self.slot_save_path else ()),
             *self.extra_args,
         ]  # fmt: skip
 

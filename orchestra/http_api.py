@@ -31,6 +31,7 @@ from .http_util import json_response
 from .metrics import Metrics
 from .pool_control import PoolControl
 from .queue import Queue
+from .sessions import SessionView
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,14 @@ def error_response(exc: ApiError) -> Response:
     for name, value in exc.headers.items():
         response.headers[name] = value
     return response
+
+
+def _session_body(view: SessionView) -> dict[str, Any]:
+    body = attrs.asdict(view)
+    left = body.pop("budget_left")
+    wall_s = left.pop("wall_s")
+    body["budget_left"] = {**left, "wall_ms": None if wall_s is None else round(wall_s * 1000)}
+    return body
 
 
 def _last_event_id() -> int:
@@ -193,6 +202,21 @@ def create_app(actors: Actors) -> QuartTrio:
         if event_log is None:
             raise _unknown(task_id)
         return _event_stream(event_log, _last_event_id() + 1)
+
+    @app.get("/v1/sessions/<session_id>")
+    async def session_status(session_id: str) -> Response:
+        view = queue.session_view(session_id)
+        if view is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+        return json_response(_session_body(view))
+
+    @app.delete("/v1/sessions/<session_id>")
+    async def delete_session(session_id: str) -> Response:
+        deleted = await queue.delete_session(session_id)
+        if deleted is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+        view, erased = deleted
+        return json_response({**_session_body(view), "deleted": True, "kv_erased": erased})
 
     def _event_stream(event_log: EventLog, start: int) -> Response:
         """An SSE response of ``event_log`` from event ``start`` on, with keep-alives."""

@@ -118,6 +118,7 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
                     "max_tokens": config.admission.max_tokens_limit,
                     "ctx_limit": config.admission.ctx_limit,
                     "rate_limits": None,
+                    "sessions": attrs.asdict(config.sessions),
                 },
                 "features": {
                     "stream_resume": True,
@@ -129,7 +130,7 @@ def add_control_routes(app: QuartTrio, actors: Actors) -> None:
                     "reload": control.can_reload,
                     "model_catalog": True,
                     "priorities": True,
-                    "sessions": False,
+                    "sessions": True,
                     "deadlines": True,
                 },
             }

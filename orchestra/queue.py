@@ -23,13 +23,15 @@ import trio
 
 from . import logs
 from .adapter import Engine
-from .errors import ApiError, ErrorCode
+from .config import SessionsConfig
+from .errors import ApiError, EngineError, ErrorCode
 from .estimate import PredictionErrors, ServiceRate
 from .events import EventKind, EventLog
 from .metrics import Metrics
 from .oneshot import Reply
 from .progress import Progress, max_frames
 from .session import Completed, Failed, Interrupted, Outcome, StreamSession
+from .sessions import SessionBook, SessionView
 from .slo import Sample, SloWindow
 from .task import Priority, Task, TaskRequest, TaskState
 from .waiting import WaitingLine
@@ -45,7 +47,9 @@ LOG_EXTRA = 4
 """Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
 task that asked for ``metrics`` events gets room for every one it can get on top."""
 
-CancelReason = Literal["client", "orphaned", "shutdown"]
+CancelReason = Literal["client", "orphaned", "shutdown", "session"]
+Cut = Literal["deadline", "budget"]
+"""Why a task is ended at a set time: its deadline, or its session's wall-time budget."""
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -68,6 +72,16 @@ class Submit:
     fingerprint: str
     reply: Reply[Admitted | ApiError]
     correlation_id: str | None = None
+
+
+@attrs.frozen
+class DeleteSession:
+    """Forget a session, cancelling its task in progress; answered with the session as it
+    was and the slot whose cache to erase (None when the slot holds someone else's), or
+    None when the session is unknown."""
+
+    session_id: str
+    reply: Reply[tuple[SessionView, int | None] | None]
 
 
 @attrs.frozen
@@ -171,7 +185,7 @@ class SetDraining:
 
 QueueMsg = (
     Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
-    | SetDraining | StopRunning
+    | SetDraining | StopRunning | DeleteSession
 )  # fmt: skip
 
 
@@ -280,13 +294,17 @@ class Queue:
     then bounds the interactive ones."""
     batch_every: int = 4
     """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one."""
+    sessions: SessionBook = attrs.field(factory=lambda: SessionBook(SessionsConfig()))
+    """Sessions: their slots, turns and budgets (:mod:`orchestra.sessions`)."""
     _inbox: trio.MemorySendChannel[QueueMsg] = attrs.field(init=False)
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg] = attrs.field(init=False)
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
     _waiting: WaitingLine = attrs.field(init=False)
-    _deadlines: list[tuple[float, int, Task]] = attrs.field(factory=list, init=False)
-    """A heap of (deadline, admission number, task) of the tasks that have a deadline."""
-    _admitted: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    _cuts: list[tuple[float, int, Task, int, Cut]] = attrs.field(factory=list, init=False)
+    """A heap of (when, sequence number, task, attempt, why) of the tasks to end at a set
+    time: at their deadline (attempt 0: whatever the attempt), or when their session's
+    wall-time budget runs out (that attempt only)."""
+    _cut_seq: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
     _busy: int = attrs.field(default=0, init=False)
     _pool: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _probe_pending: bool = attrs.field(default=False, init=False)
@@ -318,13 +336,15 @@ class Queue:
             task_status.started()
             while True:
                 message: QueueMsg | None = None
-                with trio.move_on_at(min(self._next_expiry(), self._next_deadline())):
+                wake = min(self._next_expiry(), self._next_cut(), self.sessions.next_expiry())
+                with trio.move_on_at(wake):
                     message = await self._inbox_out.receive()
                 if message is not None:
                     self._apply(message)
                 now = trio.current_time()
-                self._enforce_deadlines(now)
+                self._enforce_cuts(now)
                 self._expire(now)
+                self.sessions.expire(now)
                 self._update_idle()
 
     def _apply(self, message: QueueMsg) -> None:
@@ -341,6 +361,8 @@ class Queue:
                 self._probe_pending = False
                 self._set_pool(status.state, status.detail)
                 self._slots_total = status.slots_total
+                if status.slots_total:
+                    self.sessions.slots_known(status.slots_total)
                 reply.send(None)
             case ReplicaLost(code, detail, reply):
                 self._replica_lost(code, detail)
@@ -361,6 +383,8 @@ class Queue:
                         TaskState.CANCELLED,
                     )
                 )
+            case DeleteSession(session_id, reply):
+                reply.send(self._delete_session(session_id))
             case SetDraining(on, reply):
                 self._draining = on
                 running = sum(t.state is TaskState.RUNNING for t in self._tasks.values())
@@ -409,6 +433,10 @@ class Queue:
         priority = request.priority
         if self._waiting.count(priority) >= self._capacity_of(priority):
             return self._queue_full(priority)
+        if request.session_id is not None:
+            refusal = self.sessions.refusal(request.session_id)
+            if refusal is not None:
+                return refusal
         now = trio.current_time()
         ahead = self._waiting.ahead_of_new(priority)
         predicted_start_ms = self.rate.predicted_start_ms(
@@ -430,9 +458,10 @@ class Queue:
         )
         self._tasks[task.id] = task
         self._waiting.append(task)
+        if request.session_id is not None:
+            self.sessions.open(request.session_id, task, now, self._slots_total)
         if request.deadline_ms is not None:
-            deadline_at = now + request.deadline_ms / 1000
-            heapq.heappush(self._deadlines, (deadline_at, next(self._admitted), task))
+            self._cut_at(now + request.deadline_ms / 1000, task, 0, "deadline")
         return Admitted(task.id, task.queue_position, task.predicted_start_ms)
 
     def _capacity_of(self, priority: Priority) -> int:
@@ -480,23 +509,38 @@ class Queue:
             policy_label="deadline",
         )
 
-    def _next_deadline(self) -> float:
-        return self._deadlines[0][0] if self._deadlines else float("inf")
+    def _cut_at(self, when: float, task: Task, attempt: int, why: Cut) -> None:
+        heapq.heappush(self._cuts, (when, next(self._cut_seq), task, attempt, why))
 
-    def _enforce_deadlines(self, now: float) -> None:
-        """End every task whose deadline has passed: a waiting one leaves the line, a
-        running one is cut (its scope cancelled with its log closed, so no token follows)."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, task = heapq.heappop(self._deadlines)
+    def _next_cut(self) -> float:
+        return self._cuts[0][0] if self._cuts else float("inf")
+
+    def _enforce_cuts(self, now: float) -> None:
+        """End every task whose deadline has passed (a waiting one leaves the line) and
+        every running one whose session's wall time ran out. A running task is cut: its
+        scope is cancelled with its log closed, so no token follows."""
+        while self._cuts and self._cuts[0][0] <= now:
+            _, _, task, attempt, why = heapq.heappop(self._cuts)
             if task.state.terminal:
                 continue
-            deadline_ms = task.request.deadline_ms
-            if task.state is TaskState.QUEUED:
+            if why == "budget":
+                if task.state is not TaskState.RUNNING or task.attempts != attempt:
+                    continue  # requeued since: its next dispatch set a cut of its own
+                code, retriable = ErrorCode.BUDGET_EXCEEDED, False
+                message = f"the session's wall-time budget ran out after {task.log.tokens} tokens"
+            elif task.state is TaskState.QUEUED:
                 self._waiting.remove(task)
-                message = f"the deadline ({deadline_ms} ms) passed before the task started"
+                code, retriable = ErrorCode.DEADLINE_UNMET, True
+                message = (
+                    f"the deadline ({task.request.deadline_ms} ms) passed before the task started"
+                )
             else:
-                message = f"the deadline ({deadline_ms} ms) passed after {task.log.tokens} tokens"
-            self._fail(task, ErrorCode.DEADLINE_UNMET, message, retriable=True)
+                code, retriable = ErrorCode.DEADLINE_UNMET, True
+                message = (
+                    f"the deadline ({task.request.deadline_ms} ms) passed after "
+                    f"{task.log.tokens} tokens"
+                )
+            self._fail(task, code, message, retriable=retriable)
             if task.scope is not None:
                 task.scope.cancel()
 
@@ -533,9 +577,30 @@ class Queue:
                 },
             )
         session = StreamSession(
-            self.engine, task.request.engine_params(), task.log, task.scope, self._progress(task)
+            self.engine, self._engine_params(task), task.log, task.scope, self._progress(task)
         )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
+
+    def _engine_params(self, task: Task) -> dict[str, object]:
+        """The engine call for a task being dispatched: a session's turn goes to its slot,
+        capped by what its budget has left (and cut when its wall time runs out)."""
+        params = task.request.engine_params()
+        session_id = task.request.session_id
+        session = None if session_id is None else self.sessions.get(session_id)
+        if session is None or session.live is not task:
+            return params
+        busy = {
+            t.slot
+            for t in self._tasks.values()
+            if t.state is TaskState.RUNNING and t.slot is not None and t is not task
+        }
+        params, task.token_cap = self.sessions.engine_params(session, params, busy)
+        task.slot = session.slot
+        wall_left = self.sessions.left(session).wall_s
+        if wall_left is not None:
+            assert task.dispatched_at is not None  # the session counts from the first dispatch
+            self._cut_at(task.dispatched_at + wall_left, task, task.attempts, "budget")
+        return params
 
     def _progress(self, task: Task) -> Progress | None:
         """What tells the session when a ``metrics`` event is due, if the task wants them."""
@@ -549,9 +614,12 @@ class Queue:
 
     def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
         self._busy -= 1
+        if isinstance(outcome, Completed):
+            self.sessions.slot_used(outcome.slot, task.request.session_id)
         if attempt != task.attempts:
             return  # a session of a lost replica: the task was requeued; the slot is free
         task.scope = None
+        task.slot = None
         if isinstance(outcome, Failed) and outcome.error.unreachable:
             if self._pool is PoolState.READY:
                 self._set_pool(PoolState.STARTING, outcome.error.message)
@@ -566,7 +634,9 @@ class Queue:
         if isinstance(outcome, Failed) and outcome.error.code is ErrorCode.DECODE_TIMEOUT:
             self.on_engine_hung(outcome.error.message)
         match outcome:
-            case Completed(tokens_out, decode_time_ms, first_token_at, tokens_in):
+            case Completed(
+                tokens_out, decode_time_ms, first_token_at, tokens_in, cached, slot, stop_type
+            ):
                 assert task.dispatched_at is not None
                 now = trio.current_time()
                 self.rate.observe(now - task.dispatched_at)
@@ -576,6 +646,15 @@ class Queue:
                     self.metrics.first_token(ttft_s)
                 task.tokens_out, task.tokens_in = tokens_out, tokens_in
                 task.decode_time_ms = round(decode_time_ms, 3)
+                task.cached_tokens, task.ran_on = cached, slot
+                if task.token_cap is not None and stop_type == "limit":
+                    self._fail(
+                        task,
+                        ErrorCode.BUDGET_EXCEEDED,
+                        f"the session's token budget ran out after {tokens_out} tokens",
+                        retriable=False,
+                    )
+                    return
                 self._end(
                     task,
                     TaskState.COMPLETED,
@@ -609,7 +688,7 @@ class Queue:
         for task in running:
             assert task.scope is not None
             task.scope.cancel()
-            task.scope = None
+            task.scope = task.slot = None
             if task.log.tokens == 0 and task.attempts < MAX_ATTEMPTS:
                 task.state = TaskState.QUEUED
                 requeue.append(task)
@@ -620,6 +699,8 @@ class Queue:
 
     def _set_pool(self, state: PoolState, detail: str) -> None:
         self._replica_detail = detail
+        if self._pool is PoolState.READY and state is not PoolState.READY:
+            self.sessions.engine_restarted()  # it may come back with its KV cache empty
         if state is not self._pool:
             self._pool = state
             self._pool_changed.set()
@@ -637,6 +718,7 @@ class Queue:
             "client": "cancelled by the client",
             "orphaned": "cancelled: every reader left and none came back in time",
             "shutdown": "cancelled: orchestra is shutting down",
+            "session": "cancelled: its session was deleted",
         }
         self._fail(
             task,
@@ -674,6 +756,18 @@ class Queue:
         task.log.finish(kind, data)
         self._ended[state] += 1
         self.metrics.task_ended(state, task.error_code, task.tokens_out or task.log.tokens)
+        session_id = task.request.session_id
+        session = None if session_id is None else self.sessions.get(session_id)
+        if session is not None and session.live is task:
+            self.sessions.task_ended(
+                session,
+                task,
+                now,
+                tokens_out=task.tokens_out or task.log.tokens,
+                tokens_in=task.tokens_in,
+                cached=task.cached_tokens,
+                slot=task.ran_on,
+            )
         started = task.dispatched_at
         log.info(
             "task %s %s",
@@ -692,6 +786,17 @@ class Queue:
             },
         )
         self._expiry.append((now + self.retention_s, task))
+
+    def _delete_session(self, session_id: str) -> tuple[SessionView, int | None] | None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        view = self.sessions.view(session, trio.current_time())
+        erase = session.slot if self.sessions.kv_warm(session) else None
+        if session.live is not None:
+            self._cancel(session.live.id, "session")
+        self.sessions.delete(session_id)
+        return view, erase
 
     def _next_expiry(self) -> float:
         return self._expiry[0][0] if self._expiry else float("inf")
@@ -742,6 +847,26 @@ class Queue:
         if isinstance(result, ApiError):
             raise result
         return result
+
+    async def delete_session(self, session_id: str) -> tuple[SessionView, bool] | None:
+        """Forget a session (cancelling its task in progress) and erase its slot's cache;
+        the session as it was and whether its cache was erased, or None if unknown."""
+        reply: Reply[tuple[SessionView, int | None] | None] = Reply()
+        await self._inbox.send(DeleteSession(session_id, reply))
+        deleted = await reply.receive()
+        if deleted is None:
+            return None
+        view, slot = deleted
+        erased = False
+        if slot is not None:
+            # The engine erases a busy slot once it is free; by then it holds another
+            # task's context, so waiting long buys nothing.
+            with trio.move_on_after(5):
+                try:
+                    erased = await self.engine.erase_slot(slot)
+                except EngineError as exc:
+                    log.warning("could not erase slot %d: %s", slot, exc.message)
+        return view, erased
 
     async def cancel(self, task_id: str, reason: CancelReason = "client") -> TaskState | None:
         """Cancel a task; its state afterwards, or None if unknown. Idempotent."""
@@ -843,6 +968,11 @@ class Queue:
             queue_wait_ms=None if started is None else _ms(started - task.submitted_at),
             run_ms=None if started is None or ended is None else _ms(ended - started),
         )
+
+    def session_view(self, session_id: str) -> SessionView | None:
+        """A snapshot of a live session."""
+        session = self.sessions.get(session_id)
+        return None if session is None else self.sessions.view(session, trio.current_time())
 
     def statistics(self) -> QueueStatistics:
         """A snapshot for health and metrics."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import attrs
 import hypercorn.config
@@ -35,6 +37,7 @@ from .metrics import Metrics
 from .owned_supervisor import OwnedReplicaSupervisor
 from .pool_control import PoolControl
 from .queue import Queue
+from .sessions import SessionBook
 from .supervisor import ReplicaSupervisor, Supervisor
 
 log = logging.getLogger("orchestra")
@@ -141,76 +144,89 @@ async def run_service(
         api_key = secrets.token_urlsafe(32)  # the engine answers orchestra and nobody else
         logs.redactor.add(api_key)
     catalog = await Catalog.open(config.data_path)
-    async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
-        engine = LlamaCppAdapter(client, config.adapter)
-        metrics = Metrics()
-        queue = Queue(
-            capacity=config.admission.queue_capacity,
-            batch_capacity=config.admission.batch_queue_capacity,
-            batch_every=config.admission.batch_every,
-            engine=engine,
-            retention_s=config.streams.retention_s,
-            orphan_grace_s=config.streams.orphan_grace_ms / 1000,
-            engine_backlog=config.adapter.engine_backlog,
-            metrics=metrics,
-        )
-        supervisor: Supervisor
-        model_id = None
-        if config.replica is None:
-            supervisor = ReplicaSupervisor(engine, queue.replica_status)
-        else:
-            command = attrs.evolve(resolve_command(config.replica, config.adapter), api_key=api_key)
-            model_id = await _catalog_id(catalog, command)
-            owned = OwnedReplicaSupervisor(
-                command,
-                config.replica,
-                engine,
-                queue.replica_status,
-                queue.replica_lost,
+    # llama-server acts on its slots (erasing a deleted session's cache) only when it has
+    # a directory for slot files; a private one lives as long as the service.
+    slot_dir = tempfile.TemporaryDirectory(prefix="orchestra-slots-")
+    with slot_dir:
+        async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
+            engine = LlamaCppAdapter(client, config.adapter)
+            metrics = Metrics()
+            queue = Queue(
+                capacity=config.admission.queue_capacity,
+                batch_capacity=config.admission.batch_queue_capacity,
+                batch_every=config.admission.batch_every,
+                engine=engine,
+                retention_s=config.streams.retention_s,
+                orphan_grace_s=config.streams.orphan_grace_ms / 1000,
+                engine_backlog=config.adapter.engine_backlog,
+                metrics=metrics,
+                sessions=SessionBook(config.sessions),
             )
-            queue.on_engine_hung = owned.engine_hung
-            supervisor = owned
-        queue.on_engine_suspect = supervisor.probe_now
-        logs.set_service_fields(partial(_log_fields, config, supervisor))
-        control = PoolControl(
-            queue,
-            supervisor,
-            catalog,
-            start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
-            model_id=model_id,
-        )
-        admission = Admission(config.admission, engine, queue)
-        metrics.watch(
-            queue=queue.statistics, admission=admission.statistics, replica=supervisor.statistics
-        )
-        actors = Actors(config, admission, queue, supervisor, control, catalog, metrics)
-        http_stop, http_stopped = trio.Event(), trio.Event()
-        async with trio.open_nursery() as root:
-            await root.start(queue.run)
-            await root.start(supervisor.run)
-            await root.start(control.run)
-            app = create_app(actors)
-            urls: list[str] = []
-            if listen:
-                urls = await root.start(
-                    partial(_serve_http, app, _hypercorn_config(config), http_stop, http_stopped)
-                )
+            supervisor: Supervisor
+            model_id = None
+            if config.replica is None:
+                supervisor = ReplicaSupervisor(engine, queue.replica_status)
             else:
-                http_stopped.set()
-            log.info(
-                "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
-                f"listening on {', '.join(urls)}" if urls else "embedded (no listener)",
-                config.adapter.engine,
-                config.adapter.endpoint,
-                "attached" if config.replica is None else "owned",
-                "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
-                config.admission.queue_capacity,
+                command = attrs.evolve(
+                    resolve_command(config.replica, config.adapter),
+                    api_key=api_key,
+                    slot_save_path=Path(slot_dir.name),
+                )
+                model_id = await _catalog_id(catalog, command)
+                owned = OwnedReplicaSupervisor(
+                    command,
+                    config.replica,
+                    engine,
+                    queue.replica_status,
+                    queue.replica_lost,
+                )
+                queue.on_engine_hung = owned.engine_hung
+                supervisor = owned
+            queue.on_engine_suspect = supervisor.probe_now
+            logs.set_service_fields(partial(_log_fields, config, supervisor))
+            control = PoolControl(
+                queue,
+                supervisor,
+                catalog,
+                start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
+                model_id=model_id,
             )
-            task_status.started(Running(urls, actors, app))
-            await stop.wait()
-            log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
-            await drain(queue, config.shutdown_grace_s)
-            http_stop.set()
-            await http_stopped.wait()
-            root.cancel_scope.cancel()
-        log.info("orchestra stopped")
+            admission = Admission(config.admission, engine, queue)
+            metrics.watch(
+                queue=queue.statistics,
+                admission=admission.statistics,
+                replica=supervisor.statistics,
+            )
+            actors = Actors(config, admission, queue, supervisor, control, catalog, metrics)
+            http_stop, http_stopped = trio.Event(), trio.Event()
+            async with trio.open_nursery() as root:
+                await root.start(queue.run)
+                await root.start(supervisor.run)
+                await root.start(control.run)
+                app = create_app(actors)
+                urls: list[str] = []
+                if listen:
+                    urls = await root.start(
+                        partial(
+                            _serve_http, app, _hypercorn_config(config), http_stop, http_stopped
+                        )
+                    )
+                else:
+                    http_stopped.set()
+                log.info(
+                    "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
+                    f"listening on {', '.join(urls)}" if urls else "embedded (no listener)",
+                    config.adapter.engine,
+                    config.adapter.endpoint,
+                    "attached" if config.replica is None else "owned",
+                    "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
+                    config.admission.queue_capacity,
+                )
+                task_status.started(Running(urls, actors, app))
+                await stop.wait()
+                log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
+                await drain(queue, config.shutdown_grace_s)
+                http_stop.set()
+                await http_stopped.wait()
+                root.cancel_scope.cancel()
+            log.info("orchestra stopped")

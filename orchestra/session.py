@@ -24,6 +24,13 @@ class Completed:
     """When the first token reached the log (Trio clock); None if none did."""
     tokens_in: int | None = None
     """Prompt tokens the engine evaluated, when it said."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the slot's cache."""
+    slot: int | None = None
+    """The engine slot that ran it."""
+    stop_type: str = ""
+    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached)."""
+    prompt_time_ms: float = 0.0
 
 
 @attrs.frozen
@@ -71,7 +78,14 @@ class StreamSession:
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
             return Completed(
-                done.tokens_out, done.decode_time_ms, self.first_token_at, done.tokens_in
+                done.tokens_out,
+                done.decode_time_ms,
+                self.first_token_at,
+                done.tokens_in,
+                done.cache_n,
+                done.slot,
+                done.stop_type,
+                done.prompt_time_ms,
             )
         return Interrupted()
 

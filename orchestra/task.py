@@ -116,3 +116,11 @@ class Task:
     tokens_in: int | None = None
     """Prompt tokens, as the engine counted them when it finished."""
     decode_time_ms: float | None = None
+    cached_tokens: int = 0
+    """Prompt tokens the engine reused from its cache, when it finished."""
+    slot: int | None = None
+    """The engine slot it was sent to (``id_slot``: a session's turn), while it runs."""
+    ran_on: int | None = None
+    """The engine slot that ran it, once it completed."""
+    token_cap: int | None = None
+    """``n_predict`` when its session's token budget lowered it below ``max_tokens``."""

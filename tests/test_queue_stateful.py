@@ -15,7 +15,11 @@ passing (orphan grace, retention), all under a MockClock. After every step it ch
   failure), never more sessions than slots;
 - every task ends exactly once, with exactly one terminal event, last in its log;
 - after a cancel was answered, the task's log never changes again (no token after cancel);
-- a reader that disconnects and resumes from its last event id sees exactly the log.
+- a reader that disconnects and resumes from its last event id sees exactly the log;
+- sessions run one turn at a time, every turn goes to the session's slot, and budgets are
+  never overspent: a session's tokens never exceed its token budget and its run time never
+  its wall-time budget; a turn is refused (BUDGET_EXCEEDED) only once a budget or the turn
+  cap is spent, and a turn cut for its budget ends with BUDGET_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from hypothesis.stateful import (
 )
 
 from orchestra.adapter import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.config import SessionsConfig
 from orchestra.errors import ApiError, EngineError, ErrorCode
 from orchestra.events import EventKind, EventLog, StreamEvent
 from orchestra.queue import MAX_ATTEMPTS, PoolState, Queue, ReplicaStatus
+from orchestra.sessions import SessionBook, SessionView
 from orchestra.task import Priority, Task, TaskRequest, TaskState
 
 from .trio_driver import TrioDriver
@@ -48,6 +54,10 @@ CAPACITY = 3
 BATCH_EVERY = 3
 ORPHAN_GRACE_S = 5.0
 RETENTION_S = 60.0
+TOKEN_BUDGET = 4
+WALL_BUDGET_S = 1.0
+MAX_TURNS = 4
+SESSIONS = ("s0", "s1", "s2")
 
 
 @attrs.define
@@ -56,6 +66,7 @@ class EngineCall:
 
     prompt: str
     send: trio.MemorySendChannel[tuple[str, Any]]
+    params: Mapping[str, Any]
     closed: bool = False
 
 
@@ -65,6 +76,7 @@ class ScriptedEngine:
 
     calls: dict[str, EngineCall] = attrs.field(factory=dict)
     dispatch_order: list[str] = attrs.field(factory=list)
+    erased: list[int] = attrs.field(factory=list)
 
     async def health(self) -> HealthProbe:
         return HealthProbe(True, "ok")
@@ -78,7 +90,7 @@ class ScriptedEngine:
     async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion:
         prompt = params["prompt"]
         send, receive = trio.open_memory_channel[tuple[str, Any]](16)
-        call = EngineCall(prompt, send)
+        call = EngineCall(prompt, send, params)
         assert prompt not in self.calls, "two sessions for one task at once"
         self.calls[prompt] = call
         self.dispatch_order.append(prompt)
@@ -89,14 +101,20 @@ class ScriptedEngine:
                     for text in arg:  # no checkpoint between them: a burst
                         on_token(text)
                         sent += 1
+                        if sent == params["n_predict"]:  # the engine stops by itself
+                            return Completion(sent, 1.0, "limit", slot=params.get("id_slot"))
                 elif step == "end":
-                    return Completion(sent, 1.0, "limit")
+                    return Completion(sent, 1.0, "eos", slot=params.get("id_slot"))
                 elif step == "fail":
                     raise arg
             raise AssertionError("script channel closed")
         finally:
             call.closed = True
             del self.calls[prompt]
+
+    async def erase_slot(self, slot: int) -> bool:
+        self.erased.append(slot)
+        return True
 
 
 @attrs.frozen
@@ -165,6 +183,8 @@ class Submitted:
     priority: Priority = Priority.INTERACTIVE
     deadline_at: float | None = None  # mock-clock time
     frozen_at: int | None = None  # log length when a cancel was answered
+    session: str | None = None
+    submitted_at: float = 0.0  # mock-clock time
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -182,8 +202,17 @@ class QueueMachine(RuleBasedStateMachine):
             orphan_grace_s=ORPHAN_GRACE_S,
             on_engine_suspect=self._note_unreachable,
             engine_backlog=backlog,
+            sessions=SessionBook(
+                SessionsConfig(
+                    token_budget=TOKEN_BUDGET,
+                    wall_budget_s=WALL_BUDGET_S,
+                    max_turns=MAX_TURNS,
+                    ttl_s=10_000,
+                )
+            ),
         )
         self.backlog = backlog
+        self.session_tasks: dict[str, list[Submitted]] = {name: [] for name in SESSIONS}
         self.queue.dispatched = []
         self.queue.picks = []
         self.slots = slots
@@ -242,14 +271,23 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(
         priority=st.sampled_from(Priority),
         deadline_ms=st.one_of(st.none(), st.sampled_from([400, 3000, 20_000])),
+        session=st.one_of(st.none(), st.sampled_from(SESSIONS)),
+        max_tokens=st.sampled_from([3, 64]),
     )
-    def submit(self, priority: Priority, deadline_ms: int | None) -> None:
+    def submit(
+        self, priority: Priority, deadline_ms: int | None, session: str | None, max_tokens: int
+    ) -> None:
         name = f"task-{self.counter}"
         self.counter += 1
         request = TaskRequest(
-            prompt=name, max_tokens=64, priority=priority, deadline_ms=deadline_ms
+            prompt=name,
+            max_tokens=max_tokens,
+            priority=priority,
+            deadline_ms=deadline_ms,
+            session_id=session,
         )
         waiting = sum(1 for t in self.tasks if t.priority is priority and self._waiting(t))
+        before = None if session is None else self._session_view(session)
         try:
             admitted = self.driver.run(self.queue.submit, request, name)
         except ApiError as exc:
@@ -259,6 +297,16 @@ class QueueMachine(RuleBasedStateMachine):
                 assert exc.code in (ErrorCode.POOL_UNREADY, ErrorCode.POOL_UNAVAILABLE)
             elif exc.code is ErrorCode.DEADLINE_UNMET:
                 assert deadline_ms is not None and exc.retriable
+            elif exc.code is ErrorCode.CONFLICT:
+                assert session is not None
+                assert any(not t.log.closed for t in self.session_tasks[session])
+            elif exc.code is ErrorCode.BUDGET_EXCEEDED:
+                assert before is not None and not exc.retriable
+                left = before.budget_left
+                assert left.tokens is not None and left.wall_s is not None
+                spent = {"turns": before.turns >= MAX_TURNS, "tokens": left.tokens <= 0}
+                spent["wall_time"] = left.wall_s <= 0
+                assert exc.policy_label is not None and spent[exc.policy_label], (exc, before)
             else:
                 assert exc.code is ErrorCode.ADMISSION_REJECT
                 assert waiting >= CAPACITY
@@ -274,7 +322,34 @@ class QueueMachine(RuleBasedStateMachine):
         deadline_at = None
         if deadline_ms is not None:
             deadline_at = self.driver.clock.current_time() + deadline_ms / 1000
-        self.tasks.append(Submitted(name, admitted.task_id, log, priority, deadline_at))
+        submitted = Submitted(
+            name,
+            admitted.task_id,
+            log,
+            priority,
+            deadline_at,
+            session=session,
+            submitted_at=self.driver.clock.current_time(),
+        )
+        self.tasks.append(submitted)
+        if session is not None:
+            if before is not None:  # a session that lives on: it had no turn in progress
+                assert all(t.log.closed for t in self.session_tasks[session])
+                assert before.turns < MAX_TURNS
+            self.session_tasks[session].append(submitted)
+
+    @precondition(lambda self: any(self.session_tasks.values()))
+    @rule(data=st.data())
+    def delete_session(self, data: st.DataObject) -> None:
+        session = data.draw(st.sampled_from([s for s, ts in self.session_tasks.items() if ts]))
+        deleted = self.driver.run(self.queue.delete_session, session)
+        assert deleted is not None
+        for task in self.session_tasks[session]:
+            assert task.log.closed, "deleting a session ends its turn in progress"
+            if task.frozen_at is None:
+                task.frozen_at = len(task.log)
+        self.session_tasks[session] = []
+        assert self._session_view(session) is None
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
@@ -366,11 +441,22 @@ class QueueMachine(RuleBasedStateMachine):
                 last = task.log.events[-1]
                 assert last.kind is EventKind.ERROR and last.data["code"] == str(code)
                 assert last.data["retriable"] is True
-        views = [self.queue.view(t.task_id) for t, _, _ in running]
-        positions = sorted(
-            v.queue_position for v in views if v is not None and v.queue_position is not None
-        )
-        assert positions == list(range(len(positions))), "requeued tasks wait at the head"
+        self._assert_at_head([t for t, _, _ in running])
+
+    def _assert_at_head(self, candidates: list[Submitted]) -> None:
+        """The requeued ones among ``candidates`` wait at the head of their class."""
+        requeued = {t.name for t in candidates if self._waiting(t)}
+        for priority in Priority:
+            line = sorted(
+                (view.queue_position, t.name)
+                for t in self.tasks
+                if t.priority is priority
+                and (view := self.queue.view(t.task_id)) is not None
+                and view.queue_position is not None
+            )
+            names = [name for _, name in line]
+            head = [name in requeued for name in names]
+            assert head == sorted(head, reverse=True), "requeued tasks wait at the head"
 
     @rule()
     def drain(self) -> None:
@@ -403,12 +489,7 @@ class QueueMachine(RuleBasedStateMachine):
                 last = task.log.events[-1]
                 assert last.data["code"] == "CANCELLED" and last.data["retriable"] is True
                 task.frozen_at = len(task.log.events)
-        positions = sorted(
-            v.queue_position
-            for t, _, _ in before
-            if (v := self.queue.view(t.task_id)) is not None and v.queue_position is not None
-        )
-        assert positions == list(range(len(positions))), "requeued tasks wait at the head"
+        self._assert_at_head([t for t, _, _ in before])
 
     @precondition(lambda self: self.draining)
     @rule()
@@ -466,6 +547,8 @@ class QueueMachine(RuleBasedStateMachine):
                     assert earlier.name in first or earlier.log.closed
         self._check_picks()
         self._check_deadlines()
+        self._check_sessions()
+        self._check_slots()
         for task in self.tasks:
             self._check_log(task)
         for task, reader in self.readers:
@@ -507,6 +590,46 @@ class QueueMachine(RuleBasedStateMachine):
                 last = task.log.events[-1]
                 if last.kind is EventKind.ERROR and last.data["code"] == "DEADLINE_UNMET":
                     assert task.deadline_at is not None and now >= task.deadline_at
+                    if task.frozen_at is None:
+                        task.frozen_at = len(task.log.events)
+
+    def _session_view(self, session: str) -> SessionView | None:
+        return self.driver.run_sync(self.queue.session_view, session)
+
+    def _check_slots(self) -> None:
+        """Only a session's turns are pinned to a slot."""
+        by_name = {t.name: t for t in self.tasks}
+        for name, call in self.engine.calls.items():
+            assert ("id_slot" in call.params) == (by_name[name].session is not None)
+
+    def _check_sessions(self) -> None:
+        """One turn at a time, each on its session's slot; budgets never overspent."""
+        for session, tasks in self.session_tasks.items():
+            assert sum(not t.log.closed for t in tasks) <= 1, f"{session}: two turns at once"
+            assert sum(t.log.tokens for t in tasks) <= TOKEN_BUDGET, f"{session} overspent"
+            view = self._session_view(session)
+            if not tasks:
+                assert view is None
+                continue
+            assert view is not None
+            assert view.turns == len(tasks) <= MAX_TURNS
+            assert view.tokens_out <= TOKEN_BUDGET
+            assert view.wall_ms <= WALL_BUDGET_S * 1000 + 1, f"{session} ran past its budget"
+            now = self.driver.clock.current_time()
+            for task in tasks:
+                task_view = self.queue.view(task.task_id)
+                if task_view is not None and task_view.state is TaskState.RUNNING:
+                    assert task_view.queue_wait_ms is not None
+                    running_s = now - task.submitted_at - task_view.queue_wait_ms / 1000
+                    spent_s = view.wall_ms / 1000 + running_s
+                    assert spent_s <= WALL_BUDGET_S + 0.002, f"{session} runs past its budget"
+                call = self.engine.calls.get(task.name)
+                if call is not None:  # on its session's slot (as it was at dispatch)
+                    assert 0 <= call.params["id_slot"] < 3
+                last = task.log.events[-1] if task.log.closed else None
+                if last is not None and last.data.get("code") == "BUDGET_EXCEEDED":
+                    left = view.budget_left
+                    assert left.tokens == 0 or (left.wall_s is not None and left.wall_s <= 1e-9)
                     if task.frozen_at is None:
                         task.frozen_at = len(task.log.events)
 

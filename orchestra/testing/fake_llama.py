@@ -11,7 +11,11 @@ shapes and behaviours of ``shared/llama-server-reference.md``:
   streaming, gets no status line or headers until a slot takes it;
 - streams of ``data: {json}`` frames, one per token, ending with a ``stop: true`` frame that
   carries the final object (``timings``, ``tokens_predicted``, ...); no ``[DONE]``;
-- a client that closes its connection stops its generation at once and frees its slot.
+- a client that closes its connection stops its generation at once and frees its slot;
+- ``id_slot`` waits for that slot; each slot keeps the tokens of its last prompt and
+  output, and with ``cache_prompt`` a request reuses their common prefix (``timings.cache_n``);
+  ``POST /slots/N?action=erase`` empties a slot's cache (501 with ``slot_actions`` off, as
+  without ``--slot-save-path``).
 
 Generation is deterministic: token ``i`` for a prompt and seed is one of a fixed list of
 words picked by sha256(prompt, seed, i), returned as the piece ``" " + word``. Tokenization
@@ -135,6 +139,8 @@ class _Waiter:
 
     ready: trio.Event = attrs.field(factory=trio.Event)
     slot: int | None = None
+    wants: int | None = None
+    """The slot it asked for (``id_slot``), or None for any."""
 
 
 @attrs.define
@@ -148,6 +154,13 @@ class _Job:
     stream: bool
     directives: dict[str, int]
     body: dict[str, Any]
+
+    @property
+    def id_slot(self) -> int | None:
+        """The slot asked for (``id_slot`` >= 0), else None."""
+        wanted = self.body.get("id_slot")
+        ok = isinstance(wanted, int) and not isinstance(wanted, bool) and wanted >= 0
+        return wanted if ok else None
 
 
 def _dispatch_on_resize(server: FakeLlamaServer, _: attrs.Attribute[int], value: int) -> int:
@@ -176,6 +189,8 @@ class FakeLlamaServer:
     """The whole context size (``-c``); each slot gets ``n_ctx // total_slots``."""
     model_path: str = "models/fake.gguf"
     """Reported in ``/props`` and in final frames as ``model``."""
+    slot_actions: bool = True
+    """Whether ``POST /slots/N?action=erase`` works (llama-server's ``--slot-save-path``)."""
 
     disconnects: int = attrs.field(default=0, init=False)
     """Completion requests whose client went away before their response ended."""
@@ -196,6 +211,8 @@ class FakeLlamaServer:
     _slot_tasks: dict[int, int] = attrs.field(factory=dict, init=False)
     _next_task: int = attrs.field(default=0, init=False)
     _waiters: deque[_Waiter] = attrs.field(factory=deque, init=False)
+    _slot_cache: dict[int, list[int]] = attrs.field(factory=dict, init=False)
+    """Per slot, the tokens of its last prompt and output (its KV cache)."""
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     # -- state observed by tests -----------------------------------------------------------
@@ -239,10 +256,17 @@ class FakeLlamaServer:
         self.completions_started += 1
 
     def _dispatch(self, total: int) -> None:
-        """Hand free slots to waiting requests, oldest first."""
+        """Hand free slots to waiting requests: a free slot goes to the oldest request that
+        asked for it, else to the oldest that asked for any slot."""
         handed = False
-        while self._waiters and (slot := self._free_slot(total)) is not None:
-            waiter = self._waiters.popleft()
+        for slot in range(total):
+            if slot in self._slot_tasks:
+                continue
+            waiter = next((w for w in self._waiters if w.wants == slot), None)
+            waiter = waiter or next((w for w in self._waiters if w.wants is None), None)
+            if waiter is None:
+                continue
+            self._waiters.remove(waiter)
             self._occupy(slot)
             self.deferred -= 1
             waiter.slot = slot
@@ -256,13 +280,20 @@ class FakeLlamaServer:
         del self._slot_tasks[slot]
         self._dispatch(self.total_slots)
 
-    async def _take_slot(self) -> int:
-        """Occupy a slot, waiting FIFO behind earlier requests while none is free."""
-        if not self._waiters and (slot := self._free_slot(self.total_slots)) is not None:
+    async def _take_slot(self, wants: int | None = None) -> int:
+        """Occupy a slot (slot ``wants`` if given, modulo the slot count), waiting FIFO
+        behind earlier requests while none is free."""
+        if wants is not None:
+            wants %= max(self.total_slots, 1)
+            if wants not in self._slot_tasks and all(w.wants != wants for w in self._waiters):
+                self._occupy(wants)
+                self._notify()
+                return wants
+        elif not self._waiters and (slot := self._free_slot(self.total_slots)) is not None:
             self._occupy(slot)
             self._notify()
             return slot
-        waiter = _Waiter()
+        waiter = _Waiter(wants=wants)
         self._waiters.append(waiter)
         self.deferred += 1
         self._notify()
@@ -326,6 +357,8 @@ class FakeLlamaServer:
             await _respond(send, 200, self._metrics(), b"text/plain; version=0.0.4")
         elif path == "/tokenize" and method == "POST":
             await self._tokenize(receive, send)
+        elif path.startswith("/slots/") and method == "POST":
+            await self._slot_action(scope, receive, send)
         elif path in ("/completion", "/completions") and method == "POST":
             await self._completion(scope, receive, send)
         else:
@@ -370,6 +403,24 @@ class FakeLlamaServer:
             for i in range(self.total_slots)
         ]
         await _respond(send, 200, _dumps(slots))
+
+    async def _slot_action(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _read_json(receive)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        action = query.get("action", [""])[0]
+        if not self.slot_actions:
+            message = "This server does not support slots action. Start it with `--slot-save-path`"
+            await _respond(send, 501, error_body(501, message, "not_supported_error"))
+            return
+        try:
+            slot = int(scope["path"].removeprefix("/slots/"))
+        except ValueError:
+            slot = -1
+        if action != "erase" or not 0 <= slot < self.total_slots:
+            await _respond(send, 400, error_body(400, "Invalid slot action or id"))
+            return
+        erased = len(self._slot_cache.pop(slot, []))
+        await _respond(send, 200, _dumps({"id_slot": slot, "n_erased": erased}))
 
     def _metrics(self) -> bytes:
         lines = [
@@ -449,7 +500,7 @@ class FakeLlamaServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_disconnect)
                 with generation:
-                    slot = await self._take_slot()
+                    slot = await self._take_slot(job.id_slot)
                     ending = await self._generate(job, slot, response)
                 # Free the slot and count the outcome before the last message goes out (as
                 # the engine does), so a client that saw its response end sees them updated.
@@ -511,7 +562,19 @@ class FakeLlamaServer:
                 await response.body(b"data: " + _dumps(frame) + b"\n\n")
         if job.directives.get("hang") == job.n_predict:
             await trio.sleep_forever()
+        prompt_tokens = tokenize(job.prompt, add_special=True)
+        cached = self._slot_cache.get(slot, [])
+        cache_n = 0
+        if job.body.get("cache_prompt", True) is not False:
+            while (
+                cache_n < min(len(cached), len(prompt_tokens) - 1)
+                and cached[cache_n] == prompt_tokens[cache_n]
+            ):
+                cache_n += 1
+        self._slot_cache[slot] = prompt_tokens + tokenize("".join(pieces))
         final = self._final(job, slot, "".join(pieces), time.perf_counter() - started)
+        final["timings"]["cache_n"] = cache_n
+        final["timings"]["prompt_n"] = job.n_prompt - cache_n
         return partial(self._send_final, job, response, final)
 
     def _final(self, job: _Job, slot: int, content: str, elapsed_s: float) -> dict[str, Any]:
