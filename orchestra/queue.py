@@ -25,7 +25,7 @@ from . import logs
 from .adapter import Engine
 from .config import SessionsConfig
 from .errors import ApiError, EngineError, ErrorCode
-from .estimate import PredictionErrors, ServiceRate
+from .estimate import PredictionErrors, ServiceRate, WorkModel, predicted_start_s
 from .events import EventKind, EventLog
 from .metrics import Metrics
 from .oneshot import Reply
@@ -283,6 +283,8 @@ class Queue:
     a slot that frees starts the next task within the same engine step instead of a round
     trip later; such a task stays cancellable (closing its connection drops it there)."""
     rate: ServiceRate = attrs.field(factory=ServiceRate)
+    work: WorkModel = attrs.field(factory=WorkModel)
+    """How long a task holds a slot, for ``predicted_start_ms``."""
     prediction: PredictionErrors = attrs.field(factory=PredictionErrors)
     """How far each task's ``predicted_start_ms`` was from its real wait."""
     slo: SloWindow = attrs.field(factory=SloWindow)
@@ -306,6 +308,8 @@ class Queue:
     wall-time budget runs out (that attempt only)."""
     _cut_seq: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
     _busy: int = attrs.field(default=0, init=False)
+    _running: dict[str, Task] = attrs.field(factory=dict, init=False)
+    """The tasks in the RUNNING state, in dispatch order."""
     _pool: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _probe_pending: bool = attrs.field(default=False, init=False)
     """A stream lost its engine connection: hold dispatch until the next replica report."""
@@ -439,9 +443,7 @@ class Queue:
                 return refusal
         now = trio.current_time()
         ahead = self._waiting.ahead_of_new(priority)
-        predicted_start_ms = self.rate.predicted_start_ms(
-            ahead=ahead, slots_total=self._slots_total, slots_busy=self._busy
-        )
+        predicted_start_ms = self._predicted_start_ms(self._waiting.order()[:ahead])
         if request.deadline_ms is not None:
             missed = self._deadline_missed(request, predicted_start_ms, now)
             if missed is not None:
@@ -463,6 +465,17 @@ class Queue:
         if request.deadline_ms is not None:
             self._cut_at(now + request.deadline_ms / 1000, task, 0, "deadline")
         return Admitted(task.id, task.queue_position, task.predicted_start_ms)
+
+    def _predicted_start_ms(self, ahead: list[Task]) -> int:
+        """When a task behind ``ahead`` will be dispatched (:func:`predicted_start_s`)."""
+        running_left = [
+            self.work.remaining_s(t.token_cap or t.request.max_tokens, t.log.tokens)
+            for t in self._running.values()
+        ]
+        waiting = [self.work.expected_s(t.request.max_tokens) for t in ahead]
+        backlog = self.engine_backlog if self._slots_total else 0
+        start_s = predicted_start_s(running_left, waiting, slots=self._slots_total, backlog=backlog)
+        return round(start_s * 1000)
 
     def _capacity_of(self, priority: Priority) -> int:
         if priority is Priority.BATCH and self.batch_capacity is not None:
@@ -558,6 +571,7 @@ class Queue:
         assert self._sessions is not None
         now = trio.current_time()
         task.state = TaskState.RUNNING
+        self._running[task.id] = task
         task.attempts += 1
         task.scope = trio.CancelScope()
         self._busy += 1
@@ -636,10 +650,16 @@ class Queue:
         match outcome:
             case Completed(
                 tokens_out, decode_time_ms, first_token_at, tokens_in, cached, slot, stop_type
-            ):
+            ) as completed:
                 assert task.dispatched_at is not None
                 now = trio.current_time()
                 self.rate.observe(now - task.dispatched_at)
+                self.work.observe(
+                    prompt_s=completed.prompt_time_ms / 1000,
+                    decode_s=decode_time_ms / 1000,
+                    tokens_out=tokens_out,
+                    max_tokens=task.token_cap or task.request.max_tokens,
+                )
                 if first_token_at is not None:
                     ttft_s = first_token_at - task.submitted_at
                     self.slo.observe(Sample(now, ttft_s, tokens_out, decode_time_ms / 1000))
@@ -664,6 +684,7 @@ class Queue:
             case Failed(error, tokens_sent):
                 if tokens_sent == 0 and error.retriable and task.attempts < MAX_ATTEMPTS:
                     task.state = TaskState.QUEUED
+                    self._running.pop(task.id, None)
                     self._waiting.appendleft(task)  # it keeps its turn
                     return
                 self._fail(task, error.code, error.message, retriable=error.retriable)
@@ -691,6 +712,7 @@ class Queue:
             task.scope = task.slot = None
             if task.log.tokens == 0 and task.attempts < MAX_ATTEMPTS:
                 task.state = TaskState.QUEUED
+                self._running.pop(task.id, None)
                 requeue.append(task)
             else:
                 self._fail(task, code, detail, retriable=True, state=state)
@@ -752,6 +774,7 @@ class Queue:
         """The one place a task ends: state and log change together."""
         now = trio.current_time()
         task.state = state
+        self._running.pop(task.id, None)
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
@@ -953,9 +976,7 @@ class Queue:
         position = predicted = None
         if task.state is TaskState.QUEUED:
             position = self._waiting.position(task)
-            predicted = self.rate.predicted_start_ms(
-                ahead=position, slots_total=self._slots_total, slots_busy=self._busy
-            )
+            predicted = self._predicted_start_ms(self._waiting.order()[:position])
         started, ended = task.dispatched_at, task.ended_at
         return TaskView(
             task_id=task.id,
