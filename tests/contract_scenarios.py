@@ -172,6 +172,8 @@ def sdk_call(method: str, path: str) -> str:
         ("GET", r"/v1/tasks/[^/]+", "status"),
         ("POST", r"/v1/tasks/[^/]+/cancel", "cancel"),
         ("GET", r"/v1/tasks/[^/]+/stream", "stream"),
+        ("GET", r"/v1/sessions/[^/]+", "session"),
+        ("DELETE", r"/v1/sessions/[^/]+", "delete_session"),
     ]
     for route_method, pattern, call in routes:
         if method == route_method and re.fullmatch(pattern, path):
@@ -206,9 +208,9 @@ async def wait_end(server: Server, task_id: str) -> None:
             await log.wait_beyond(len(log))
 
 
-async def hang(server: Server, task_id: str) -> None:
+async def hang(server: Server, task_id: str, **body: Any) -> None:
     """A task that takes the slot and holds it (until cancelled), once it streamed a token."""
-    await submit(server, prompt=HANG, max_tokens=64, task_id=task_id)
+    await submit(server, prompt=HANG, max_tokens=64, task_id=task_id, **body)
     await wait_tokens(server, task_id)
 
 
@@ -281,6 +283,15 @@ def _post(path: str, body: Any = None) -> Request:
     return Request("POST", path, json=body, headers=headers)
 
 
+def _delete(path: str) -> Request:
+    return Request("DELETE", path)
+
+
+def one_turn(session_id: str, task_id: str) -> Prepare:
+    """A completed task of the session ``session_id`` (opening it)."""
+    return completed(task_id, session_id=session_id)
+
+
 def _stream(task_id: str, last_event_id: int | None = None) -> Request:
     headers = {"accept": "text/event-stream"}
     if last_event_id is not None:
@@ -289,6 +300,16 @@ def _stream(task_id: str, last_event_id: int | None = None) -> Request:
 
 
 SUBMIT_BODY = {"prompt": HAIKU, "max_tokens": 4, "seed": 1}
+SESSION = "fx-session"
+SESSION_BUDGETS: Mapping[str, Any] = {
+    "sessions": {
+        "token_budget": 64,
+        "wall_budget_s": 60.0,
+        "cost_per_token": 0.001,
+        "cost_budget": 1.0,
+    }
+}
+"""Every budget of a session set, so that ``budget_left`` has no nulls."""
 REAL_PROMPT = {"prompt": "Once upon a time", "max_tokens": 8, "seed": 1}
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -415,6 +436,29 @@ SCENARIOS: tuple[Scenario, ...] = (
         engine="crashing",
         prepare=unavailable,
     ),
+    Scenario(
+        name="submit_409_session_busy",
+        summary="POST /v1/tasks of a session whose previous turn is still running",
+        request=_post("/v1/tasks", {**SUBMIT_BODY, "session_id": SESSION}),
+        covers=ErrorCode.CONFLICT,
+        prepare=partial(hang, task_id="fx-turn-1", session_id=SESSION),
+    ),
+    Scenario(
+        name="submit_429_budget_exceeded",
+        summary="POST /v1/tasks of a session that has had its one turn (sessions.max_turns = 1)",
+        request=_post("/v1/tasks", {**SUBMIT_BODY, "session_id": SESSION}),
+        covers=ErrorCode.BUDGET_EXCEEDED,
+        config={"sessions": {"max_turns": 1}},
+        prepare=one_turn(SESSION, "fx-turn-1"),
+    ),
+    Scenario(
+        name="submit_429_max_sessions",
+        summary="POST /v1/tasks opening a second session when sessions.max_sessions = 1",
+        request=_post("/v1/tasks", {**SUBMIT_BODY, "session_id": "fx-session-2"}),
+        covers=ErrorCode.ADMISSION_REJECT,
+        config={"sessions": {"max_sessions": 1}},
+        prepare=one_turn(SESSION, "fx-turn-1"),
+    ),
     # -- status and cancel ---------------------------------------------------------------
     Scenario(
         name="status_200_completed",
@@ -458,6 +502,41 @@ SCENARIOS: tuple[Scenario, ...] = (
         request=_post("/v1/tasks/fx-no-such-task/cancel"),
         covers=ErrorCode.NOT_FOUND,
     ),
+    # -- sessions ------------------------------------------------------------------------
+    Scenario(
+        name="session_200",
+        summary="GET /v1/sessions/{id} after one completed turn, with every budget set",
+        request=_get(f"/v1/sessions/{SESSION}"),
+        config=SESSION_BUDGETS,
+        prepare=one_turn(SESSION, "fx-turn-1"),
+        volatile=frozenset({"wall_ms", "ttl_left_ms"}),  # measured
+    ),
+    Scenario(
+        name="session_200_running",
+        summary="GET /v1/sessions/{id} while its turn runs: task_id set, ttl_left_ms null",
+        request=_get(f"/v1/sessions/{SESSION}"),
+        prepare=partial(hang, task_id="fx-turn-1", session_id=SESSION),
+        volatile=frozenset({"wall_ms", "ttl_left_ms"}),
+    ),
+    Scenario(
+        name="session_404",
+        summary="GET /v1/sessions/{id} of an unknown session",
+        request=_get("/v1/sessions/fx-no-such-session"),
+        covers=ErrorCode.NOT_FOUND,
+    ),
+    Scenario(
+        name="delete_session_200",
+        summary="DELETE /v1/sessions/{id} after one completed turn: the slot's cache erased",
+        request=_delete(f"/v1/sessions/{SESSION}"),
+        prepare=one_turn(SESSION, "fx-turn-1"),
+        volatile=frozenset({"wall_ms", "ttl_left_ms"}),
+    ),
+    Scenario(
+        name="delete_session_404",
+        summary="DELETE /v1/sessions/{id} of an unknown session",
+        request=_delete("/v1/sessions/fx-no-such-session"),
+        covers=ErrorCode.NOT_FOUND,
+    ),
     # -- streams -------------------------------------------------------------------------
     Scenario(
         name="stream_200_completed",
@@ -494,6 +573,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         covers=ErrorCode.DECODE_TIMEOUT,
         config={"adapter": {"decode_timeout_s": 0.5}},
         prepare=ended_mid_stream("fx-silent", "[[hang:1]] the engine goes silent"),
+    ),
+    Scenario(
+        name="stream_200_budget_exceeded",
+        summary="GET /v1/tasks/{id}/stream of a session's turn (max_tokens 8) cut at the "
+        "session's token budget (sessions.token_budget = 3)",
+        request=_stream("fx-turn-1"),
+        covers=ErrorCode.BUDGET_EXCEEDED,
+        config={"sessions": {"token_budget": 3}},
+        prepare=submitted("fx-turn-1", max_tokens=8, seed=1, session_id=SESSION),
     ),
     Scenario(
         name="stream_200_real_engine",

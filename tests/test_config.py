@@ -6,6 +6,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -587,7 +588,7 @@ def test_config_error_is_an_exception_with_lines() -> None:
 
 # -- property ---------------------------------------------------------------------------------
 
-KNOWN = {"bind_addr", "shutdown_grace_s", "auth", "admission", "streams", "adapter", "replica"}
+KNOWN = {field.name for field in attrs.fields(Config)}
 toml_values = st.one_of(
     st.integers(),
     st.booleans(),

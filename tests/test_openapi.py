@@ -626,7 +626,8 @@ def prepare(document: str, live: Live) -> Known:
     """A completed task (data plane) or a registered model (control plane)."""
     gguf = gguf_file(live.tmp, "fuzz.gguf")
     if document == "data":
-        return Known({"task_id": run_to_end(live, prompt="hello", max_tokens=4)}, gguf)
+        task_id = run_to_end(live, prompt="hello", max_tokens=4, session_id="fuzz-session")
+        return Known({"task_id": task_id, "session_id": "fuzz-session"}, gguf)
     register(live, "fuzz-model", gguf)
     return Known({"pool_id": "default", "model_id": "fuzz-model"}, gguf)
 
@@ -813,6 +814,8 @@ class Producer:
     server: str = "fake"
     """``fake`` (a fresh fake-engine server with :data:`FAKE_PRODUCER_CONFIG`) or ``owned``
     (the module's real-engine server, which producers leave serving)."""
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    """Config sections of the fake server beyond :data:`FAKE_PRODUCER_CONFIG`."""
 
 
 def _post(path: str, body: Any = None, **kwargs: Any) -> Callable[[Live], requests.Response]:
@@ -904,6 +907,53 @@ def _cancelled_stream(live: Live) -> requests.Response:
 def _bad_last_event_id(live: Live) -> requests.Response:
     task_id = run_to_end(live, prompt="hello", max_tokens=2)
     return live.request("GET", f"/v1/tasks/{task_id}/stream", headers={"Last-Event-ID": "x"})
+
+
+SESSION = "chat-42"
+SESSION_BUDGETS = {
+    "token_budget": 64,
+    "wall_budget_s": 60.0,
+    "cost_per_token": 0.001,
+    "cost_budget": 1.0,
+}
+"""Every budget of a session set, so that ``budget_left`` has no nulls."""
+
+
+def _one_turn(live: Live) -> None:
+    run_to_end(live, prompt="Write a haiku about autumn.", max_tokens=4, session_id=SESSION)
+
+
+def _session(live: Live) -> requests.Response:
+    _one_turn(live)
+    return live.request("GET", f"/v1/sessions/{SESSION}")
+
+
+def _delete_session(live: Live) -> requests.Response:
+    _one_turn(live)
+    return live.request("DELETE", f"/v1/sessions/{SESSION}")
+
+
+def _session_busy(live: Live) -> requests.Response:
+    submit(live, prompt=HANG, max_tokens=64, session_id=SESSION)
+    body = {"prompt": "And another?", "max_tokens": 4, "session_id": SESSION}
+    return live.request("POST", "/v1/tasks", json=body)
+
+
+def _turns_spent(live: Live) -> requests.Response:
+    _one_turn(live)
+    body = {"prompt": "And another?", "max_tokens": 4, "session_id": SESSION}
+    return live.request("POST", "/v1/tasks", json=body)
+
+
+def _sessions_full(live: Live) -> requests.Response:
+    _one_turn(live)
+    body = {"prompt": "A new conversation", "max_tokens": 4, "session_id": "chat-43"}
+    return live.request("POST", "/v1/tasks", json=body)
+
+
+def _budget_cut_stream(live: Live) -> requests.Response:
+    task_id = submit(live, prompt="Write a haiku.", max_tokens=8, session_id=SESSION)
+    return live.request("GET", f"/v1/tasks/{task_id}/stream")
 
 
 def _drain(live: Live) -> requests.Response:
@@ -1012,6 +1062,7 @@ def _retire_served(live: Live) -> requests.Response:
 
 
 UNKNOWN_TASK = "/v1/tasks/no-such-task"
+UNKNOWN_SESSION = "/v1/sessions/no-such-session"
 UNKNOWN_POOL = "/v1/pools/gpu-1"
 UNKNOWN_MODEL = "/v1/catalog/models/no-such-model"
 BAD_BODY = {"colour": "blue"}
@@ -1028,7 +1079,14 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ),
     ("data", "POST", "/v1/tasks", "400", "ctx_limit_exceeded"): Producer(_ctx_limit),
     ("data", "POST", "/v1/tasks", "409", "conflict"): Producer(_conflict),
+    ("data", "POST", "/v1/tasks", "409", "session_busy"): Producer(_session_busy),
     ("data", "POST", "/v1/tasks", "429", "queue_full"): Producer(_queue_full),
+    ("data", "POST", "/v1/tasks", "429", "max_sessions"): Producer(
+        _sessions_full, config={"sessions": {"max_sessions": 1}}
+    ),
+    ("data", "POST", "/v1/tasks", "429", "budget_exceeded"): Producer(
+        _turns_spent, config={"sessions": {"max_turns": 1}}
+    ),
     ("data", "POST", "/v1/tasks", "503", "pool_unready"): Producer(_pool_unready),
     ("data", "POST", "/v1/tasks", "504", "deadline_unmet"): Producer(_deadline_unmet),
     ("data", "GET", "/v1/tasks/{task_id}", "200", "completed"): Producer(_completed_task),
@@ -1043,11 +1101,24 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "with_metrics"): Producer(
         _stream_with_metrics
     ),
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "budget_exceeded"): Producer(
+        _budget_cut_stream, config={"sessions": {"token_budget": 2}}
+    ),
     ("data", "GET", "/v1/tasks/{task_id}/stream", "400", "bad_last_event_id"): Producer(
         _bad_last_event_id
     ),
     ("data", "GET", "/v1/tasks/{task_id}/stream", "404", "not_found"): Producer(
         _get(f"{UNKNOWN_TASK}/stream")
+    ),
+    ("data", "GET", "/v1/sessions/{session_id}", "200", "after_one_turn"): Producer(
+        _session, config={"sessions": SESSION_BUDGETS}
+    ),
+    ("data", "GET", "/v1/sessions/{session_id}", "404", "not_found"): Producer(
+        _get(UNKNOWN_SESSION)
+    ),
+    ("data", "DELETE", "/v1/sessions/{session_id}", "200", "deleted"): Producer(_delete_session),
+    ("data", "DELETE", "/v1/sessions/{session_id}", "404", "not_found"): Producer(
+        lambda live: live.request("DELETE", UNKNOWN_SESSION)
     ),
     # control plane: discovery and pools
     ("control", "GET", "/v1/capabilities", "200", "attached"): Producer(_get("/v1/capabilities")),
@@ -1146,7 +1217,7 @@ def test_example_is_what_the_server_answers(
     if producer.server == "owned":
         response = producer.make(request.getfixturevalue("owned"))
     else:
-        with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG) as live:
+        with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG, **producer.config) as live:
             response = producer.make(live)
     assert response.status_code == int(example.status), response.text
     content_type = response.headers["Content-Type"].split(";")[0].strip()

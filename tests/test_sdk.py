@@ -25,7 +25,10 @@ from orchestra.config import ConfigError
 from orchestra.errors import OrchestraError
 from orchestra.sdk import (
     AsyncClient,
+    BudgetExceeded,
+    BudgetLeft,
     Client,
+    DeletedSession,
     End,
     ErrorCode,
     Metrics,
@@ -33,6 +36,7 @@ from orchestra.sdk import (
     QueueFull,
     Retry,
     ServerError,
+    SessionStatus,
     Started,
     TaskFailed,
     TaskRequest,
@@ -50,13 +54,22 @@ from .harness import make_config, open_stack
 
 def test_public_names_are_reexported_and_documented() -> None:
     public = [name for name in dir(sdk) if not name.startswith("_")]
-    assert {"Client", "AsyncClient", "TaskRequest", "OrchestraError", "QueueFull"} <= set(public)
+    assert {
+        "Client",
+        "AsyncClient",
+        "TaskRequest",
+        "OrchestraError",
+        "QueueFull",
+        "BudgetExceeded",
+        "SessionStatus",
+        "DeletedSession",
+    } <= set(public)
     for name in public:
         value = getattr(sdk, name)
         if isinstance(value, type):
             assert value.__doc__, f"{name} has no docstring"
     # one root: everything the SDK raises is the package's OrchestraError
-    for error in (TransportError, ParseError, ServerError, QueueFull, TaskFailed):
+    for error in (TransportError, ParseError, ServerError, QueueFull, BudgetExceeded, TaskFailed):
         assert issubclass(error, OrchestraError)
 
 
@@ -132,6 +145,93 @@ async def test_429_is_queue_full_with_retry_after_from_the_header_when_the_body_
     with pytest.raises(QueueFull) as caught:
         await client.submit(TaskRequest(prompt="x"))
     assert caught.value.retry_after_ms == 3000 and caught.value.retriable
+
+
+@pytest.mark.parametrize("label", ["turns", "tokens", "wall_time"])
+async def test_a_spent_session_budget_is_budget_exceeded_not_queue_full(label: str) -> None:
+    answer = httpx.Response(
+        429,
+        json={
+            "code": "BUDGET_EXCEEDED",
+            "message": "session 'chat' has spent its budget",
+            "retriable": False,
+            "policy_label": label,
+            "correlation_id": "corr-1",
+        },
+    )
+    client, sent = _mock(answer, answer)
+    client.retry = Retry()  # not retriable: retry on or off, it is raised at once
+    with pytest.raises(BudgetExceeded) as caught:
+        await client.submit(TaskRequest(prompt="x", session_id="chat"))
+    error = caught.value
+    assert isinstance(error, ServerError) and not isinstance(error, QueueFull)
+    assert (error.code, error.status, error.retriable) == (ErrorCode.BUDGET_EXCEEDED, 429, False)
+    assert (error.policy_label, error.retry_after_ms) == (label, None)
+    assert len(sent) == 1 and json.loads(sent[0].content)["session_id"] == "chat"
+
+
+async def test_too_many_sessions_is_queue_full() -> None:
+    client, _ = _mock(
+        _envelope("ADMISSION_REJECT", 429, retry_after_ms=1_800_000, policy_label="max_sessions")
+    )
+    with pytest.raises(QueueFull) as caught:
+        await client.submit(TaskRequest(prompt="x", session_id="chat-2"))
+    assert caught.value.policy_label == "max_sessions" and caught.value.retriable
+
+
+_SESSION = {
+    "session_id": "chat",
+    "slot": 1,
+    "turns": 2,
+    "max_turns": 100,
+    "tokens_in": 30,
+    "tokens_out": 12,
+    "cached_tokens": 18,
+    "wall_ms": 250,
+    "cost": 0.012,
+    "budget_left": {"tokens": 52, "cost": None, "wall_ms": None},
+    "ttl_left_ms": 1_799_000,
+    "kv_warm": True,
+    "task_id": None,
+}
+
+
+async def test_session_and_delete_session_read_the_answers() -> None:
+    deleted = {**_SESSION, "deleted": True, "kv_erased": False, "from_a_newer_server": 1}
+    client, sent = _mock(
+        httpx.Response(200, json=_SESSION),
+        httpx.Response(200, json=deleted),
+        _envelope("NOT_FOUND", 404),
+    )
+    session = await client.session("chat")
+    assert type(session) is SessionStatus
+    assert (session.slot, session.turns, session.cached_tokens, session.cost) == (1, 2, 18, 0.012)
+    assert session.budget_left == BudgetLeft(tokens=52, cost=None, wall_ms=None)
+    gone = await client.delete_session("chat")
+    assert isinstance(gone, DeletedSession) and gone.deleted and not gone.kv_erased
+    assert gone.tokens_out == 12 and gone.task_id is None
+    with pytest.raises(ServerError) as caught:
+        await client.session("a/b")
+    assert caught.value.code is ErrorCode.NOT_FOUND
+    assert [(r.method, r.url.raw_path) for r in sent] == [
+        ("GET", b"/v1/sessions/chat"),
+        ("DELETE", b"/v1/sessions/chat"),
+        ("GET", b"/v1/sessions/a%2Fb"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {k: v for k, v in _SESSION.items() if k != "kv_warm"},
+        {**_SESSION, "turns": "2"},
+        {**_SESSION, "budget_left": {"tokens": 1, "cost": None}},
+    ],
+)
+async def test_a_session_outside_the_contract_is_a_parse_error(broken: dict[str, Any]) -> None:
+    client, _ = _mock(httpx.Response(200, json=broken))
+    with pytest.raises(ParseError):
+        await client.session("chat")
 
 
 @pytest.mark.parametrize(
@@ -232,6 +332,34 @@ async def test_the_calls_against_a_live_server() -> None:
         with pytest.raises(ServerError) as caught:
             await client.health("nope")
         assert caught.value.code is ErrorCode.NOT_FOUND and caught.value.status == 404
+
+
+async def test_sessions_against_a_live_server() -> None:
+    sessions = {"max_turns": 2, "token_budget": 5, "cost_per_token": 0.5}
+    async with (
+        open_stack(sessions=sessions) as stack,
+        AsyncClient(stack.running.urls[0]) as client,
+    ):
+        caps = await client.capabilities()
+        assert caps.limits.sessions is not None and caps.limits.sessions.max_turns == 2
+        assert caps.features["sessions"] is True
+        first = await client.complete("hi", max_tokens=3, session_id="chat")
+        assert first.tokens_out == 3
+        session = await client.session("chat")
+        assert (session.turns, session.tokens_out, session.cost) == (1, 3, 1.5)
+        assert session.budget_left.tokens == 2 and session.kv_warm and session.task_id is None
+        with pytest.raises(TaskFailed) as cut:  # 2 tokens left of the budget, 8 asked for
+            await client.complete("more", max_tokens=8, session_id="chat")
+        assert (cut.value.code, cut.value.retriable) == (ErrorCode.BUDGET_EXCEEDED, False)
+        assert len(cut.value.text.split()) == 2
+        with pytest.raises(BudgetExceeded) as spent:
+            await client.submit(TaskRequest(prompt="again", max_tokens=1, session_id="chat"))
+        assert spent.value.policy_label in ("turns", "tokens")
+        gone = await client.delete_session("chat")
+        assert gone.deleted and gone.turns == 2 and gone.tokens_out == 5
+        with pytest.raises(ServerError) as unknown:
+            await client.session("chat")
+        assert unknown.value.code is ErrorCode.NOT_FOUND
 
 
 async def test_metrics_events_when_asked_for() -> None:
@@ -386,14 +514,23 @@ async def test_the_sync_client_gives_the_same_answers_and_errors() -> None:
                 handle = client.submit(TaskRequest(prompt="hi", max_tokens=3, task_id="sync-1"))
                 with client.stream(handle.task_id) as events:
                     kinds = [type(event).__name__ for event in events]
-                done = client.complete("hi", max_tokens=2)
+                done = client.complete("hi", max_tokens=2, session_id="sync-chat")
                 with pytest.raises(ServerError) as caught:
                     client.status("missing")
-                return kinds, done.tokens_out, caught.value.code, client.health().ready
+                turns = client.session("sync-chat").turns
+                erased = client.delete_session("sync-chat").deleted
+                return (
+                    kinds,
+                    done.tokens_out,
+                    caught.value.code,
+                    client.health().ready,
+                    turns,
+                    erased,
+                )
 
-        kinds, tokens, code, ready = await trio.to_thread.run_sync(use)
+        kinds, tokens, code, ready, turns, deleted = await trio.to_thread.run_sync(use)
         assert kinds == ["Started", "Token", "Token", "Token", "End"]
-        assert (tokens, code, ready) == (2, ErrorCode.NOT_FOUND, True)
+        assert (tokens, code, ready, turns, deleted) == (2, ErrorCode.NOT_FOUND, True, 1, True)
 
 
 async def test_the_sync_client_raises_transport_errors_in_the_caller() -> None:

@@ -19,16 +19,26 @@ import trio
 
 from .. import __version__
 from ..errors import ErrorCode
-from ._errors import OrchestraError, ParseError, QueueFull, ServerError, TaskFailed, TransportError
+from ._errors import (
+    BudgetExceeded,
+    OrchestraError,
+    ParseError,
+    QueueFull,
+    ServerError,
+    TaskFailed,
+    TransportError,
+)
 from ._models import (
     CancelResult,
     Capabilities,
     CatalogModel,
     Completion,
+    DeletedSession,
     End,
     Error,
     Event,
     Health,
+    SessionStatus,
     Started,
     TaskHandle,
     TaskRequest,
@@ -78,8 +88,9 @@ def _quote(segment: str) -> str:
 
 
 def error_from_response(response: httpx.Response) -> ServerError | ParseError:
-    """The exception for a non-2xx answer: a :class:`ServerError` (:class:`QueueFull` for
-    429) built from orchestra's envelope, or a :class:`ParseError` when there is none."""
+    """The exception for a non-2xx answer: a :class:`ServerError` (:class:`BudgetExceeded`
+    for ``BUDGET_EXCEEDED``, :class:`QueueFull` for any other 429) built from orchestra's
+    envelope, or a :class:`ParseError` when there is none."""
     status = response.status_code
     what = f"HTTP {status} from {response.request.method} {response.request.url.path}"
     try:
@@ -91,7 +102,11 @@ def error_from_response(response: httpx.Response) -> ServerError | ParseError:
     retry_after_ms = envelope.retry_after_ms
     if retry_after_ms is None and (header := response.headers.get("Retry-After", "")).isdigit():
         retry_after_ms = int(header) * 1000
-    cls = QueueFull if status == 429 else ServerError
+    cls: type[ServerError] = ServerError
+    if envelope.code is ErrorCode.BUDGET_EXCEEDED:
+        cls = BudgetExceeded
+    elif status == 429:
+        cls = QueueFull
     return cls(
         code=envelope.code,
         message=envelope.message,
@@ -221,7 +236,8 @@ class AsyncClient:
 
     async def submit(self, request: TaskRequest) -> TaskHandle:
         """Submit a task: its handle (queue position, predicted start), or an error
-        (:class:`QueueFull` when the queue is full). With retry on, a task without
+        (:class:`QueueFull` when the queue is full, :class:`BudgetExceeded` when its
+        session's turn cap or a budget is spent). With retry on, a task without
         ``task_id`` is given one, so that sending it again is idempotent."""
         if self.retry is not None and request.task_id is None:
             request = attrs.evolve(request, task_id=uuid.uuid4().hex)
@@ -234,6 +250,16 @@ class AsyncClient:
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task (idempotent). Once this returns, no token of it is sent again."""
         return await self._call("POST", f"/v1/tasks/{_quote(task_id)}/cancel", CancelResult)
+
+    async def session(self, session_id: str) -> SessionStatus:
+        """A snapshot of a session: its slot, turns, what it has used and has left."""
+        return await self._call("GET", f"/v1/sessions/{_quote(session_id)}", SessionStatus)
+
+    async def delete_session(self, session_id: str) -> DeletedSession:
+        """End a session: its task in progress is cancelled and its slot's cache erased
+        (``kv_erased``); the answer is the session as it was."""
+        path = f"/v1/sessions/{_quote(session_id)}"
+        return await self._call("DELETE", path, DeletedSession)
 
     # -- streams -------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
     ├── TransportError       no answer: could not connect, the connection broke, timed out
     ├── ParseError           an answer that is not what the contract says
     └── ServerError          the server answered with its error envelope (or a stream error)
-        ├── QueueFull        429: the queue is full (or a budget is spent); come back later
+        ├── QueueFull        429 ADMISSION_REJECT: the queue (or the sessions) full; come back later
+        ├── BudgetExceeded   429 BUDGET_EXCEEDED: the session's turn cap or a budget is spent
         └── TaskFailed       the task's stream ended with an ``error`` event
 
 ``httpx`` exceptions never escape the SDK: they are mapped to :class:`TransportError` at
@@ -21,6 +22,7 @@ import attrs
 from ..errors import ErrorCode, OrchestraError
 
 __all__ = [
+    "BudgetExceeded",
     "OrchestraError",
     "ParseError",
     "QueueFull",
@@ -82,8 +84,18 @@ class ServerError(OrchestraError):
 
 @attrs.define(eq=False)
 class QueueFull(ServerError):
-    """Raised for a 429 answer: the queue is full (``ADMISSION_REJECT``) or a budget is
-    spent (``BUDGET_EXCEEDED``). ``retry_after_ms`` says when to come back."""
+    """Raised for a 429 ``ADMISSION_REJECT``: the queue is full, or as many sessions are
+    open as the server allows (``policy_label`` says which). ``retry_after_ms`` says when
+    to come back."""
+
+
+@attrs.define(eq=False)
+class BudgetExceeded(ServerError):
+    """Raised for a 429 ``BUDGET_EXCEEDED``: the task's session has spent its turn cap or a
+    budget (``policy_label``: ``turns``, ``tokens`` or ``wall_time``). Not retriable: the
+    session will not get more; delete it, or use another ``session_id``. (A turn cut at
+    its budget while running ends its stream with an ``error`` event of this code, which
+    ``complete()`` raises as :class:`TaskFailed`.)"""
 
 
 @attrs.define(eq=False)

@@ -36,6 +36,8 @@ class TaskRequest:
     task_id: str | None = None
     """Makes the submission idempotent: the same id and body return the same task."""
     session_id: str | None = None
+    """Makes the task the next turn of this session (opened by its first task): pinned to
+    one engine slot, one turn at a time, within the session's turn cap and budgets."""
     seed: int | None = None
     """With ``determinism="strict"`` (the default), the same seed gives the same bytes."""
     temperature: float | None = None
@@ -129,6 +131,25 @@ class PoolInfo:
 
 
 @attrs.frozen(kw_only=True)
+class SessionLimits:
+    """What a session may do and spend (``Limits.sessions``); a budget of 0 is no limit."""
+
+    ttl_s: float
+    """Seconds a session without a task in progress lives after its last task ended."""
+    max_turns: int
+    """Tasks a session may submit; the next one is refused (:class:`BudgetExceeded`)."""
+    max_sessions: int
+    """Sessions alive at once; a task opening one more gets :class:`QueueFull`."""
+    token_budget: int
+    """Tokens a session may generate in all."""
+    wall_budget_s: float
+    """Seconds a session's tasks may run in all, from dispatch to end."""
+    cost_per_token: float
+    cost_budget: float
+    """The cost (generated tokens times ``cost_per_token``) a session may reach."""
+
+
+@attrs.frozen(kw_only=True)
 class Limits:
     """What one task may ask for, and how many may wait."""
 
@@ -138,6 +159,8 @@ class Limits:
     ctx_limit: int
     batch_queue_capacity: int | None = None
     """Batch tasks that may wait (None from a server without priorities)."""
+    sessions: SessionLimits | None = None
+    """The sessions' turn cap, TTL and budgets (None from a server without sessions)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -175,6 +198,54 @@ class Health:
     queue_capacity: int
     api_version: str
     last_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BudgetLeft:
+    """What a session may still spend; None where there is no such limit."""
+
+    tokens: int | None
+    """Tokens it may still generate (its token budget, or what its cost budget pays for)."""
+    cost: float | None
+    wall_ms: int | None
+    """Run time its tasks may still take."""
+
+
+@attrs.frozen(kw_only=True)
+class SessionStatus:
+    """A snapshot of a session (``GET /v1/sessions/{id}``)."""
+
+    session_id: str
+    slot: int
+    """The engine slot its turns are pinned to."""
+    turns: int
+    """Tasks admitted in it."""
+    max_turns: int
+    tokens_in: int
+    """Prompt tokens the engine evaluated (those reused from its cache not counted)."""
+    tokens_out: int
+    """Tokens generated over all its turns: what the token and cost budgets count."""
+    cached_tokens: int
+    """Prompt tokens reused from the slot's cache, over all turns."""
+    wall_ms: int
+    """How long its tasks ran, dispatch to end: what the wall-time budget counts."""
+    cost: float
+    budget_left: BudgetLeft
+    ttl_left_ms: int | None
+    """Until it expires if no task comes; None while a task is in progress."""
+    kv_warm: bool
+    """Its slot should still hold its conversation (nothing else completed there since)."""
+    task_id: str | None
+    """Its task in progress, if any."""
+
+
+@attrs.frozen(kw_only=True)
+class DeletedSession(SessionStatus):
+    """The answer to ``DELETE /v1/sessions/{id}``: the session as it was when deleted."""
+
+    deleted: bool
+    kv_erased: bool
+    """Whether the engine erased the session's slot cache."""
 
 
 @attrs.frozen(kw_only=True)

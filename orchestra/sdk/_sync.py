@@ -25,8 +25,10 @@ from ._models import (
     Capabilities,
     CatalogModel,
     Completion,
+    DeletedSession,
     Event,
     Health,
+    SessionStatus,
     TaskHandle,
     TaskRequest,
     TaskStatus,
@@ -184,6 +186,12 @@ class Client:
 
     def cancel(self, task_id: str) -> CancelResult:
         return self._portal.call(lambda c: c.cancel(task_id))
+
+    def session(self, session_id: str) -> SessionStatus:
+        return self._portal.call(lambda c: c.session(session_id))
+
+    def delete_session(self, session_id: str) -> DeletedSession:
+        return self._portal.call(lambda c: c.delete_session(session_id))
 
     def complete(self, prompt: str, **params: Any) -> Completion:
         return self._portal.call(lambda c: c.complete(prompt, **params))
