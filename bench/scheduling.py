@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 import trio
+from engine import engine_key  # bench/engine.py: this directory is on sys.path
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestra import engine_cache
@@ -140,16 +141,6 @@ async def run_task(http: httpx.AsyncClient, priority: str, prompt: str) -> dict[
         "tokens_out": ended["tokens_out"],
         "token_events": ttft_ms is not None,  # False: the engine ended at once (end of text)
     }
-
-
-def engine_key(orchestra: str) -> str:
-    """The api key orchestra gave its llama-server, from the engine process's environment."""
-    replicasets = httpx.get(f"{orchestra}/v1/replicasets", timeout=10).json()
-    pid = replicasets["replicasets"][0]["replicas"][0]["pid"]
-    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if item.startswith(b"LLAMA_API_KEY="):
-            return item.split(b"=", 1)[1].decode()
-    return ""
 
 
 async def measure(url: str, engine_url: str, seconds: float) -> dict[str, Any]:

@@ -603,11 +603,7 @@ class Queue:
         session = None if session_id is None else self.sessions.get(session_id)
         if session is None or session.live is not task:
             return params
-        busy = {
-            t.slot
-            for t in self._tasks.values()
-            if t.state is TaskState.RUNNING and t.slot is not None and t is not task
-        }
+        busy = {t.slot for t in self._running.values() if t.slot is not None and t is not task}
         params, task.token_cap = self.sessions.engine_params(session, params, busy)
         task.slot = session.slot
         wall_left = self.sessions.left(session).wall_s
@@ -701,10 +697,7 @@ class Queue:
         """Stop every running task: requeue (in their order, at the head) those that have
         not sent a token and may try again; end the others with ``code`` in ``state``.
         Returns how many were requeued and how many ended."""
-        running = sorted(
-            (t for t in self._tasks.values() if t.state is TaskState.RUNNING),
-            key=lambda t: t.dispatched_at or 0.0,
-        )
+        running = sorted(self._running.values(), key=lambda t: t.dispatched_at or 0.0)
         requeue = []
         for task in running:
             assert task.scope is not None
