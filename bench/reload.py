@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import trio
 
-from orchestra import engine_cache
 from orchestra.config import parse_config
+from orchestra.engine import cache as engine_cache
 from orchestra.service import run_service
 
 OUT = Path(__file__).resolve().parent.parent / "proof-bundle" / "bench"

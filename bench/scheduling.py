@@ -53,7 +53,7 @@ import trio
 from engine import engine_key  # bench/engine.py: this directory is on sys.path
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestra import engine_cache
+from orchestra.engine import cache as engine_cache
 
 OUT = Path(__file__).resolve().parent.parent / "proof-bundle" / "bench"
 CLASSES = {"interactive": 32, "batch": 64}  # priority → max_tokens

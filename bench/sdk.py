@@ -36,8 +36,8 @@ from typing import Any
 import httpx
 import trio
 
-from orchestra import engine_cache
 from orchestra.config import parse_config
+from orchestra.engine import cache as engine_cache
 from orchestra.sdk import AsyncClient, Client
 
 ROOT = Path(__file__).resolve().parent.parent

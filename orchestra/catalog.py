@@ -31,7 +31,7 @@ Guarantees:
   the steps from each version to the next, applied in one transaction by
   :meth:`Catalog.open`. A database from a newer orchestra is refused, not touched.
 
-Errors: bad arguments and unknown ids are :class:`~orchestra.errors.ApiError`
+Errors: bad arguments and unknown ids are :class:`~orchestra.errors.Refusal`
 (``INVALID_PARAMS``, ``NOT_FOUND``, ``CONFLICT``), answered to the HTTP client as they are;
 a database that cannot be read or written is :class:`CatalogError`.
 """
@@ -54,8 +54,8 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from .errors import ApiError, ErrorCode, OrchestraError
-from .identity import model_digest
+from orchestra.engine.identity import model_digest
+from orchestra.errors import CatalogError, ErrorCode, Refusal
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -110,16 +110,6 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _COLUMNS: Final = (
     "id, path, sha256, digest, trust_state, state, size_bytes, registered_at, verified_at"
 )
-
-
-class CatalogError(OrchestraError):
-    """Raised when the catalog database cannot be opened, read or written: a corrupt or
-    foreign file, a full disk, a lock held by another process past :data:`BUSY_TIMEOUT_S`,
-    a data directory that cannot be created, or a schema newer than this orchestra knows.
-
-    The message names the database path; the underlying :mod:`sqlite3` or OS error is
-    chained as ``__cause__``.
-    """
 
 
 class TrustState(enum.StrEnum):
@@ -193,8 +183,8 @@ def _model(row: Sequence[Any]) -> CatalogModel:
     )
 
 
-def _not_found(id: str) -> ApiError:
-    return ApiError(ErrorCode.NOT_FOUND, f"no model {id!r} in the catalog")
+def _not_found(id: str) -> Refusal:
+    return Refusal(ErrorCode.NOT_FOUND, f"no model {id!r} in the catalog")
 
 
 def _show(value: object) -> str:
@@ -354,7 +344,7 @@ class Catalog:
         return await self._run(lambda conn: _select(conn, id))
 
     async def get(self, id: str) -> CatalogModel:
-        """The model called ``id``; raises ApiError(NOT_FOUND) when there is none."""
+        """The model called ``id``; raises Refusal(NOT_FOUND) when there is none."""
         model = await self.find(id)
         if model is None:
             raise _not_found(id)
@@ -377,10 +367,10 @@ class Catalog:
         """Add a model, active and unverified; returns it and whether it was created.
 
         Registering an id again with the same path and sha256 returns the existing model
-        and False. Raises ApiError(INVALID_PARAMS) with one problem per bad argument
+        and False. Raises Refusal(INVALID_PARAMS) with one problem per bad argument
         (``id``, ``path``: an absolute path to a readable regular file starting with
         ``GGUF``, ``sha256``: 64 hex characters, optionally prefixed ``sha256:``), and
-        ApiError(CONFLICT) when the id is registered with another path or sha256.
+        Refusal(CONFLICT) when the id is registered with another path or sha256.
         """
         return await self._register(id, path, sha256, existing_ok=False)
 
@@ -401,7 +391,7 @@ class Catalog:
 
         The trust state becomes VERIFIED when the digest matches the registered sha256,
         MISMATCH when it does not, and stays UNVERIFIED when no sha256 was registered.
-        Raises ApiError(NOT_FOUND) for an unknown id and ApiError(CONFLICT), leaving the
+        Raises Refusal(NOT_FOUND) for an unknown id and Refusal(CONFLICT), leaving the
         model unchanged, when its file is missing or cannot be read.
         """
         model = await self.get(id)
@@ -411,13 +401,13 @@ class Catalog:
             digest = await model_digest(path)
             after = await trio.to_thread.run_sync(os.stat, path)
         except FileNotFoundError:
-            raise ApiError(ErrorCode.CONFLICT, f"model file {model.path} is missing") from None
+            raise Refusal(ErrorCode.CONFLICT, f"model file {model.path} is missing") from None
         except OSError as exc:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.CONFLICT, f"model file {model.path} cannot be read: {exc.strerror}"
             ) from None
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.CONFLICT,
                 f"model file {model.path} changed while it was being verified",
                 retriable=True,
@@ -450,14 +440,14 @@ class Catalog:
         return await self._run(lambda conn: _write(conn, record))
 
     async def set_state(self, id: str, state: ModelState) -> CatalogModel:
-        """Make the model active or retired; returns it. Raises ApiError(NOT_FOUND) for an
-        unknown id and ApiError(INVALID_PARAMS) for a state that is not a ModelState value.
+        """Make the model active or retired; returns it. Raises Refusal(NOT_FOUND) for an
+        unknown id and Refusal(INVALID_PARAMS) for a state that is not a ModelState value.
         """
         try:
             new_state = ModelState(state)
         except ValueError:
             allowed = ", ".join(s.value for s in ModelState)
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.INVALID_PARAMS,
                 "invalid model state",
                 problems=(f"state: must be one of {allowed} (got {_show(state)})",),
@@ -485,7 +475,7 @@ class Catalog:
         expected, sha_problem = _normal_sha256(sha256)
         problems = [p for p in (id_problem, path_problem, sha_problem) if p is not None]
         if problems:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.INVALID_PARAMS, "invalid model registration", problems=tuple(problems)
             )
         new = CatalogModel(
@@ -505,7 +495,7 @@ class Catalog:
             if existing is not None:
                 if existing_ok or (existing.path, existing.sha256) == (path, expected):
                     return existing, False
-                raise ApiError(
+                raise Refusal(
                     ErrorCode.CONFLICT,
                     f"model {id!r} is already registered with another path or sha256",
                 )

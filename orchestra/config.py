@@ -42,7 +42,8 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
-from .auth import TOKEN_ENV, env_token, read_token_file, token_problem
+from orchestra.errors import ConfigError
+from orchestra.tokens import TOKEN_ENV, env_token, read_token_file, token_problem
 
 __all__ = [
     "AdapterConfig",
@@ -406,20 +407,6 @@ class Config:
     def bind_is_loopback(self) -> bool:
         """True for ``localhost``, 127.0.0.0/8 and ::1."""
         return _is_loopback(self.bind_host)
-
-
-class ConfigError(Exception):
-    """Raised by :func:`load_config` and :func:`parse_config` when a configuration cannot
-    be used.
-
-    ``problems`` holds one single-line message per problem, each starting with the dotted
-    key path it is about (``config`` when it is about the whole file); ``str()`` of the
-    error is those lines joined by newlines.
-    """
-
-    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
-        self.problems: tuple[str, ...] = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 # -- strict structuring ----------------------------------------------------------------------

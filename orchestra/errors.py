@@ -1,14 +1,31 @@
-"""Errors: the wire error codes and the package's exception tree.
+"""Errors: the wire error codes and the package's one exception tree.
 
 Every error that reaches a client is one of the codes of DESIGN §2, carried either in an
-HTTP error envelope or in a stream ``error`` event::
+HTTP error envelope or in a stream ``error`` event. Every exception orchestra raises on
+purpose is an :class:`OrchestraError`::
 
     OrchestraError                 root of everything orchestra raises on purpose
-    ├── ApiError                   answered to an HTTP client as the error envelope
-    └── EngineError                the engine failed a request; mapped at the adapter boundary
-                                   from httpx errors, JSON error bodies and ``data: {"error"}``
+    ├── Refusal                    an actor said no: the code, why, and when to come back;
+    │                              the HTTP face turns it into status, headers and the
+    │                              envelope (orchestra.http.envelope), in one place
+    ├── EngineError                the engine failed a request; mapped at the adapter
+    │                              boundary from httpx errors, JSON error bodies and
+    │                              ``data: {"error"}`` frames
+    ├── EngineStartError           the engine cannot be started at all (its port is taken)
+    ├── ConfigError                a configuration cannot be used: one line per problem,
+    │                              each naming its key (``orchestra serve`` exits 2)
+    ├── InstallError               ``orchestra engine install`` cannot go on (exits 1)
+    ├── CatalogError               the model catalog's database failed (answered 500)
+    └── the SDK's errors           (orchestra.sdk) a client's view of a call:
+        ├── TransportError         no answer: could not connect, broke, timed out
+        ├── ParseError             an answer that is not what the contract says
+        └── ServerError            the server answered with its error envelope
+            ├── QueueFull          429 ADMISSION_REJECT
+            ├── BudgetExceeded     429 BUDGET_EXCEEDED
+            └── TaskFailed         the task's stream ended with an ``error`` event
 
-Nothing outside :mod:`orchestra.adapter` sees an ``httpx`` exception.
+Nothing outside :mod:`orchestra.engine.llamacpp` sees an ``httpx`` exception, and nothing
+below the HTTP face knows about status codes or headers.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ import attrs
 
 
 class ErrorCode(enum.StrEnum):
-    """The error codes of the wire contract, with the HTTP status each is answered with."""
+    """The error codes of the wire contract (DESIGN §2)."""
 
     INVALID_PARAMS = "INVALID_PARAMS"
     CTX_LIMIT_EXCEEDED = "CTX_LIMIT_EXCEEDED"
@@ -40,41 +57,19 @@ class ErrorCode(enum.StrEnum):
     CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
 
-    @property
-    def http_status(self) -> int:
-        """The status an HTTP answer with this code carries."""
-        return _STATUS[self]
-
-
-_STATUS: Mapping[ErrorCode, int] = {
-    ErrorCode.INVALID_PARAMS: 400,
-    ErrorCode.CTX_LIMIT_EXCEEDED: 400,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.ADMISSION_REJECT: 429,
-    ErrorCode.BUDGET_EXCEEDED: 429,
-    ErrorCode.POOL_UNREADY: 503,
-    ErrorCode.POOL_UNAVAILABLE: 503,
-    ErrorCode.MODEL_LOAD_FAILED: 422,
-    ErrorCode.DEADLINE_UNMET: 504,
-    ErrorCode.DECODE_TIMEOUT: 504,
-    ErrorCode.WORKER_RESET: 502,
-    ErrorCode.CANCELLED: 409,
-    ErrorCode.INTERNAL: 500,
-}
-
 
 class OrchestraError(Exception):
     """Root of every exception orchestra raises on purpose."""
 
 
 @attrs.define(eq=False)
-class ApiError(OrchestraError):
-    """Raised by a request handler to answer with the error envelope of DESIGN §2.
+class Refusal(OrchestraError):
+    """Raised (or returned) by an actor that will not do what it was asked.
 
-    ``headers`` are added to the response (``Retry-After`` and ``X-Backoff-Ms`` for 429).
+    A domain value: what was refused (``code``), why (``message``, and ``problems`` one
+    per bad field for ``INVALID_PARAMS``), whether asking again may work (``retriable``)
+    and when (``retry_after_ms``), and which policy said no (``policy_label``). The HTTP
+    face alone decides the status, the headers and the envelope it becomes.
     """
 
     code: ErrorCode
@@ -86,7 +81,6 @@ class ApiError(OrchestraError):
     """For INVALID_PARAMS: one line per bad field, each naming the field."""
     details: Mapping[str, Any] | None = None
     """Machine-readable specifics (a failed reload's ``rolled_back_to``)."""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -108,3 +102,37 @@ class EngineError(OrchestraError):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class EngineStartError(OrchestraError):
+    """Raised by the owning supervisor when the engine cannot be started at all (its port
+    is taken by another process); orchestra then does not start."""
+
+
+class ConfigError(OrchestraError):
+    """Raised by :func:`~orchestra.config.load_config` and
+    :func:`~orchestra.config.parse_config` when a configuration cannot be used.
+
+    ``problems`` holds one single-line message per problem, each starting with the dotted
+    key path it is about (``config`` when it is about the whole file); ``str()`` of the
+    error is those lines joined by newlines.
+    """
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InstallError(OrchestraError):
+    """Raised by :func:`~orchestra.engine.install.install` when the install cannot go on;
+    the message says why and what to do."""
+
+
+class CatalogError(OrchestraError):
+    """Raised when the catalog database cannot be opened, read or written: a corrupt or
+    foreign file, a full disk, a lock held by another process past its busy timeout, a
+    data directory that cannot be created, or a schema newer than this orchestra knows.
+
+    The message names the database path; the underlying :mod:`sqlite3` or OS error is
+    chained as ``__cause__``.
+    """

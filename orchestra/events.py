@@ -164,3 +164,41 @@ class EventLog:
         """Return once at least one reader is attached."""
         while self._subscribers == 0:
             await self._subscribers_changed.wait()
+
+    def subscribe(self, start: int = 0) -> Subscription:
+        """A reader of this log from event ``start`` on (see :class:`Subscription`)."""
+        return Subscription(self, start)
+
+
+@attrs.define
+class Subscription:
+    """One reader of a task's events, from a given event on.
+
+    While it is open (``with subscription:``) it counts as a subscriber of the log, so the
+    Queue notices a stream that nobody reads any more; reading changes nothing else.
+    """
+
+    _log: EventLog
+    _next: int
+
+    def __enter__(self) -> Subscription:
+        self._log.add_subscriber()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._log.remove_subscriber()
+
+    def take(self) -> bytes:
+        """The wire bytes of every event not read yet (empty when there is none)."""
+        events = self._log.events_from(self._next)
+        self._next += len(events)
+        return b"".join(event.wire for event in events)
+
+    @property
+    def finished(self) -> bool:
+        """The log is closed and every event of it was read."""
+        return self._log.closed and self._next >= len(self._log)
+
+    async def wait(self) -> None:
+        """Return once there is an event to read or the log is closed."""
+        await self._log.wait_beyond(self._next)

@@ -25,20 +25,22 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from . import logs
-from .adapter import LlamaCppAdapter
-from .admission import Admission
-from .catalog import Catalog
-from .config import Config
-from .engine_cache import MODEL_FILE, MODEL_SHA256
-from .engine_process import EngineCommand, resolve_command
-from .http_api import Actors, create_app
-from .metrics import Metrics
-from .owned_supervisor import OwnedReplicaSupervisor
-from .pool_control import PoolControl
-from .queue import Queue
-from .sessions import SessionBook
-from .supervisor import ReplicaSupervisor, Supervisor
+from orchestra.actors.admission import Admission
+from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
+from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.queue import Queue
+from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
+from orchestra.catalog import Catalog
+from orchestra.config import Config
+from orchestra.engine.cache import MODEL_FILE, MODEL_SHA256
+from orchestra.engine.llamacpp import LlamaCppAdapter
+from orchestra.engine.process import EngineCommand, resolve_command
+from orchestra.http.app import create_app
+from orchestra.http.context import Actors
+from orchestra.messages import EngineAlarm
+from orchestra.obs import logs
+from orchestra.obs.metrics import Metrics
+from orchestra.scheduling.sessions import SessionBook
 
 log = logging.getLogger("orchestra")
 
@@ -151,6 +153,7 @@ async def run_service(
         async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
             engine = LlamaCppAdapter(client, config.adapter)
             metrics = Metrics()
+            alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
             queue = Queue(
                 capacity=config.admission.queue_capacity,
                 batch_capacity=config.admission.batch_queue_capacity,
@@ -161,11 +164,12 @@ async def run_service(
                 engine_backlog=config.adapter.engine_backlog,
                 metrics=metrics,
                 sessions=SessionBook(config.sessions),
+                alarm=alarm,
             )
             supervisor: Supervisor
             model_id = None
             if config.replica is None:
-                supervisor = ReplicaSupervisor(engine, queue.replica_status)
+                supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
             else:
                 command = attrs.evolve(
                     resolve_command(config.replica, config.adapter),
@@ -173,16 +177,10 @@ async def run_service(
                     slot_save_path=Path(slot_dir.name),
                 )
                 model_id = await _catalog_id(catalog, command)
-                owned = OwnedReplicaSupervisor(
-                    command,
-                    config.replica,
-                    engine,
-                    queue.replica_status,
-                    queue.replica_lost,
-                )
-                queue.on_engine_hung = owned.engine_hung
-                supervisor = owned
-            queue.on_engine_suspect = supervisor.probe_now
+                supervisor = OwnedReplicaSupervisor(
+                    command, config.replica, engine, queue.replica_status, queue.replica_lost,
+                    alarm,
+                )  # fmt: skip
             logs.set_service_fields(partial(_log_fields, config, supervisor))
             control = PoolControl(
                 queue,
@@ -219,7 +217,7 @@ async def run_service(
                     config.adapter.engine,
                     config.adapter.endpoint,
                     "attached" if config.replica is None else "owned",
-                    "ready" if supervisor.statistics().ready else supervisor.statistics().detail,
+                    "ready" if queue.statistics().ready else queue.statistics().replica_detail,
                     config.admission.queue_capacity,
                 )
                 task_status.started(Running(urls, actors, app))

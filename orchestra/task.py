@@ -1,4 +1,5 @@
-"""The task model: what a client asked for, and the state the Queue keeps about it."""
+"""The task vocabulary: what a client asks for (:class:`TaskRequest`) and the states a task
+moves through. Plain data: the SDK imports it, so it imports nothing of the server."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ import enum
 from typing import Any
 
 import attrs
-import trio
-
-from .events import EventLog
 
 
 class TaskState(enum.StrEnum):
@@ -85,42 +83,3 @@ class TaskRequest:
         if self.stop is not None:
             params["stop"] = list(self.stop)
         return params
-
-
-@attrs.define(kw_only=True)
-class Task:
-    """The Queue's record of one task. The Queue actor is its only writer."""
-
-    id: str
-    request: TaskRequest
-    fingerprint: str
-    """Hash of the request body, to tell an idempotent resubmission from a conflicting one."""
-    log: EventLog
-    submitted_at: float
-    queue_position: int
-    """Tasks ahead of it when it was admitted (0: next to run)."""
-    predicted_start_ms: int
-    """Predicted wait from admission to start, given in the 202."""
-    state: TaskState = TaskState.QUEUED
-    attempts: int = 0
-    """How many times it was dispatched (more than once after an engine failure before its
-    first token put it back at the head of the queue)."""
-    dispatched_at: float | None = None
-    ended_at: float | None = None
-    tokens_out: int = 0
-    error_code: str | None = None
-    scope: trio.CancelScope | None = None
-    """The cancel scope of its StreamSession while one runs."""
-    correlation_id: str | None = None
-    """The correlation id of the request that submitted it (for its log lines)."""
-    tokens_in: int | None = None
-    """Prompt tokens, as the engine counted them when it finished."""
-    decode_time_ms: float | None = None
-    cached_tokens: int = 0
-    """Prompt tokens the engine reused from its cache, when it finished."""
-    slot: int | None = None
-    """The engine slot it was sent to (``id_slot``: a session's turn), while it runs."""
-    ran_on: int | None = None
-    """The engine slot that ran it, once it completed."""
-    token_cap: int | None = None
-    """``n_predict`` when its session's token budget lowered it below ``max_tokens``."""

@@ -34,7 +34,7 @@ import httpx
 import trio
 
 from orchestra.errors import ErrorCode
-from orchestra.queue import PoolState
+from orchestra.pool import PoolState
 from orchestra.service import Running, run_service
 
 from .engine import free_port, open_owned

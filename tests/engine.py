@@ -19,8 +19,8 @@ import httpx
 import pytest
 import trio
 
-from orchestra import engine_cache
-from orchestra.owned_supervisor import OwnedReplicaSupervisor
+from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
+from orchestra.engine import cache as engine_cache
 from orchestra.service import Running, run_service
 
 from .harness import SSE, LiveStream, make_config, parse_sse

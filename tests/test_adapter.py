@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from orchestra.adapter import LlamaCppAdapter
 from orchestra.config import AdapterConfig
+from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.errors import EngineError, ErrorCode
 
 CONFIG = AdapterConfig(endpoint="http://engine:8081", connect_timeout_s=1, decode_timeout_s=1)

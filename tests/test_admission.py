@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.admission import Admission, fingerprint, parse_task_request
+from orchestra.actors.admission import Admission, fingerprint, parse_task_request
+from orchestra.actors.queue import Admitted
 from orchestra.config import AdmissionConfig
-from orchestra.errors import ApiError, EngineError, ErrorCode
-from orchestra.queue import Admitted
+from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.task import Determinism, Priority, TaskRequest
 
 LIMITS = AdmissionConfig(queue_capacity=4, ctx_limit=512, max_tokens_limit=128)
@@ -25,7 +25,7 @@ def parse(body: Any) -> TaskRequest:
 
 
 def problems(body: Any) -> list[str]:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refusal) as caught:
         parse(body)
     assert caught.value.code is ErrorCode.INVALID_PARAMS
     return list(caught.value.problems) or [caught.value.message]
@@ -174,7 +174,7 @@ async def test_long_prompts_are_measured_by_the_engine() -> None:
     await admission.admit(body)  # 400 + 100 <= 512
     assert engine.calls == 1
     engine.tokens = 450
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refusal) as caught:
         await admission.admit(body)
     assert caught.value.code is ErrorCode.CTX_LIMIT_EXCEEDED
     assert "450 tokens" in caught.value.message
@@ -184,7 +184,7 @@ async def test_long_prompts_are_measured_by_the_engine() -> None:
 
 async def test_an_unreachable_engine_during_measuring_is_retriable() -> None:
     admission = Admission(LIMITS, CountingEngine(tokens=None), AcceptAll())
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refusal) as caught:
         await admission.admit(json.dumps({"prompt": "w " * 500, "max_tokens": 10}).encode())
     assert caught.value.code is ErrorCode.POOL_UNREADY
     assert caught.value.retriable

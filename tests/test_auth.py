@@ -15,9 +15,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra.auth import OPEN_PATHS, Gate
-from orchestra.config import ConfigError, parse_config
-from orchestra.errors import ApiError, ErrorCode
+from orchestra.config import parse_config
+from orchestra.errors import ConfigError, ErrorCode, Refusal
+from orchestra.http.auth import OPEN_PATHS, Gate
+from orchestra.http.envelope import headers_for
 
 from .engine import open_owned
 from .harness import open_stack
@@ -46,11 +47,11 @@ TOKEN = "s3cret-token-for-tests-0123456789"
 def test_gate(required: bool, header: str | None, expected: str | ErrorCode) -> None:
     gate = Gate(token=TOKEN, required=required)
     if isinstance(expected, ErrorCode):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(Refusal) as caught:
             gate.admit("/v1/tasks", header, None)
         assert caught.value.code is expected
         if expected is ErrorCode.UNAUTHORIZED:
-            assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")
+            assert headers_for(caught.value)["WWW-Authenticate"].startswith("Bearer")
     else:
         assert gate.admit("/v1/tasks", header, None) == expected
 
@@ -60,7 +61,7 @@ def test_gate_lets_in_only_the_token(header: str, proxy_user: str | None) -> Non
     gate = Gate(token=TOKEN, required=True, trust_proxy=False)
     try:
         who = gate.admit("/v1/tasks", header, proxy_user)
-    except ApiError as exc:
+    except Refusal as exc:
         assert exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
     else:
         scheme, _, given = header.strip().partition(" ")
@@ -70,12 +71,12 @@ def test_gate_lets_in_only_the_token(header: str, proxy_user: str | None) -> Non
 def test_gate_trusts_the_proxy_header_only_when_told() -> None:
     trusting = Gate(token=TOKEN, required=True, trust_proxy=True)
     assert trusting.admit("/v1/tasks", None, "alice") == "proxy:alice"
-    with pytest.raises(ApiError):
+    with pytest.raises(Refusal):
         trusting.admit("/v1/tasks", None, "")
-    with pytest.raises(ApiError) as caught:  # a wrong token is wrong, whoever forwards it
+    with pytest.raises(Refusal) as caught:  # a wrong token is wrong, whoever forwards it
         trusting.admit("/v1/tasks", "Bearer nope", "alice")
     assert caught.value.code is ErrorCode.FORBIDDEN
-    with pytest.raises(ApiError):
+    with pytest.raises(Refusal):
         Gate(token=TOKEN, required=True).admit("/v1/tasks", None, "alice")
 
 

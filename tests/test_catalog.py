@@ -28,7 +28,7 @@ from orchestra.catalog import (
     ModelState,
     TrustState,
 )
-from orchestra.errors import ApiError, ErrorCode
+from orchestra.errors import ErrorCode, Refusal
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z
@@ -78,7 +78,7 @@ def model_file(tmp_path: Path) -> tuple[Path, str]:
 
 
 async def invalid(catalog: Catalog, id: object, path: object, sha256: object = None) -> list[str]:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await catalog.register(id, path, sha256)  # type: ignore[arg-type]
     assert info.value.code is ErrorCode.INVALID_PARAMS
     assert info.value.problems
@@ -194,7 +194,7 @@ async def test_register_conflict(
     catalog = await Catalog.open(data_dir)
     original, _ = await catalog.register("m", str(path), sha)
     for other_path, other_hash in [(other, sha), (path, other_sha), (path, None)]:
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(Refusal) as info:
             await catalog.register("m", str(other_path), other_hash)
         assert info.value.code is ErrorCode.CONFLICT
         assert "'m'" in info.value.message
@@ -304,7 +304,7 @@ async def test_verify_missing_file_is_a_conflict_and_changes_nothing(
     await catalog.register("m", str(path), sha)
     before = await catalog.verify("m")
     path.unlink()
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await catalog.verify("m")
     assert info.value.code is ErrorCode.CONFLICT
     assert str(path) in info.value.message and "missing" in info.value.message
@@ -332,7 +332,7 @@ async def test_set_state_rejects_an_unknown_state(
     path, _ = model_file
     catalog = await Catalog.open(data_dir)
     registered, _ = await catalog.register("m", str(path))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await catalog.set_state("m", "deleted")  # type: ignore[arg-type]
     assert info.value.code is ErrorCode.INVALID_PARAMS
     assert info.value.problems[0].startswith("state: ")
@@ -347,7 +347,7 @@ async def test_unknown_ids_are_not_found(data_dir: Path) -> None:
         partial(catalog.set_state, "ghost", ModelState.RETIRED),
     ]
     for call in calls:
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(Refusal) as info:
             await call()
         assert info.value.code is ErrorCode.NOT_FOUND
         assert info.value.message == "no model 'ghost' in the catalog"
@@ -365,7 +365,7 @@ async def test_ensure(data_dir: Path, tmp_path: Path, model_file: tuple[Path, st
     path.unlink()
     assert await catalog.ensure("m", str(path), sha) == model
     # an unknown id is validated like register
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await catalog.ensure("n", str(path), sha)
     assert info.value.code is ErrorCode.INVALID_PARAMS
     assert await catalog.list() == [model]

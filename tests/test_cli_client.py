@@ -25,7 +25,7 @@ import attrs
 import pytest
 import trio
 
-from orchestra.cli_client import (
+from orchestra.cli.client import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,

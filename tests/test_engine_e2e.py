@@ -8,8 +8,8 @@ from pathlib import Path
 
 import trio
 
-from orchestra import engine_cache
-from orchestra.queue import PoolState
+from orchestra.engine import cache as engine_cache
+from orchestra.pool import PoolState
 
 from .engine import Owned, open_owned
 from .harness import tokens_seen

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.estimate import ServiceRate, WorkModel, predicted_start_s
+from orchestra.scheduling.estimate import ServiceRate, WorkModel, predicted_start_s
 
 
 def test_prior_until_observed_then_tracks() -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestra import engine_cache
-from orchestra.install import InstallError, Progress, download
+from orchestra.engine import cache as engine_cache
+from orchestra.engine.install import Progress, download
+from orchestra.errors import InstallError
 
 ORCHESTRA = [sys.executable, "-m", "orchestra"]
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import trio
 
-from orchestra import logs
+from orchestra.obs import logs
 
 from .engine import free_port, require_engine
 from .harness import parse_sse

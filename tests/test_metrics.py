@@ -10,8 +10,8 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestra import progress
-from orchestra.metrics import SECONDS_BUCKETS
+from orchestra.obs.metrics import SECONDS_BUCKETS
+from orchestra.scheduling import progress
 
 from .harness import SSE, Stack, open_stack
 

@@ -52,7 +52,8 @@ from orchestra import API_VERSION
 from orchestra.config import Config
 from orchestra.errors import ErrorCode
 from orchestra.events import EventKind
-from orchestra.http_api import create_app
+from orchestra.http.app import create_app
+from orchestra.http.envelope import status_of
 
 from .engine import open_owned, require_engine
 from .harness import Stack, open_stack
@@ -1346,9 +1347,9 @@ def test_every_stream_media_type_documents_every_event() -> None:
 def test_error_codes_are_exactly_orchestras(document: str) -> None:
     error_code = raw_document(document)["components"]["schemas"]["ErrorCode"]
     assert set(error_code["enum"]) == {str(code) for code in ErrorCode}
-    assert error_code["x-error-codes"] == {str(code): code.http_status for code in ErrorCode}
+    assert error_code["x-error-codes"] == {str(code): status_of(code) for code in ErrorCode}
     table = dict(re.findall(r"^\| `([A-Z_]+)` \| (\d{3}) \|", error_code["description"], re.M))
-    assert table == {str(code): str(code.http_status) for code in ErrorCode}
+    assert table == {str(code): str(status_of(code)) for code in ErrorCode}
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)

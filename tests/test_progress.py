@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.progress import (
+from orchestra.scheduling.progress import (
     EVERY_TOKENS,
     MIN_INTERVAL_S,
     Progress,

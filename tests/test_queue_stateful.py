@@ -40,13 +40,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from orchestra.adapter import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.actors.queue import MAX_ATTEMPTS, Queue
 from orchestra.config import SessionsConfig
-from orchestra.errors import ApiError, EngineError, ErrorCode
+from orchestra.engine.protocol import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog, StreamEvent
-from orchestra.queue import MAX_ATTEMPTS, PoolState, Queue, ReplicaStatus
-from orchestra.sessions import SessionBook, SessionView
-from orchestra.task import Priority, Task, TaskRequest, TaskState
+from orchestra.http.envelope import headers_for
+from orchestra.pool import PoolState, ReplicaStatus
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.task import Priority, TaskRequest, TaskState
 
 from .trio_driver import TrioDriver
 
@@ -192,7 +195,6 @@ class QueueMachine(RuleBasedStateMachine):
     def start(self, slots: int, backlog: int) -> None:
         self.driver = TrioDriver()
         self.engine = ScriptedEngine()
-        self.unreachable_reports = 0
         self.queue = RecordingQueue(
             capacity=CAPACITY,
             batch_capacity=CAPACITY,
@@ -200,7 +202,6 @@ class QueueMachine(RuleBasedStateMachine):
             engine=self.engine,
             retention_s=RETENTION_S,
             orphan_grace_s=ORPHAN_GRACE_S,
-            on_engine_suspect=self._note_unreachable,
             engine_backlog=backlog,
             sessions=SessionBook(
                 SessionsConfig(
@@ -229,9 +230,6 @@ class QueueMachine(RuleBasedStateMachine):
             await self.queue.replica_status(ReplicaStatus(PoolState.READY, slots, "ok"))
 
         self.driver.run(boot)
-
-    def _note_unreachable(self, detail: str) -> None:
-        self.unreachable_reports += 1
 
     def teardown(self) -> None:
         driver = getattr(self, "driver", None)
@@ -290,7 +288,7 @@ class QueueMachine(RuleBasedStateMachine):
         before = None if session is None else self._session_view(session)
         try:
             admitted = self.driver.run(self.queue.submit, request, name)
-        except ApiError as exc:
+        except Refusal as exc:
             if self.draining and self.ready:
                 assert exc.code is ErrorCode.POOL_UNREADY and exc.retriable
             elif self.draining or not self.ready:
@@ -314,7 +312,7 @@ class QueueMachine(RuleBasedStateMachine):
                     "batch_queue_capacity" if priority is Priority.BATCH else "queue_capacity"
                 )
                 assert exc.retry_after_ms is not None and exc.retry_after_ms >= 1
-                assert int(exc.headers["Retry-After"]) >= 1
+                assert int(headers_for(exc)["Retry-After"]) >= 1
             return
         assert self.ready and not self.draining
         log = self.queue.log_of(admitted.task_id)
@@ -392,8 +390,9 @@ class QueueMachine(RuleBasedStateMachine):
         task = data.draw(st.sampled_from(self._running()))
         error = EngineError(ErrorCode.WORKER_RESET, "engine died", True, unreachable)
         self._send(task, "fail", error)
-        if unreachable:
-            self.ready = False  # a lost connection only holds dispatch until the next probe
+        # A lost engine makes the pool not ready (admission refuses, health says so, nothing
+        # is dispatched) until the supervisor's next report.
+        self.ready = False
 
     @precondition(lambda self: self._running())
     @rule(data=st.data())
@@ -418,7 +417,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.driver.run(self.queue.replica_status, ReplicaStatus(state, slots, "probe"))
         self.ready, self.slots = state is PoolState.READY, slots
         if state is PoolState.UNAVAILABLE:
-            with pytest.raises(ApiError) as refused:
+            with pytest.raises(Refusal) as refused:
                 self.driver.run(self.queue.submit, TaskRequest(prompt="x", max_tokens=1), "x")
             assert refused.value.code is ErrorCode.POOL_UNAVAILABLE
 

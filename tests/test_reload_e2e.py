@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra import engine_cache
-from orchestra.catalog import Catalog, CatalogError
+from orchestra.catalog import Catalog
+from orchestra.engine import cache as engine_cache
+from orchestra.errors import CatalogError
 
 from .engine import Owned, open_owned
 

@@ -21,8 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import orchestra.sdk as sdk
-from orchestra.config import ConfigError
-from orchestra.errors import OrchestraError
+from orchestra.errors import ConfigError, OrchestraError
 from orchestra.sdk import (
     AsyncClient,
     BudgetExceeded,

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from orchestra.config import SessionsConfig
-from orchestra.sessions import SessionBook
-from orchestra.task import Task, TaskRequest
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.sessions import SessionBook
+from orchestra.task import TaskRequest
 
 from .harness import Stack, open_stack
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.slo import MAX_SAMPLES, Sample, SloWindow, percentile
+from orchestra.scheduling.slo import MAX_SAMPLES, Sample, SloWindow, percentile
 
 
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=200))

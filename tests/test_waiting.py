@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestra.events import EventLog
-from orchestra.task import Priority, Task, TaskRequest
-from orchestra.waiting import WaitingLine
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.waiting import WaitingLine
+from orchestra.task import Priority, TaskRequest
 
 
 def _task(name: str, priority: Priority) -> Task:

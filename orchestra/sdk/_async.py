@@ -7,8 +7,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote
@@ -17,9 +17,9 @@ import attrs
 import httpx
 import trio
 
-from .. import __version__
-from ..errors import ErrorCode
-from ._errors import (
+from orchestra import __version__
+from orchestra.errors import ErrorCode
+from orchestra.sdk._errors import (
     BudgetExceeded,
     OrchestraError,
     ParseError,
@@ -28,7 +28,7 @@ from ._errors import (
     TaskFailed,
     TransportError,
 )
-from ._models import (
+from orchestra.sdk._models import (
     CancelResult,
     Capabilities,
     CatalogModel,
@@ -48,11 +48,11 @@ from ._models import (
     request_body,
     structure,
 )
-from ._retry import Retry
-from ._sse import RawEvent, SSEDecoder
+from orchestra.sdk._retry import Retry
+from orchestra.sdk._sse import RawEvent, SSEDecoder
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from orchestra.config import Config
 
 T = TypeVar("T")
 
@@ -169,9 +169,16 @@ class AsyncClient:
         install`` cached, on a free port. The client is yielded once the engine is ready;
         leaving the block cancels what still runs and stops the engine.
         """
-        from ._embedded import open_embedded  # the service is only imported when used
+        from orchestra.sdk._embedded import EMBEDDED_URL, open_embedded  # loads the service
 
-        return open_embedded(config, **options)
+        @asynccontextmanager
+        async def embedded_client() -> AsyncIterator[AsyncClient]:
+            async with open_embedded(config) as (transport, token):
+                options.setdefault("token", token)
+                async with cls(EMBEDDED_URL, transport=transport, **options) as client:
+                    yield client
+
+        return embedded_client()
 
     async def __aenter__(self) -> AsyncClient:
         return self

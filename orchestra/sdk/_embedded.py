@@ -13,14 +13,13 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
+import httpx
 import trio
 
-from ..config import Config, load_config, parse_config
-from ..service import Running, run_service
-from ._async import AsyncClient
-from ._inprocess import InProcessTransport
+from orchestra.config import Config, load_config, parse_config
+from orchestra.sdk._inprocess import InProcessTransport
+from orchestra.service import Running, run_service
 
 EMBEDDED_URL = "http://orchestra.embedded"
 """The base URL an embedded client's requests carry (no socket is behind it)."""
@@ -64,11 +63,11 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 @asynccontextmanager
 async def open_embedded(
-    config: Config | str | os.PathLike[str] | None, **options: Any
-) -> AsyncIterator[AsyncClient]:
-    """Start the service without a listener, wait until its engine is ready, and yield an
-    :class:`AsyncClient` of it (``options`` are its keyword arguments). On exit the
-    service shuts down as on SIGTERM, with the config's ``shutdown_grace_s``.
+    config: Config | str | os.PathLike[str] | None,
+) -> AsyncIterator[tuple[httpx.AsyncBaseTransport, str]]:
+    """Start the service without a listener, wait until its engine is ready, and yield a
+    transport that calls its app in-process, with the token its config asks for. On exit
+    the service shuts down as on SIGTERM, with the config's ``shutdown_grace_s``.
 
     A single exception (the caller's own, or the engine failing to start) is raised as it
     is, not wrapped in an exception group.
@@ -83,10 +82,7 @@ async def open_embedded(
             try:
                 await running.actors.queue.wait_ready()
                 async with trio.open_nursery() as calls:
-                    transport = InProcessTransport(running.app, calls)
-                    options.setdefault("token", resolved.auth.token)
-                    async with AsyncClient(EMBEDDED_URL, transport=transport, **options) as client:
-                        yield client
+                    yield InProcessTransport(running.app, calls), resolved.auth.token
                     calls.cancel_scope.cancel()
             finally:
                 stop.set()

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import ErrorCode, OrchestraError
+from orchestra.errors import ErrorCode, OrchestraError
 
 __all__ = [
     "BudgetExceeded",

@@ -16,9 +16,9 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ..errors import ErrorCode
-from ..task import Determinism, Priority, TaskState
-from ._errors import ParseError
+from orchestra.errors import ErrorCode
+from orchestra.sdk._errors import ParseError
+from orchestra.task import Determinism, Priority, TaskState
 
 T = TypeVar("T")
 

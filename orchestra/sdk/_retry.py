@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._errors import OrchestraError, ServerError, TransportError
+from orchestra.sdk._errors import OrchestraError, ServerError, TransportError
 
 
 @attrs.frozen(kw_only=True)

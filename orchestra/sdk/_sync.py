@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from ._async import AsyncClient
-from ._models import (
+from orchestra.sdk._async import AsyncClient
+from orchestra.sdk._models import (
     CancelResult,
     Capabilities,
     CatalogModel,
@@ -35,7 +35,7 @@ from ._models import (
 )
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from orchestra.config import Config
 
 T = TypeVar("T")
 _ABANDON_WAIT_S = 6.0

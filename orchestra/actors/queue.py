@@ -1,0 +1,523 @@
+"""Queue: the one owner of task state.
+
+It admits tasks into a bounded line, dispatches them to free engine slots as
+StreamSessions in its own nursery, ends every task exactly once, and forgets finished
+tasks after their retention. Everything that changes a task (submit, cancel, a session's
+end, the replica's readiness, shutdown) arrives as a message on its inbox
+(:mod:`orchestra.actors.queue_messages`) and is applied by its run loop in one synchronous
+step, so there is nothing to lock. Its policies are pure helpers in
+:mod:`orchestra.scheduling`: the pool's refusals (:class:`~orchestra.pool.PoolStatus`),
+admission checks, cuts, preemption, estimates. What others call (requests,
+waits, snapshots) is its face, :class:`~orchestra.actors.queue_face.QueueFace`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, deque
+
+import attrs
+import trio
+
+from orchestra.actors.queue_face import QueueFace
+from orchestra.actors.queue_messages import (
+    Admitted,
+    Cancel,
+    CancelAll,
+    CancelReason,
+    DeleteSession,
+    DrainStart,
+    QueueMsg,
+    RefuseNew,
+    ReplicaChanged,
+    ReplicaLost,
+    SessionEnded,
+    SetDraining,
+    StopRunning,
+    Submit,
+)
+from orchestra.actors.stream_session import Completed, Failed, Interrupted, Outcome, StreamSession
+from orchestra.config import SessionsConfig
+from orchestra.engine.protocol import Engine
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.events import EventKind, EventLog
+from orchestra.messages import EngineAlarm
+from orchestra.obs.metrics import Metrics
+from orchestra.pool import PoolState, PoolStatus
+from orchestra.scheduling import admission_checks, preemption
+from orchestra.scheduling.cuts import Cut, Cuts
+from orchestra.scheduling.figures import QueueFigures, log_limit, ms
+from orchestra.scheduling.progress import Progress
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.scheduling.waiting import WaitingLine
+from orchestra.task import Priority, TaskRequest, TaskState
+
+log = logging.getLogger("orchestra.queue")
+
+MAX_ATTEMPTS = 3
+"""Dispatches of one task: an engine failure before its first token puts it back at the
+head of the queue, up to this many times in all (preemptions do not count)."""
+LOST_STREAM = "lost its connection to the engine mid-stream; probing it"
+"""The pool's detail between a stream that lost the engine and the supervisor's answer."""
+_CANCELLED = {
+    "client": "cancelled by the client",
+    "orphaned": "cancelled: every reader left and none came back in time",
+    "shutdown": "cancelled: orchestra is shutting down",
+    "session": "cancelled: its session was deleted",
+}
+
+
+def _flag(event: trio.Event, value: bool) -> trio.Event:
+    """``event`` set when ``value`` holds; a fresh unset event when it stops holding."""
+    if value and not event.is_set():
+        event.set()
+    elif not value and event.is_set():
+        return trio.Event()
+    return event
+
+
+@attrs.define
+class Queue(QueueFace):
+    """The one writer of task state: bounded line, dispatch, cancel, retention.
+
+    Owns: every :class:`Task`, the waiting line, the pool's status, the sessions nursery
+    and each session's cancel scope. Receives: :data:`QueueMsg` on a bounded inbox.
+    Promises: at most ``capacity`` admitted tasks wait and at most ``slots_total`` (plus
+    ``engine_backlog``) run; interactive before batch, batch never starved, and no
+    interactive task waits behind a batch task that has sent no token; every task ends
+    exactly once, with its log closed in the same step as its state changes. A cancel marks
+    the task, closes its log and cancels its session's scope in one step, so no token
+    follows it. Cancelling :meth:`run` cancels every session with it.
+    """
+
+    capacity: int
+    engine: Engine
+    retention_s: float
+    orphan_grace_s: float
+    alarm: EngineAlarm = attrs.field(factory=EngineAlarm)
+    """Raised when a session could not reach the engine or lost it (the supervisor probes
+    at once), or when the engine went silent mid-stream (an owning supervisor restarts it)."""
+    engine_backlog: int = 0
+    """Tasks dispatched beyond the engine's slots. They wait in the engine's own queue, so
+    a slot that frees starts the next task within the same engine step instead of a round
+    trip later; such a task stays cancellable (closing its connection drops it there)."""
+    figures: QueueFigures = attrs.field(factory=QueueFigures)
+    """What it learned from the tasks it served, and the predictions it makes from that."""
+    metrics: Metrics = attrs.field(factory=Metrics)
+    """Told of each task's first dispatch, first token (completed tasks) and end."""
+    batch_capacity: int | None = None
+    """Batch tasks that may wait (their own limit); None: the same as ``capacity``, which
+    then bounds the interactive ones."""
+    batch_every: int = 4
+    """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one."""
+    sessions: SessionBook = attrs.field(factory=lambda: SessionBook(SessionsConfig()))
+    """Sessions: their slots, turns and budgets (:mod:`orchestra.scheduling.sessions`)."""
+    _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
+    _waiting: WaitingLine = attrs.field(init=False)
+    _cuts: Cuts = attrs.field(factory=Cuts, init=False)
+    _busy: int = attrs.field(default=0, init=False)
+    _running: dict[str, Task] = attrs.field(factory=dict, init=False)
+    """The tasks in the RUNNING state, in dispatch order."""
+    _dispatches: int = attrs.field(default=0, init=False)
+    _preempted: set[tuple[str, int]] = attrs.field(factory=set, init=False)
+    """(task id, attempt) of dispatches taken back whose sessions have not ended yet."""
+    _pool: PoolStatus = attrs.field(factory=PoolStatus, init=False)
+    _slots_total: int = attrs.field(default=0, init=False)
+    _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
+    _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _quiet: trio.Event = attrs.field(factory=trio.Event, init=False)
+    """Set while no session runs."""
+    _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
+    _ended: Counter[str] = attrs.field(factory=Counter, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._waiting = WaitingLine(self.batch_every)
+        self._idle.set()
+        self._quiet.set()
+
+    # -- the actor ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply messages until cancelled; ready as soon as it is receiving."""
+        async with trio.open_nursery() as sessions:
+            self._sessions = sessions
+            task_status.started()
+            while True:
+                message: QueueMsg | None = None
+                expiry = self._expiry[0][0] if self._expiry else float("inf")
+                wake = min(expiry, self._cuts.next_at(), self.sessions.next_expiry())
+                with trio.move_on_at(wake):
+                    message = await self._inbox_out.receive()
+                if message is not None:
+                    self._apply(message)
+                now = trio.current_time()
+                self._enforce_cuts(now)
+                self._expire(now)
+                self.sessions.expire(now)
+                self._dispatch()
+                self._idle = _flag(self._idle, not self._waiting and self._busy == 0)
+                self._quiet = _flag(self._quiet, self._busy == 0)
+
+    def _apply(self, message: QueueMsg) -> None:
+        match message:
+            case Submit(request, fingerprint, reply, correlation_id):
+                reply.send(self._submit(request, fingerprint, correlation_id))
+            case Cancel(task_id, reason, reply):
+                state = self._cancel(task_id, reason)
+                if reply is not None:
+                    reply.send(state)
+            case SessionEnded(task, attempt, outcome):
+                self._session_ended(task, attempt, outcome)
+            case ReplicaChanged(status, reply):
+                self._set_pool(status.state, status.detail)
+                self._slots_total = status.slots_total
+                if status.slots_total:
+                    self.sessions.slots_known(status.slots_total)
+                reply.send(None)
+            case ReplicaLost(code, detail, reply):
+                if self._pool.ready:
+                    self._set_pool(PoolState.STARTING, detail)
+                self._stop_running(code, detail, TaskState.FAILED)
+                reply.send(None)
+            case RefuseNew(reply):
+                self._pool = attrs.evolve(self._pool, refusing=True)
+                reply.send(None)
+            case CancelAll(reason, reply):
+                live = [t.id for t in self._tasks.values() if not t.state.terminal]
+                for task_id in live:
+                    self._cancel(task_id, reason)
+                reply.send(len(live))
+            case StopRunning(reply):
+                message_ = "cancelled: the pool was drained before the task finished"
+                reply.send(self._stop_running(ErrorCode.CANCELLED, message_, TaskState.CANCELLED))
+            case DeleteSession(session_id, reply):
+                reply.send(self._delete_session(session_id))
+            case SetDraining(on, reply):
+                self._pool = attrs.evolve(self._pool, draining=on)
+                reply.send(DrainStart(len(self._running), len(self._waiting)))
+        self._dispatch()
+
+    # -- state changes (only ever called from the run loop) ------------------------------
+
+    def _submit(
+        self, request: TaskRequest, fingerprint: str, correlation_id: str | None = None
+    ) -> Admitted | Refusal:
+        known = self._tasks.get(request.task_id) if request.task_id else None
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                return Refusal(
+                    ErrorCode.CONFLICT,
+                    f"task_id {known.id!r} is already used by a different request",
+                )
+            return Admitted(known.id, known.queue_position, known.predicted_start_ms)
+        refused = self._pool.refusal()
+        if refused is not None:
+            return refused
+        priority = request.priority
+        if self._waiting.count(priority) >= admission_checks.capacity_of(
+            priority, self.capacity, self.batch_capacity
+        ):
+            return self.queue_full(priority)
+        if request.session_id is not None:
+            refused = self.sessions.refusal(request.session_id)
+            if refused is not None:
+                return refused
+        now = trio.current_time()
+        ahead = self._waiting.ahead_of_new(priority)
+        predicted_ms = self._predicted_start_ms(self._waiting.order()[:ahead])
+        if request.deadline_ms is not None:
+            speed = self.figures.tokens_per_s(now)
+            refused = admission_checks.deadline_unmet(
+                request, predicted_ms, speed, self._retry_ms()
+            )
+            if refused is not None:
+                return refused
+        task = Task(
+            id=request.task_id or uuid.uuid4().hex,
+            request=request,
+            fingerprint=fingerprint,
+            log=EventLog(limit=log_limit(request)),
+            submitted_at=now,
+            correlation_id=correlation_id,
+            queue_position=ahead,
+            predicted_start_ms=predicted_ms,
+        )
+        self._tasks[task.id] = task
+        self._waiting.append(task)
+        if request.session_id is not None:
+            self.sessions.open(request.session_id, task, now, self._slots_total)
+        if request.deadline_ms is not None:
+            self._cuts.add(now + request.deadline_ms / 1000, task, 0, "deadline")
+        return Admitted(task.id, task.queue_position, task.predicted_start_ms)
+
+    def _predicted_start_ms(self, ahead: list[Task]) -> int:
+        backlog = self.engine_backlog if self._slots_total else 0
+        return self.figures.predicted_start_ms(
+            self._running.values(), ahead, self._slots_total, backlog
+        )
+
+    def _retry_ms(self) -> int:
+        return self.figures.retry_ms(self._slots_total)
+
+    def queue_full(self, priority: Priority = Priority.INTERACTIVE) -> Refusal:
+        """The refusal of a submission that finds its class (or the inbox) full."""
+        return admission_checks.queue_full(
+            priority, self.capacity, self.batch_capacity, self._retry_ms()
+        )
+
+    def _enforce_cuts(self, now: float) -> None:
+        """End every task whose cut is due; a running one's scope is cancelled with its log
+        closed, so no token follows."""
+        for task, error in self._cuts.due(now):
+            if task.state is TaskState.QUEUED:
+                self._waiting.remove(task)
+            self._fail(task, error.code, error.message, retriable=error.retriable)
+            if task.scope is not None:
+                task.scope.cancel()
+
+    def _dispatch(self) -> None:
+        if not self._pool.ready or self._pool.draining:
+            return
+        room = self._slots_total + (self.engine_backlog if self._slots_total else 0)
+        while self._busy < room and self._waiting:
+            self._start(self._waiting.popleft())
+        if self._waiting and self._busy >= room and not self._preempted:
+            victim = preemption.victim(self._running.values(), self._waiting.next_priority())
+            if victim is not None:
+                self._preempt(victim)
+
+    def _preempt(self, task: Task) -> None:
+        """Take a batch task's dispatch back for an interactive one (it sent nothing): its
+        stream is closed, it keeps its turn at the head of its class, and the room it held
+        goes to the interactive task once its session has ended."""
+        assert task.scope is not None
+        task.scope.cancel()
+        self._preempted.add((task.id, task.attempts))
+        task.preemptions += 1
+        self._requeue(task)
+        self._waiting.appendleft(task)
+        log.info("task %s taken back for an interactive task", task.id)
+
+    def _start(self, task: Task) -> None:
+        assert self._sessions is not None
+        now = trio.current_time()
+        task.preemptible = preemption.preemptible_at_dispatch(
+            task, self._waiting.count(Priority.INTERACTIVE)
+        )
+        task.state = TaskState.RUNNING
+        self._running[task.id] = task
+        task.attempts += 1
+        self._dispatches += 1
+        task.dispatched_seq = self._dispatches
+        task.scope = trio.CancelScope()
+        self._busy += 1
+        if task.attempts == 1:
+            task.dispatched_at = now
+            waited_ms = ms(now - task.submitted_at)
+            self.figures.dispatched(task.predicted_start_ms, waited_ms)
+            self.metrics.task_dispatched(
+                now - task.submitted_at, abs(waited_ms - task.predicted_start_ms) / 1000
+            )
+            task.log.append(
+                EventKind.STARTED,
+                {
+                    "queue_position": task.queue_position,
+                    "predicted_start_ms": task.predicted_start_ms,
+                    "queue_wait_ms": waited_ms,
+                },
+            )
+        session = StreamSession(
+            self.engine, self._engine_params(task), task.log, task.scope, self._progress(task)
+        )
+        self._sessions.start_soon(self._run_session, task, task.attempts, session)
+
+    def _engine_params(self, task: Task) -> dict[str, object]:
+        """The engine call for a task being dispatched: a session's turn goes to its slot,
+        capped by what its budget has left (and cut when its wall time runs out)."""
+        params = task.request.engine_params()
+        session_id = task.request.session_id
+        session = None if session_id is None else self.sessions.get(session_id)
+        if session is None or session.live is not task:
+            return params
+        busy = {t.slot for t in self._running.values() if t.slot is not None and t is not task}
+        params, task.token_cap = self.sessions.engine_params(session, params, busy)
+        task.slot = session.slot
+        wall_left = self.sessions.left(session).wall_s
+        if wall_left is not None:
+            assert task.dispatched_at is not None  # the session counts from the first dispatch
+            budget: Cut = "budget"
+            self._cuts.add(task.dispatched_at + wall_left, task, task.attempts, budget)
+        return params
+
+    def _progress(self, task: Task) -> Progress | None:
+        """What tells the session when a ``metrics`` event is due, if the task wants them."""
+        request = task.request
+        if not request.metrics:
+            return None
+        deadline_at = None
+        if request.deadline_ms is not None:
+            deadline_at = task.submitted_at + request.deadline_ms / 1000
+        return Progress(request.max_tokens, deadline_at, lambda: len(self._waiting))
+
+    def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
+        self._busy -= 1
+        self._preempted.discard((task.id, attempt))
+        if isinstance(outcome, Completed):
+            self.sessions.slot_used(outcome.slot, task.request.session_id)
+        if attempt != task.attempts or task.state is TaskState.QUEUED:
+            return  # a session of a dispatch taken back: the task waits again; the room is free
+        task.scope = task.slot = None
+        if isinstance(outcome, Failed) and (
+            outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
+        ):
+            # The engine may have died: the pool is not ready (admission refuses, health
+            # says so, nothing is dispatched) until the supervisor has probed it.
+            if self._pool.ready:
+                detail = outcome.error.message if outcome.error.unreachable else LOST_STREAM
+                self._set_pool(PoolState.STARTING, detail)
+            self.alarm.suspect(outcome.error.message)
+        if task.state is not TaskState.RUNNING:
+            return  # cancelled while running: already ended; the slot is free now
+        match outcome:
+            case Completed() as completed:
+                self._completed(task, completed)
+            case Failed(error, tokens_sent):
+                if error.code is ErrorCode.DECODE_TIMEOUT:
+                    self.alarm.hung(error.message)
+                if tokens_sent == 0 and error.retriable and task.counted_attempts < MAX_ATTEMPTS:
+                    self._requeue(task)
+                    self._waiting.appendleft(task)  # it keeps its turn
+                    return
+                self._fail(task, error.code, error.message, retriable=error.retriable)
+            case Interrupted():
+                self._fail(task, ErrorCode.INTERNAL, "session interrupted", retriable=True)
+
+    def _completed(self, task: Task, done: Completed) -> None:
+        assert task.dispatched_at is not None
+        now = trio.current_time()
+        ttft_s = None if done.first_token_at is None else done.first_token_at - task.submitted_at
+        self.figures.completed(
+            now,
+            service_s=now - task.dispatched_at,
+            prompt_s=done.prompt_time_ms / 1000,
+            decode_s=done.decode_time_ms / 1000,
+            tokens_out=done.tokens_out,
+            max_tokens=task.token_cap or task.request.max_tokens,
+            ttft_s=ttft_s,
+        )
+        if ttft_s is not None:
+            self.metrics.first_token(ttft_s)
+        task.tokens_out, task.tokens_in = done.tokens_out, done.tokens_in
+        task.decode_time_ms = round(done.decode_time_ms, 3)
+        task.cached_tokens, task.ran_on = done.cached_tokens, done.slot
+        if task.token_cap is not None and done.stop_type == "limit":
+            message = f"the session's token budget ran out after {done.tokens_out} tokens"
+            self._fail(task, ErrorCode.BUDGET_EXCEEDED, message, retriable=False)
+            return
+        end: dict[str, object] = {
+            "tokens_out": done.tokens_out,
+            "decode_time_ms": task.decode_time_ms,
+        }
+        self._end(task, TaskState.COMPLETED, EventKind.END, end)
+
+    def _requeue(self, task: Task) -> None:
+        """A running task waits again (the caller puts it in the line)."""
+        task.state = TaskState.QUEUED
+        task.scope = task.slot = None
+        self._running.pop(task.id, None)
+
+    def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
+        """Stop every running task: requeue (in their order, at the head) those that have
+        not sent a token and may try again; end the others with ``code`` in ``state``.
+        Returns how many were requeued and how many ended."""
+        running = sorted(self._running.values(), key=lambda t: t.dispatched_seq)
+        requeue = []
+        for task in running:
+            assert task.scope is not None
+            task.scope.cancel()
+            if task.log.tokens == 0 and task.counted_attempts < MAX_ATTEMPTS:
+                self._requeue(task)
+                requeue.append(task)
+            else:
+                task.scope = task.slot = None
+                self._fail(task, code, detail, retriable=True, state=state)
+        self._waiting.extendleft(reversed(requeue))
+        return len(requeue), len(running) - len(requeue)
+
+    def _set_pool(self, state: PoolState, detail: str) -> None:
+        if self._pool.ready and state is not PoolState.READY:
+            self.sessions.engine_restarted()  # it may come back with its KV cache empty
+        changed = state is not self._pool.state
+        self._pool = attrs.evolve(self._pool, state=state, detail=detail)
+        if changed:
+            self._pool_changed.set()
+            self._pool_changed = trio.Event()
+
+    def _cancel(self, task_id: str, reason: CancelReason) -> TaskState | None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        if task.state.terminal:
+            return task.state
+        if task.state is TaskState.QUEUED:
+            self._waiting.remove(task)
+        retriable = reason == "shutdown"
+        self._fail(task, ErrorCode.CANCELLED, _CANCELLED[reason], retriable=retriable,
+                   state=TaskState.CANCELLED)  # fmt: skip
+        if task.scope is not None:
+            task.scope.cancel()
+        return TaskState.CANCELLED
+
+    def _fail(
+        self,
+        task: Task,
+        code: ErrorCode,
+        message: str,
+        *,
+        retriable: bool,
+        state: TaskState = TaskState.FAILED,
+    ) -> None:
+        task.error_code = code
+        data = {"code": str(code), "retriable": retriable, "message": message}
+        self._end(task, state, EventKind.ERROR, data)
+
+    def _end(self, task: Task, state: TaskState, kind: EventKind, data: dict[str, object]) -> None:
+        """The one place a task ends: state and log change together."""
+        now = trio.current_time()
+        task.state = state
+        self._running.pop(task.id, None)
+        task.ended_at = now
+        task.log.finish(kind, data)
+        self._ended[state] += 1
+        tokens_out = task.tokens_out or task.log.tokens
+        self.metrics.task_ended(state, task.error_code, tokens_out)
+        session_id = task.request.session_id
+        session = None if session_id is None else self.sessions.get(session_id)
+        if session is not None and session.live is task:
+            self.sessions.task_ended(
+                session, task, now, tokens_out=tokens_out, tokens_in=task.tokens_in,
+                cached=task.cached_tokens, slot=task.ran_on,
+            )  # fmt: skip
+        log.info("task %s %s", task.id, state, extra=task.log_fields())
+        self._expiry.append((now + self.retention_s, task))
+
+    def _delete_session(self, session_id: str) -> tuple[SessionView, int | None] | None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        view = self.sessions.view(session, trio.current_time())
+        erase = session.slot if self.sessions.kv_warm(session) else None
+        if session.live is not None:
+            self._cancel(session.live.id, "session")
+        self.sessions.delete(session_id)
+        return view, erase
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, task = self._expiry.popleft()
+            if self._tasks.get(task.id) is task:
+                del self._tasks[task.id]

@@ -1,0 +1,273 @@
+"""The Queue's face: everything the other actors and the HTTP face call on it.
+
+- **requests**: each is a message put on the Queue's bounded inbox, answered through a
+  one-shot :class:`~orchestra.messages.Reply` once its run loop has applied it; the
+  session tasks report through the same inbox;
+- **waits** for a condition of the pool or the line;
+- **snapshots** (``view()``, ``statistics()``, ``figures()``) and ``subscribe()`` for a
+  task's stream: synchronous reads that change nothing.
+
+:class:`~orchestra.actors.queue.Queue` inherits all of it; nothing here writes task state
+(that is the run loop's alone, in :mod:`orchestra.actors.queue`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import trio
+
+from orchestra.actors.queue_messages import (
+    Admitted,
+    Cancel,
+    CancelAll,
+    CancelReason,
+    DeleteSession,
+    DrainStart,
+    QueueMsg,
+    RefuseNew,
+    ReplicaChanged,
+    ReplicaLost,
+    SessionEnded,
+    SetDraining,
+    StopRunning,
+    Submit,
+)
+from orchestra.actors.stream_session import StreamSession
+from orchestra.engine.protocol import Engine
+from orchestra.errors import EngineError, ErrorCode, Refusal
+from orchestra.events import EventLog, Subscription
+from orchestra.messages import Reply
+from orchestra.obs import logs
+from orchestra.pool import PoolState, PoolStatus, ReplicaStatus
+from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.scheduling.waiting import WaitingLine
+from orchestra.task import Priority, TaskRequest, TaskState
+from orchestra.views import QueueStatistics, TaskView
+
+log = logging.getLogger("orchestra.queue")
+
+INBOX_SIZE = 64
+"""Messages the Queue's inbox holds; a submission finding it full is refused with 429."""
+ERASE_WAIT_S = 5.0
+"""How long deleting a session waits for the engine to erase the session's slot."""
+
+
+class QueueFace:
+    """The Queue's requests: every method sends one message and waits for its answer.
+
+    Cancelling a caller leaves the Queue consistent: a message already sent is applied
+    all the same (its answer is dropped), one not sent yet never is.
+    """
+
+    # The Queue's state these methods read (declared here for the type checker).
+    engine: Engine
+    capacity: int
+    orphan_grace_s: float
+    sessions: SessionBook
+    figures: QueueFigures
+    _inbox: trio.MemorySendChannel[QueueMsg]
+    _inbox_out: trio.MemoryReceiveChannel[QueueMsg]
+    _tasks: dict[str, Task]
+    _waiting: WaitingLine
+    _pool: PoolStatus
+    _pool_changed: trio.Event
+    _quiet: trio.Event
+    _idle: trio.Event
+    _busy: int
+    _slots_total: int
+    _ended: Counter[str]
+    _sessions: trio.Nursery | None
+
+    def __attrs_post_init__(self) -> None:
+        self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
+
+    def queue_full(self, priority: Priority = Priority.INTERACTIVE) -> Refusal:
+        """The refusal of a submission that finds its class (or the inbox) full."""
+        raise NotImplementedError
+
+    def _predicted_start_ms(self, ahead: list[Task]) -> int:
+        raise NotImplementedError
+
+    async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
+        """Admit a task or raise :class:`Refusal`; never waits for queue space (a full
+        inbox is a full queue: 429)."""
+        reply: Reply[Admitted | Refusal] = Reply()
+        try:
+            self._inbox.send_nowait(Submit(request, fingerprint, reply, logs.correlation_id.get()))
+        except trio.WouldBlock:
+            raise self.queue_full() from None
+        result = await reply.receive()
+        if isinstance(result, Refusal):
+            raise result
+        return result
+
+    async def cancel(self, task_id: str, reason: CancelReason = "client") -> TaskState | None:
+        """Cancel a task; its state afterwards, or None if unknown. Idempotent."""
+        reply: Reply[TaskState | None] = Reply()
+        await self._inbox.send(Cancel(task_id, reason, reply))
+        return await reply.receive()
+
+    async def delete_session(self, session_id: str) -> tuple[SessionView, bool] | None:
+        """Forget a session (cancelling its task in progress) and erase its slot's cache;
+        the session as it was and whether its cache was erased, or None if unknown."""
+        reply: Reply[tuple[SessionView, int | None] | None] = Reply()
+        await self._inbox.send(DeleteSession(session_id, reply))
+        deleted = await reply.receive()
+        if deleted is None:
+            return None
+        view, slot = deleted
+        erased = False
+        if slot is not None:
+            # The engine erases a busy slot once it is free; by then it holds another
+            # task's context, so waiting long buys nothing.
+            with trio.move_on_after(ERASE_WAIT_S):
+                try:
+                    erased = await self.engine.erase_slot(slot)
+                except EngineError as exc:
+                    log.warning("could not erase slot %d: %s", slot, exc.message)
+        return view, erased
+
+    async def replica_status(self, status: ReplicaStatus) -> None:
+        """Tell the Queue whether the replica is ready and how many slots it has; returns
+        once the Queue has applied it."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(ReplicaChanged(status, reply))
+        await reply.receive()
+
+    async def replica_lost(self, code: ErrorCode, detail: str) -> None:
+        """The engine process died or hung; returns once its tasks are dealt with."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(ReplicaLost(code, detail, reply))
+        await reply.receive()
+
+    async def refuse_new(self) -> None:
+        """From now on, refuse submissions (shutdown has begun)."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(RefuseNew(reply))
+        await reply.receive()
+
+    async def cancel_all(self, reason: CancelReason) -> int:
+        """Cancel every task that has not ended; how many there were."""
+        reply: Reply[int] = Reply()
+        await self._inbox.send(CancelAll(reason, reply))
+        return await reply.receive()
+
+    async def stop_running(self) -> tuple[int, int]:
+        """Requeue the running tasks without a token, cancel the others (a drain's
+        deadline); how many were requeued and how many cancelled."""
+        reply: Reply[tuple[int, int]] = Reply()
+        await self._inbox.send(StopRunning(reply))
+        return await reply.receive()
+
+    async def set_draining(self, on: bool) -> DrainStart:
+        """Start or end a drain; what was running and waiting at that moment."""
+        reply: Reply[DrainStart] = Reply()
+        await self._inbox.send(SetDraining(on, reply))
+        return await reply.receive()
+
+    # -- the session tasks' reports (run in the Queue's sessions nursery) ------------------
+
+    async def _run_session(self, task: Task, attempt: int, session: StreamSession) -> None:
+        assert self._sessions is not None
+        watcher = trio.CancelScope()
+        self._sessions.start_soon(self._watch_readers, task, watcher)
+        try:
+            outcome = await session.run()
+        finally:
+            watcher.cancel()
+        await self._inbox.send(SessionEnded(task, attempt, outcome))
+
+    async def _watch_readers(self, task: Task, scope: trio.CancelScope) -> None:
+        """Cancel a running task whose readers all left and none came back in time."""
+        with scope:
+            while True:
+                await task.log.wait_abandoned()
+                with trio.move_on_after(self.orphan_grace_s) as waited:
+                    await task.log.wait_subscribed()
+                if waited.cancelled_caught:
+                    await self._inbox.send(Cancel(task.id, "orphaned", None))
+                    return
+
+    # -- waits and reads (never change anything) -----------------------------------------
+
+    async def wait_ready(self, ready: bool = True) -> None:
+        """Return once the pool is ready (or not, with ``ready=False``)."""
+        while self._pool.ready != ready:
+            await self._pool_changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_pool_state(self, state: PoolState) -> None:
+        """Return once the pool is in ``state``."""
+        while self._pool.state is not state:
+            await self._pool_changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_quiet(self) -> None:
+        """Return once no session runs (tasks may still wait)."""
+        while not self._quiet.is_set():
+            await self._quiet.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing waits and no session runs."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
+
+    def subscribe(self, task_id: str, start: int = 0) -> Subscription | None:
+        """A reader of a known task's events from event ``start`` on (None: unknown)."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.log.subscribe(start)
+
+    def log_of(self, task_id: str) -> EventLog | None:
+        """The event log of a known task, to inspect (tests, tools); streams subscribe."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.log
+
+    def view(self, task_id: str) -> TaskView | None:
+        """A snapshot of a known task."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        position = predicted = None
+        if task.state is TaskState.QUEUED:
+            position = self._waiting.position(task)
+            predicted = self._predicted_start_ms(self._waiting.order()[:position])
+        started, ended = task.dispatched_at, task.ended_at
+        return TaskView(
+            task_id=task.id,
+            state=task.state,
+            queue_position=position,
+            predicted_start_ms=predicted,
+            tokens_out=task.tokens_out or task.log.tokens,
+            attempts=task.attempts,
+            error_code=task.error_code,
+            queue_wait_ms=None if started is None else ms(started - task.submitted_at),
+            run_ms=None if started is None or ended is None else ms(ended - started),
+        )
+
+    def session_view(self, session_id: str) -> SessionView | None:
+        """A snapshot of a live session."""
+        session = self.sessions.get(session_id)
+        return None if session is None else self.sessions.view(session, trio.current_time())
+
+    def statistics(self) -> QueueStatistics:
+        """A snapshot for health, capabilities and metrics."""
+        return QueueStatistics(
+            pool=self._pool,
+            queue_depth=len(self._waiting),
+            queue_capacity=self.capacity,
+            slots_total=self._slots_total,
+            slots_busy=self._busy,
+            tasks_known=len(self._tasks),
+            mean_service_ms=ms(self.figures.rate.mean_service_s),
+            ended=dict(self._ended),
+        )
+
+    def service_figures(self) -> ServiceFigures:
+        """How the tasks completed lately were served, for ``GET /v1/replicasets``."""
+        return self.figures.snapshot(trio.current_time())

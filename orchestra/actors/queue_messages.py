@@ -1,0 +1,133 @@
+"""The Queue's messages: what other actors and the HTTP face ask it, each applied by its
+run loop in one synchronous step. Requests carry a one-shot :class:`Reply`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from orchestra.actors.stream_session import Outcome
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.messages import Reply
+from orchestra.pool import ReplicaStatus
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.sessions import SessionView
+from orchestra.task import TaskRequest, TaskState
+
+CancelReason = Literal["client", "orphaned", "shutdown", "session"]
+
+
+@attrs.frozen
+class Admitted:
+    """The Queue's answer to an accepted submission (the 202 body)."""
+
+    task_id: str
+    queue_position: int
+    predicted_start_ms: int
+
+
+@attrs.frozen
+class Submit:
+    """Admit a validated request; answered with Admitted or the Refusal to return."""
+
+    request: TaskRequest
+    fingerprint: str
+    reply: Reply[Admitted | Refusal]
+    correlation_id: str | None = None
+
+
+@attrs.frozen
+class DeleteSession:
+    """Forget a session, cancelling its task in progress; answered with the session as it
+    was and the slot whose cache to erase (None when the slot holds someone else's), or
+    None when the session is unknown."""
+
+    session_id: str
+    reply: Reply[tuple[SessionView, int | None] | None]
+
+
+@attrs.frozen
+class Cancel:
+    """Cancel a task; answered with its state afterwards, or None when it is unknown."""
+
+    task_id: str
+    reason: CancelReason
+    reply: Reply[TaskState | None] | None
+
+
+@attrs.frozen
+class SessionEnded:
+    """A StreamSession returned; its engine connection is closed and its slot is free.
+
+    ``attempt`` says which dispatch of the task it ran: a session of an earlier attempt
+    (one the replica lost) only frees its slot.
+    """
+
+    task: Task
+    attempt: int
+    outcome: Outcome
+
+
+@attrs.frozen
+class ReplicaLost:
+    """The engine process died or hung: every running task is requeued (no token yet) or
+    ended with ``code`` (``WORKER_RESET`` or ``DECODE_TIMEOUT``); answered once applied."""
+
+    code: ErrorCode
+    detail: str
+    reply: Reply[None]
+
+
+@attrs.frozen
+class ReplicaChanged:
+    """Apply a new :class:`ReplicaStatus`; answered once it is applied."""
+
+    status: ReplicaStatus
+    reply: Reply[None]
+
+
+@attrs.frozen
+class RefuseNew:
+    """Shutdown has begun: refuse submissions from now on (503)."""
+
+    reply: Reply[None]
+
+
+@attrs.frozen
+class CancelAll:
+    """Cancel every task that has not ended."""
+
+    reason: CancelReason
+    reply: Reply[int]
+
+
+@attrs.frozen
+class StopRunning:
+    """A drain's deadline passed: every running task without a token goes back to the head
+    of the queue, the others are cancelled; answered with (requeued, cancelled)."""
+
+    reply: Reply[tuple[int, int]]
+
+
+@attrs.frozen
+class DrainStart:
+    """What a drain found when it began: tasks running and tasks waiting."""
+
+    running: int
+    queued: int
+
+
+@attrs.frozen
+class SetDraining:
+    """Start (``on``) or end a drain: while draining, nothing is dispatched and new
+    submissions get 503 ``POOL_UNREADY``; waiting tasks keep their place."""
+
+    on: bool
+    reply: Reply[DrainStart]
+
+
+QueueMsg = (
+    Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
+    | SetDraining | StopRunning | DeleteSession
+)  # fmt: skip

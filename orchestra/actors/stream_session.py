@@ -1,0 +1,99 @@
+"""StreamSession: one running task against the engine, in its own cancel scope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from orchestra.engine.protocol import Engine
+from orchestra.errors import EngineError
+from orchestra.events import EventKind, EventLog
+from orchestra.scheduling.progress import Progress
+
+
+@attrs.frozen
+class Completed:
+    """The engine finished the generation."""
+
+    tokens_out: int
+    decode_time_ms: float
+    first_token_at: float | None = None
+    """When the first token reached the log (Trio clock); None if none did."""
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated, when it said."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the slot's cache."""
+    slot: int | None = None
+    """The engine slot that ran it."""
+    stop_type: str = ""
+    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached)."""
+    prompt_time_ms: float = 0.0
+
+
+@attrs.frozen
+class Failed:
+    """The engine failed; ``tokens_sent`` says whether any token reached the log."""
+
+    error: EngineError
+    tokens_sent: int
+
+
+@attrs.frozen
+class Interrupted:
+    """The session's scope was cancelled (the Queue already ended the task)."""
+
+
+Outcome = Completed | Failed | Interrupted
+
+
+@attrs.define
+class StreamSession:
+    """Runs one task's generation and appends its tokens to the task's event log.
+
+    Owns: the engine stream of one task. Receives: the engine parameters, the task's log
+    and a cancel scope made by the Queue. Promises under cancellation: when ``scope`` is
+    cancelled, :meth:`run` closes the engine stream (freeing the llama.cpp slot) and returns
+    :class:`Interrupted`; a piece that arrives after the Queue closed the log is dropped by
+    the log, so no token is ever emitted after a cancel. It never writes task state: it
+    reports its :data:`Outcome` to the Queue, which does.
+    """
+
+    engine: Engine
+    params: Mapping[str, Any]
+    log: EventLog
+    scope: trio.CancelScope
+    progress: Progress | None = None
+    """Set when the task asked for ``metrics`` events: they go in between its tokens."""
+    tokens_sent: int = attrs.field(default=0, init=False)
+    first_token_at: float | None = attrs.field(default=None, init=False)
+
+    async def run(self) -> Outcome:
+        """Generate until the engine ends, fails, or the scope is cancelled."""
+        with self.scope:
+            try:
+                done = await self.engine.complete(self.params, self._on_token)
+            except EngineError as exc:
+                return Failed(exc, self.tokens_sent)
+            return Completed(
+                done.tokens_out,
+                done.decode_time_ms,
+                self.first_token_at,
+                done.tokens_in,
+                done.cache_n,
+                done.slot,
+                done.stop_type,
+                done.prompt_time_ms,
+            )
+        return Interrupted()
+
+    def _on_token(self, text: str) -> None:
+        if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
+            now = trio.current_time()
+            if self.tokens_sent == 0:
+                self.first_token_at = now
+            self.tokens_sent += 1
+            if self.progress is not None and (frame := self.progress.on_token(now)):
+                self.log.append(EventKind.METRICS, frame)

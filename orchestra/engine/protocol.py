@@ -1,0 +1,64 @@
+"""What the actors need from an engine, and the plain values it answers with.
+
+:class:`Engine` is a protocol: :class:`~orchestra.engine.llamacpp.LlamaCppAdapter` is the
+real one, the tests script others. Nothing here imports ``httpx``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+TokenSink = Callable[[str], None]
+"""Called synchronously with each non-empty piece of generated text, in order."""
+
+
+@attrs.frozen
+class Completion:
+    """How a finished generation ended, from the engine's final stream frame."""
+
+    tokens_out: int
+    decode_time_ms: float
+    stop_type: str
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated (None when it did not say)."""
+    prompt_time_ms: float = 0.0
+    """How long the engine took to evaluate the prompt (``timings.prompt_ms``)."""
+    cache_n: int = 0
+    """Prompt tokens reused from the slot's cache (``timings.cache_n``)."""
+    slot: int | None = None
+    """The engine slot that ran it (``id_slot`` of the final frame)."""
+
+
+@attrs.frozen
+class EngineProps:
+    """What ``/props`` says about the running engine."""
+
+    total_slots: int
+    n_ctx: int
+    build_info: str
+    model_path: str
+
+
+@attrs.frozen
+class HealthProbe:
+    """One ``/health`` answer: ``ready`` only on 200; ``detail`` says why not."""
+
+    ready: bool
+    detail: str
+
+
+class Engine(Protocol):
+    """What the actors need from an engine; :class:`LlamaCppAdapter` is the real one."""
+
+    async def health(self) -> HealthProbe: ...
+
+    async def props(self) -> EngineProps: ...
+
+    async def count_tokens(self, text: str) -> int: ...
+
+    async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion: ...
+
+    async def erase_slot(self, slot: int) -> bool: ...

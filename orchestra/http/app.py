@@ -1,0 +1,101 @@
+"""The HTTP face: a thin QuartTrio app over the actors, one blueprint per face.
+
+::
+
+    create_app
+    ├── before every request   correlation id (yours, echoed, or a new one), the auth gate
+    ├── tasks blueprint        the data plane (orchestra.http.tasks)
+    ├── control blueprint      the control plane (orchestra.http.control)
+    ├── catalog blueprint      models and the catalog (orchestra.http.catalog)
+    └── error handlers         a Refusal, an HTTP error or a bug: the envelope
+                               (orchestra.http.envelope), always
+
+Every response carries ``X-Correlation-Id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import uuid
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.http.auth import Gate
+from orchestra.http.bodies import json_response
+from orchestra.http.catalog import catalog_blueprint
+from orchestra.http.context import Actors
+from orchestra.http.control import control_blueprint
+from orchestra.http.envelope import error_response
+from orchestra.http.tasks import tasks_blueprint
+from orchestra.obs import logs
+
+log = logging.getLogger(__name__)
+
+_CORRELATION_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_MAX_BODY = 8 * 1024 * 1024
+
+
+def create_app(actors: Actors) -> QuartTrio:
+    """The QuartTrio app serving the v1 API over ``actors``."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = _MAX_BODY
+    config = actors.config
+    auth = config.auth
+    gate = Gate(
+        token=auth.token,
+        required=not (auth.optional and config.bind_is_loopback),
+        trust_proxy=auth.trust_proxy_auth,
+        proxy_header=auth.proxy_user_header,
+    )
+
+    @app.before_request
+    async def _correlate_and_authorize() -> None:
+        sent = request.headers.get("X-Correlation-Id")
+        g.correlation_id = sent if sent and _CORRELATION_RE.match(sent) else str(uuid.uuid4())
+        logs.correlation_id.set(g.correlation_id)
+        g.who = gate.admit(
+            request.path,
+            request.headers.get("Authorization"),
+            request.headers.get(gate.proxy_header),
+        )
+
+    @app.get("/health")
+    async def liveness() -> Response:
+        """Liveness only, open without a token (like llama-server's ``/health``)."""
+        return json_response({"status": "ok"})
+
+    @app.after_request
+    async def _stamp(response: Response) -> Response:
+        # An answer given before the body was read (a 404 for an unknown pool, say) must
+        # still consume it, or the next request on the keep-alive connection can hang.
+        with contextlib.suppress(Exception):
+            await request.get_data(cache=False)
+        response.headers["X-Correlation-Id"] = g.get("correlation_id") or str(uuid.uuid4())
+        return response
+
+    @app.errorhandler(Refusal)
+    async def _refused(exc: Refusal) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = ErrorCode.INVALID_PARAMS if status < 500 else ErrorCode.INTERNAL
+        if status == 404:
+            code = ErrorCode.NOT_FOUND
+        return error_response(Refusal(code, f"{exc.name}: {exc.description}"), status)
+
+    @app.errorhandler(Exception)
+    async def _bug(exc: Exception) -> Response:
+        log.exception("internal error (correlation id %s)", g.get("correlation_id"))
+        return error_response(Refusal(ErrorCode.INTERNAL, "internal error; see the server log"))
+
+    app.register_blueprint(tasks_blueprint(actors))
+    app.register_blueprint(control_blueprint(actors))
+    app.register_blueprint(catalog_blueprint(actors))
+    return app

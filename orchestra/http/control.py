@@ -1,0 +1,223 @@
+"""The control plane's routes: capabilities, pool health / drain / resume / reload,
+replica sets and ``/metrics`` (``specs/openapi/control.yaml``); the catalog's are in
+:mod:`orchestra.http.catalog`.
+
+Like the data plane, the handlers hold no state: they read the actors' snapshots
+(``statistics()``, ``service_figures()``) or call
+:class:`~orchestra.actors.pool_control.PoolControl`, and build the response bodies here.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+import attrs
+from quart import Blueprint, Response
+
+from orchestra import API_VERSION, __version__
+from orchestra.actors.pool_control import DrainReport, ReloadFailed, ReloadReport
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.http.bodies import json_response, read_body, string
+from orchestra.http.context import Actors
+from orchestra.obs.metrics import CONTENT_TYPE
+
+POOL_ID = "default"
+"""The one pool of the single-replica configuration."""
+MAX_DEADLINE_MS = 3_600_000
+"""The longest drain deadline a request may ask for (one hour)."""
+
+
+def _deadline(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer (milliseconds)"
+    if not 0 <= value <= MAX_DEADLINE_MS:
+        return f"must be between 0 and {MAX_DEADLINE_MS} (got {value})"
+    return None
+
+
+def _pool(pool_id: str) -> None:
+    if pool_id != POOL_ID:
+        raise Refusal(ErrorCode.NOT_FOUND, f"no pool {pool_id!r} (there is only {POOL_ID!r})")
+
+
+def drain_body(report: DrainReport, pool_id: str) -> dict[str, Any]:
+    """The body of ``POST /v1/pools/{id}/drain``."""
+    return {"pool_id": pool_id, "state": "drained", **attrs.asdict(report)}
+
+
+def reload_body(report: ReloadReport, pool_id: str) -> dict[str, Any]:
+    """The body of ``POST /v1/pools/{id}/reload``."""
+    return {
+        "pool_id": pool_id,
+        "outcome": "reloaded",
+        "model": attrs.asdict(report.model),
+        "previous_model": attrs.asdict(report.previous_model),
+        "drain": drain_body(report.drain, pool_id),
+        "load_ms": report.load_ms,
+    }
+
+
+def control_blueprint(actors: Actors) -> Blueprint:
+    """The control plane's routes over ``actors``."""
+    routes = Blueprint("control", __name__)
+    queue, supervisor, control = actors.queue, actors.supervisor, actors.control
+    config = actors.config
+
+    def model_id() -> str | None:
+        if control.model_id is not None or config.replica is not None:
+            return control.model_id
+        path = supervisor.statistics().model_path  # attached: what the engine reports
+        return PurePath(path).stem if path else None
+
+    @routes.get("/v1/capabilities")
+    async def capabilities() -> Response:
+        q = queue.statistics()
+        s = supervisor.statistics()
+        models = []
+        if s.model_path:
+            models.append(
+                {
+                    "id": model_id(),
+                    "digest": s.model_digest,
+                    "ctx_max": s.props.n_ctx if s.props is not None else None,
+                }
+            )
+        return json_response(
+            {
+                "api_version": API_VERSION,
+                "orchestra_version": __version__,
+                "engines": [
+                    {
+                        "engine": config.adapter.engine,
+                        "engine_version": s.engine_version,
+                        "mode": "attached" if config.replica is None else "owned",
+                    }
+                ],
+                "models": models,
+                "pools": [
+                    {
+                        "id": POOL_ID,
+                        "ready": q.serving,
+                        "state": q.state,
+                        "slots_total": q.slots_total,
+                        "slots_busy": q.slots_busy,
+                        "queue_depth": q.queue_depth,
+                    }
+                ],
+                "limits": {
+                    "queue_capacity": config.admission.queue_capacity,
+                    "batch_queue_capacity": config.admission.batch_queue_capacity,
+                    "max_tokens": config.admission.max_tokens_limit,
+                    "ctx_limit": config.admission.ctx_limit,
+                    "rate_limits": None,
+                    "sessions": attrs.asdict(config.sessions),
+                },
+                "features": {
+                    "stream_resume": True,
+                    "stream_on_submit": True,
+                    "idempotent_task_id": True,
+                    "determinism": ["strict", "best_effort"],
+                    "owned_engine": config.replica is not None,
+                    "drain": True,
+                    "reload": control.can_reload,
+                    "model_catalog": True,
+                    "priorities": True,
+                    "sessions": True,
+                    "deadlines": True,
+                },
+            }
+        )
+
+    @routes.get("/v1/pools/<pool_id>/health")
+    async def pool_health(pool_id: str) -> Response:
+        _pool(pool_id)
+        q = queue.statistics()
+        s = supervisor.statistics()
+        health: dict[str, Any] = {
+            "pool_id": pool_id,
+            "live": True,
+            "ready": q.serving,
+            "draining": q.refusing or q.draining,
+            "engine": config.adapter.engine,
+            "state": q.state,
+            "engine_version": s.engine_version,
+            "model_id": model_id(),
+            "model_digest": s.model_digest,
+            "slots_total": q.slots_total,
+            "slots_busy": q.slots_busy,
+            "queue_depth": q.queue_depth,
+            "queue_capacity": q.queue_capacity,
+            "api_version": API_VERSION,
+        }
+        if not q.ready:
+            health["last_error"] = q.replica_detail
+        return json_response(health)
+
+    @routes.post("/v1/pools/<pool_id>/drain")
+    async def drain_pool(pool_id: str) -> Response:
+        _pool(pool_id)
+        given = await read_body({"deadline_ms": _deadline})
+        deadline_ms = given.get("deadline_ms")
+        report = await (
+            control.drain() if deadline_ms is None else control.drain(deadline_ms / 1000)
+        )
+        return json_response(drain_body(report, pool_id))
+
+    @routes.post("/v1/pools/<pool_id>/resume")
+    async def resume_pool(pool_id: str) -> Response:
+        _pool(pool_id)
+        await read_body({})
+        await control.resume()
+        return json_response({"pool_id": pool_id, "state": queue.statistics().state})
+
+    @routes.post("/v1/pools/<pool_id>/reload")
+    async def reload_pool(pool_id: str) -> Response:
+        _pool(pool_id)
+        given = await read_body({"model_ref": string, "deadline_ms": _deadline}, ("model_ref",))
+        deadline_ms = given.get("deadline_ms")
+        model_ref = given["model_ref"]
+        try:
+            report = await (
+                control.reload(model_ref)
+                if deadline_ms is None
+                else control.reload(model_ref, deadline_ms / 1000)
+            )
+        except ReloadFailed as failed:
+            assert failed.rolled_back_to is not None and failed.drain is not None
+            details = {
+                "rolled_back_to": attrs.asdict(failed.rolled_back_to),
+                "drain": drain_body(failed.drain, pool_id),
+            }
+            raise attrs.evolve(failed, details=details) from None
+        return json_response(reload_body(report, pool_id))
+
+    @routes.get("/v1/replicasets")
+    async def replicasets() -> Response:
+        q = queue.statistics()
+        s = supervisor.statistics()
+        figures = queue.service_figures()
+        replica = {
+            "id": f"{POOL_ID}-0",
+            "engine": config.adapter.engine,
+            "engine_version": s.engine_version,
+            "mode": "attached" if config.replica is None else "owned",
+            "state": q.state,
+            "pid": s.pid,
+            "model": {"id": model_id(), "digest": s.model_digest},
+            "slots_total": q.slots_total,
+            "slots_busy": q.slots_busy,
+            "queue_depth": q.queue_depth,
+            "restarts": s.restarts,
+            "slo": attrs.asdict(figures.slo),
+            "predicted_start": dict(figures.predicted_start),
+        }
+        return json_response(
+            {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}
+        )
+
+    @routes.get("/metrics")
+    async def metrics() -> Response:
+        return Response(actors.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    return routes

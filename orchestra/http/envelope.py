@@ -1,0 +1,98 @@
+"""The one place a refusal becomes an HTTP answer: its status, its headers and the error
+envelope of DESIGN §2 (``{"code", "message", "retriable", "retry_after_ms"?,
+"policy_label"?, "correlation_id"}``, plus ``problems`` and ``details`` when there are).
+
+==========================================  ======  ==========================================
+code                                        status  headers
+==========================================  ======  ==========================================
+INVALID_PARAMS, CTX_LIMIT_EXCEEDED          400
+UNAUTHORIZED                                401     ``WWW-Authenticate: Bearer realm=...``
+FORBIDDEN                                   403
+NOT_FOUND                                   404
+CONFLICT, CANCELLED                         409
+MODEL_LOAD_FAILED                           422
+ADMISSION_REJECT (a queue is full)          429     ``Retry-After`` (s, ≥ 1), ``X-Backoff-Ms``
+ADMISSION_REJECT (max sessions), BUDGET...  429
+INTERNAL                                    500
+WORKER_RESET                                502
+POOL_UNREADY, POOL_UNAVAILABLE              503
+DEADLINE_UNMET, DECODE_TIMEOUT              504
+==========================================  ======  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from quart import Response, g
+
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.http.bodies import json_response
+from orchestra.scheduling.admission_checks import BATCH_QUEUE_CAPACITY, QUEUE_CAPACITY
+
+STATUS: Mapping[ErrorCode, int] = {
+    ErrorCode.INVALID_PARAMS: 400,
+    ErrorCode.CTX_LIMIT_EXCEEDED: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.ADMISSION_REJECT: 429,
+    ErrorCode.BUDGET_EXCEEDED: 429,
+    ErrorCode.POOL_UNREADY: 503,
+    ErrorCode.POOL_UNAVAILABLE: 503,
+    ErrorCode.MODEL_LOAD_FAILED: 422,
+    ErrorCode.DEADLINE_UNMET: 504,
+    ErrorCode.DECODE_TIMEOUT: 504,
+    ErrorCode.WORKER_RESET: 502,
+    ErrorCode.CANCELLED: 409,
+    ErrorCode.INTERNAL: 500,
+}
+"""The status an HTTP answer with each code carries."""
+CHALLENGE = 'Bearer realm="orchestra"'
+"""The ``WWW-Authenticate`` of a 401."""
+_BACKOFF_LABELS = frozenset({QUEUE_CAPACITY, BATCH_QUEUE_CAPACITY})
+
+
+def status_of(code: ErrorCode) -> int:
+    """The HTTP status of an answer with ``code``."""
+    return STATUS[code]
+
+
+def headers_for(refusal: Refusal) -> dict[str, str]:
+    """The headers an answer to ``refusal`` carries beyond the usual ones."""
+    if refusal.code is ErrorCode.UNAUTHORIZED:
+        return {"WWW-Authenticate": CHALLENGE}
+    if refusal.policy_label in _BACKOFF_LABELS and refusal.retry_after_ms is not None:
+        retry_ms = refusal.retry_after_ms
+        return {"Retry-After": str(max(1, -(-retry_ms // 1000))), "X-Backoff-Ms": str(retry_ms)}
+    return {}
+
+
+def envelope(refusal: Refusal, correlation_id: str) -> dict[str, Any]:
+    """The error envelope's body for ``refusal``."""
+    body: dict[str, Any] = {
+        "code": str(refusal.code),
+        "message": refusal.message,
+        "retriable": refusal.retriable,
+        "correlation_id": correlation_id,
+    }
+    if refusal.retry_after_ms is not None:
+        body["retry_after_ms"] = refusal.retry_after_ms
+    if refusal.policy_label is not None:
+        body["policy_label"] = refusal.policy_label
+    if refusal.problems:
+        body["problems"] = list(refusal.problems)
+    if refusal.details is not None:
+        body["details"] = dict(refusal.details)
+    return body
+
+
+def error_response(refusal: Refusal, status: int | None = None) -> Response:
+    """The answer to ``refusal`` in the current request (``status`` overrides the code's)."""
+    body = envelope(refusal, g.get("correlation_id", ""))
+    response = json_response(body, status_of(refusal.code) if status is None else status)
+    for name, value in headers_for(refusal).items():
+        response.headers[name] = value
+    return response

@@ -1,0 +1,44 @@
+"""A task's stream as Server-Sent Events: every event of its log from a given one on, as
+the log encoded it, with a comment line when nothing was sent for ``KEEPALIVE_S``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import trio
+from quart import Response
+
+from orchestra.events import Subscription
+
+KEEPALIVE_S = 15.0
+"""An SSE comment is sent after this long without events, so proxies keep the stream."""
+
+
+def event_stream(subscription: Subscription) -> Response:
+    """An SSE response that reads ``subscription`` until the task's log is closed and read.
+
+    The subscription counts as a reader while the response is being sent (the Queue
+    cancels a running task whose readers all left and none came back in time).
+    """
+
+    async def frames() -> AsyncIterator[bytes]:
+        with subscription:
+            while True:
+                chunk = subscription.take()
+                if chunk:
+                    yield chunk
+                    continue
+                if subscription.finished:
+                    return
+                with trio.move_on_after(KEEPALIVE_S) as waited:
+                    await subscription.wait()
+                if waited.cancelled_caught:
+                    yield b": keepalive\n\n"
+
+    response = Response(
+        frames(),
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None
+    return response

@@ -1,0 +1,77 @@
+"""How actors talk: a one-shot reply slot for request messages, and the engine alarm the
+Queue raises for a replica's supervisor."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import attrs
+import trio
+
+T = TypeVar("T")
+
+
+@attrs.define(eq=False)
+class Reply(Generic[T]):
+    """Carried inside a request message; the receiving actor calls :meth:`send` once.
+
+    :meth:`send` is synchronous and never blocks, so an actor answering never waits on the
+    asker. :meth:`receive` returns the value, or raises Cancelled leaving the slot unread.
+    """
+
+    _event: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _value: T | None = attrs.field(default=None, init=False)
+
+    def send(self, value: T) -> None:
+        """Deliver the answer. A second call raises RuntimeError."""
+        if self._event.is_set():
+            raise RuntimeError("reply already sent")
+        self._value = value
+        self._event.set()
+
+    async def receive(self) -> T:
+        """Wait for the answer."""
+        await self._event.wait()
+        return self._value  # type: ignore[return-value]
+
+
+@attrs.define(eq=False)
+class EngineAlarm:
+    """How the Queue tells a replica's supervisor that the engine looks wrong, without
+    holding the supervisor (both are given the alarm when they are built).
+
+    The Queue raises it (:meth:`suspect`: a stream could not reach the engine or lost it;
+    :meth:`hung`: a stream went silent for ``decode_timeout_s``); the supervisor waits on
+    it (:meth:`wait`) and takes what was raised (:meth:`take`). Raising is synchronous and
+    never blocks; several raises before a take are one alarm (a hang wins).
+    """
+
+    _raised: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _hung: str | None = attrs.field(default=None, init=False)
+    raised_count: int = attrs.field(default=0, init=False)
+    """How often it was raised, in all."""
+
+    def suspect(self, detail: str) -> None:
+        """The engine may be down: probe it now."""
+        self.raised_count += 1
+        self._raised.set()
+
+    def hung(self, detail: str) -> None:
+        """The engine stopped making progress: an owning supervisor restarts it."""
+        self._hung = detail
+        self.suspect(detail)
+
+    def is_raised(self) -> bool:
+        """Raised since the last :meth:`take`."""
+        return self._raised.is_set()
+
+    async def wait(self) -> None:
+        """Return once the alarm is raised (at once if it is)."""
+        await self._raised.wait()
+
+    def take(self) -> str | None:
+        """Lower the alarm; why the engine hung, if it was raised for that."""
+        hung, self._hung = self._hung, None
+        if self._raised.is_set():
+            self._raised = trio.Event()
+        return hung

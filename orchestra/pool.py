@@ -1,0 +1,93 @@
+"""Whether a pool can take work: the one state that health, capabilities, metrics and
+admission all read. The Queue is its only writer; the supervisors report to it."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from orchestra.errors import ErrorCode, Refusal
+
+
+class PoolState(enum.StrEnum):
+    """Whether the replica can take work, as the supervisor sees it."""
+
+    READY = "ready"
+    STARTING = "starting"
+    """Loading, restarting, or not answering: 503 ``POOL_UNREADY``, come back soon."""
+    UNAVAILABLE = "unavailable"
+    """Crashed past its limit: 503 ``POOL_UNAVAILABLE`` until it recovers."""
+
+
+@attrs.frozen
+class ReplicaStatus:
+    """The replica's state and slot count, from the ReplicaSupervisor."""
+
+    state: PoolState
+    slots_total: int
+    detail: str
+
+
+@attrs.frozen
+class PoolStatus:
+    """The pool as admission, health, capabilities and metrics all see it.
+
+    One value with one writer: the Queue replaces it whole on every change (a replica
+    report, a lost engine, a drain, shutdown), and everything that reads the pool reads
+    this value. So ``serving`` (health's ``ready``) is true exactly when :meth:`refusal`
+    is None: a pool that says it is ready admits the task submitted next, room permitting.
+    """
+
+    state: PoolState = PoolState.STARTING
+    detail: str = "not probed yet"
+    """Why it is not ready (the supervisor's words), or ``ready``."""
+    refusing: bool = False
+    """Shutting down: every submission is refused."""
+    draining: bool = False
+    """Drained through the control plane: nothing is dispatched, submissions are refused."""
+
+    @property
+    def ready(self) -> bool:
+        """The engine can take work (whether or not the pool is drained)."""
+        return self.state is PoolState.READY
+
+    @property
+    def serving(self) -> bool:
+        """Ready and not draining: a submission would be admitted (room permitting)."""
+        return self.ready and not (self.refusing or self.draining)
+
+    @property
+    def health_state(self) -> str:
+        """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it."""
+        return "draining" if self.refusing or self.draining else str(self.state)
+
+    def refusal(self) -> Refusal | None:
+        """Why a submission is refused now whatever it asks, or None when it is not."""
+        if self.refusing:
+            return Refusal(
+                ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
+                retry_after_ms=5000,
+            )  # fmt: skip
+        if self.state is PoolState.UNAVAILABLE:
+            return Refusal(
+                ErrorCode.POOL_UNAVAILABLE,
+                f"the engine is unavailable: {self.detail}",
+                retriable=True,
+                retry_after_ms=30_000,
+            )
+        if self.draining:
+            return Refusal(
+                ErrorCode.POOL_UNREADY,
+                "the pool is drained (POST /v1/pools/default/resume ends the drain)",
+                retriable=True,
+                retry_after_ms=5000,
+            )
+        if self.state is not PoolState.READY:
+            return Refusal(
+                ErrorCode.POOL_UNREADY,
+                f"the engine is not ready: {self.detail}",
+                retriable=True,
+                retry_after_ms=1000,
+            )
+        return None

@@ -1,0 +1,106 @@
+"""The Queue's figures: what it learns from the tasks it served (service rate, work per
+task, prediction errors, time to first token and speed) and what it plans with (the
+predicted start of a task, the time to come back, the room an event log needs). Pure: no
+trio; the Queue passes the time in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from orchestra.scheduling.estimate import (
+    PredictionErrors,
+    ServiceRate,
+    WorkModel,
+    predicted_start_s,
+)
+from orchestra.scheduling.progress import max_frames
+from orchestra.scheduling.record import Task
+from orchestra.scheduling.slo import Sample, SloSnapshot, SloWindow
+from orchestra.task import TaskRequest
+
+LOG_EXTRA = 4
+"""Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
+task that asked for ``metrics`` events gets room for every one it can get on top."""
+
+
+def ms(seconds: float) -> int:
+    """Seconds as whole milliseconds."""
+    return round(seconds * 1000)
+
+
+def log_limit(request: TaskRequest) -> int:
+    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events."""
+    frames = max_frames(request.max_tokens) if request.metrics else 0
+    return request.max_tokens + LOG_EXTRA + frames
+
+
+@attrs.frozen
+class ServiceFigures:
+    """How the tasks completed lately were served: time to first token and speed over the
+    SLO window, and the error of ``predicted_start_ms``."""
+
+    slo: SloSnapshot
+    predicted_start: Mapping[str, int | None]
+
+
+@attrs.define
+class QueueFigures:
+    """What the Queue learned from the tasks it served, and the plans it makes from that."""
+
+    rate: ServiceRate = attrs.field(factory=ServiceRate)
+    work: WorkModel = attrs.field(factory=WorkModel)
+    """How long a task holds a slot, for ``predicted_start_ms``."""
+    prediction: PredictionErrors = attrs.field(factory=PredictionErrors)
+    """How far each task's ``predicted_start_ms`` was from its real wait."""
+    slo: SloWindow = attrs.field(factory=SloWindow)
+    """Time to first token and decode speed of the tasks completed lately."""
+
+    def dispatched(self, predicted_ms: int, waited_ms: int) -> None:
+        """A task got a slot for the first time ``waited_ms`` after admission."""
+        self.prediction.observe(predicted_ms, waited_ms)
+
+    def completed(
+        self,
+        now: float,
+        *,
+        service_s: float,
+        prompt_s: float,
+        decode_s: float,
+        tokens_out: int,
+        max_tokens: int,
+        ttft_s: float | None,
+    ) -> None:
+        """A task completed at ``now`` after holding a slot for ``service_s``."""
+        self.rate.observe(service_s)
+        self.work.observe(
+            prompt_s=prompt_s, decode_s=decode_s, tokens_out=tokens_out, max_tokens=max_tokens
+        )
+        if ttft_s is not None:
+            self.slo.observe(Sample(now, ttft_s, tokens_out, decode_s))
+
+    def predicted_start_ms(
+        self, running: Iterable[Task], ahead: list[Task], slots: int, backlog: int
+    ) -> int:
+        """When a task behind ``ahead`` will be dispatched, given the ``running`` tasks (in
+        dispatch order): :func:`~orchestra.scheduling.estimate.predicted_start_s`."""
+        work = self.work
+        running_left = [
+            work.remaining_s(t.token_cap or t.request.max_tokens, t.log.tokens) for t in running
+        ]
+        waiting = [work.expected_s(t.request.max_tokens) for t in ahead]
+        start_s = predicted_start_s(running_left, waiting, slots=slots, backlog=backlog)
+        return round(start_s * 1000)
+
+    def retry_ms(self, slots_total: int) -> int:
+        """When a refused client should come back, from the observed service rate."""
+        return self.rate.retry_after_ms(slots_total=slots_total)
+
+    def tokens_per_s(self, now: float) -> float | None:
+        """The decode speed of the tasks completed lately (None: none did)."""
+        return self.slo.snapshot(now).tokens_per_s
+
+    def snapshot(self, now: float) -> ServiceFigures:
+        """The figures ``GET /v1/replicasets`` shows."""
+        return ServiceFigures(self.slo.snapshot(now), self.prediction.snapshot())

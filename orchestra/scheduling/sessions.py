@@ -1,0 +1,299 @@
+"""Sessions: conversations pinned to one engine slot, with a turn cap, a TTL and budgets.
+
+A task with a ``session_id`` opens the session (or continues it). Every turn of a session
+is sent to the engine with the session's ``id_slot``, so llama-server finds the
+conversation's prefix in that slot's KV cache (``cache_prompt``, for ``best_effort`` tasks;
+a ``strict`` task re-evaluates its prompt so that the same seed gives the same bytes).
+
+A session has at most one task in progress: turns of a conversation follow each other, and
+this makes every budget exact. A turn is sent with ``n_predict`` capped at the tokens the
+session has left, and with a cut at the wall time it has left, so a budget is never
+overspent. The cost of a session is its generated tokens times ``cost_per_token``.
+
+Only the Queue actor touches a :class:`SessionBook`; every method is synchronous and
+never blocks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import attrs
+
+from orchestra.config import SessionsConfig
+from orchestra.errors import ErrorCode, Refusal
+from orchestra.scheduling.record import Task
+
+
+@attrs.frozen
+class BudgetLeft:
+    """What a session may still spend; None where there is no limit."""
+
+    tokens: int | None
+    wall_s: float | None
+    cost: float | None
+
+
+@attrs.define(kw_only=True)
+class Session:
+    """One conversation: its slot, what it has used, and its task in progress."""
+
+    id: str
+    slot: int
+    """The engine slot its turns are pinned to (``id_slot``)."""
+    created_at: float
+    last_active_at: float
+    """When it was opened or its last task ended (the TTL counts from here)."""
+    turns: int = 0
+    """Tasks admitted in it."""
+    tokens_in: int = 0
+    """Prompt tokens the engine evaluated for it (reused ones not counted)."""
+    tokens_out: int = 0
+    """Tokens generated for it: what its token and cost budgets count."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the slot's cache, over all turns."""
+    wall_s: float = 0.0
+    """Seconds its tasks ran, from dispatch to end: what its wall-time budget counts."""
+    live: Task | None = None
+    """Its task in progress (queued or running), if any."""
+    warm: bool = False
+    """Its last turn completed on its slot (nothing else has used the slot since when
+    :meth:`SessionBook.kv_warm` says so)."""
+
+
+@attrs.frozen
+class SessionView:
+    """A snapshot of one session for ``GET /v1/sessions/{id}``."""
+
+    session_id: str
+    slot: int
+    turns: int
+    max_turns: int
+    tokens_in: int
+    tokens_out: int
+    cached_tokens: int
+    wall_ms: int
+    cost: float
+    budget_left: BudgetLeft
+    ttl_left_ms: int | None
+    """None while a task is in progress (a session does not expire then)."""
+    kv_warm: bool
+    task_id: str | None
+    """Its task in progress."""
+
+
+def _least_used_slot(sessions: Collection[Session], slots_total: int) -> int:
+    """The slot the fewest sessions are pinned to (the lowest such)."""
+    load = [0] * max(slots_total, 1)
+    for session in sessions:
+        load[session.slot % len(load)] += 1
+    return load.index(min(load))
+
+
+@attrs.define
+class SessionBook:
+    """Every live session, the slot each is pinned to, and what each has spent.
+
+    Owns: :class:`Session` records. Receives: calls from the Queue, in its run loop.
+    Promises: a session has at most one task in progress; no turn is admitted past the
+    turn cap or a spent budget, and no turn can spend more than is left.
+    """
+
+    config: SessionsConfig
+    _sessions: dict[str, Session] = attrs.field(factory=dict, init=False)
+    _expiry: list[tuple[float, str]] = attrs.field(factory=list, init=False)
+    """A heap of (when, session id), checked lazily: an entry is stale once the session
+    has become active again, or is gone."""
+    _slot_last: dict[int, str | None] = attrs.field(factory=dict, init=False)
+    """Per slot, the session whose turn last completed there (None: a task of no session)."""
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session with this id."""
+        return self._sessions.get(session_id)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def refusal(self, session_id: str) -> Refusal | None:
+        """Why a new turn of ``session_id`` may not be admitted, if it may not."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            if len(self._sessions) >= self.config.max_sessions:
+                return Refusal(
+                    ErrorCode.ADMISSION_REJECT,
+                    f"{len(self._sessions)} sessions are open, the most allowed "
+                    f"(sessions.max_sessions); end one with DELETE /v1/sessions/{{id}}",
+                    retriable=True,
+                    retry_after_ms=round(self.config.ttl_s * 1000),
+                    policy_label="max_sessions",
+                )
+            return None
+        if session.live is not None:
+            return Refusal(
+                ErrorCode.CONFLICT,
+                f"session {session_id!r} already has a task in progress "
+                f"({session.live.id}); a session runs one turn at a time",
+            )
+        if session.turns >= self.config.max_turns:
+            return self._spent(session_id, "turns", f"{session.turns} turns, the most allowed")
+        left = self.left(session)
+        if left.tokens is not None and left.tokens <= 0:
+            return self._spent(session_id, "tokens", f"{session.tokens_out} tokens generated")
+        if left.wall_s is not None and left.wall_s <= 0:
+            return self._spent(session_id, "wall_time", f"{session.wall_s:.1f} s of run time")
+        return None
+
+    @staticmethod
+    def _spent(session_id: str, label: str, what: str) -> Refusal:
+        return Refusal(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"session {session_id!r} has spent its budget: {what}",
+            retriable=False,
+            policy_label=label,
+        )
+
+    def open(self, session_id: str, task: Task, now: float, slots_total: int) -> Session:
+        """Admit ``task`` as the next turn of ``session_id``, opening the session if new.
+        Call only after :meth:`refusal` returned None."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            slot = _least_used_slot(self._sessions.values(), slots_total)
+            session = Session(id=session_id, slot=slot, created_at=now, last_active_at=now)
+            self._sessions[session_id] = session
+        session.turns += 1
+        session.live = task
+        return session
+
+    # -- budgets -----------------------------------------------------------------------------
+
+    def left(self, session: Session) -> BudgetLeft:
+        """What ``session`` may still spend."""
+        config = self.config
+        tokens = config.token_budget - session.tokens_out if config.token_budget else None
+        cost = None
+        if config.cost_budget:
+            cost = config.cost_budget - session.tokens_out * config.cost_per_token
+            affordable = math.floor(cost / config.cost_per_token + 1e-9)
+            tokens = affordable if tokens is None else min(tokens, affordable)
+        wall = config.wall_budget_s - session.wall_s if config.wall_budget_s else None
+        return BudgetLeft(tokens=tokens, wall_s=wall, cost=cost)
+
+    def engine_params(
+        self, session: Session, params: Mapping[str, Any], busy_slots: Collection[int]
+    ) -> tuple[dict[str, Any], int | None]:
+        """The engine parameters of a turn about to be dispatched, and the token cap the
+        session's budget put on it (None when it did not lower ``n_predict``).
+
+        The turn goes to the session's slot. When another session's turn holds that slot
+        (more sessions than slots), the session moves to a slot no turn holds, if there is
+        one, rather than wait: its cache there is cold for this turn.
+        """
+        total = max(len(self._slot_last), 1)
+        if session.slot in busy_slots:
+            free = [slot for slot in range(total) if slot not in busy_slots]
+            if free:
+                session.slot, session.warm = free[0], False
+        out = {**params, "id_slot": session.slot}
+        cap = None
+        tokens_left = self.left(session).tokens
+        if tokens_left is not None and tokens_left < out["n_predict"]:
+            cap = out["n_predict"] = max(tokens_left, 0)
+        return out, cap
+
+    # -- what happened ---------------------------------------------------------------------
+
+    def slots_known(self, slots_total: int) -> None:
+        """The engine has ``slots_total`` slots (re-pins sessions beyond them)."""
+        if len(self._slot_last) != slots_total:
+            self._slot_last = dict.fromkeys(range(slots_total))
+            for session in self._sessions.values():
+                session.slot %= max(slots_total, 1)
+                session.warm = False
+
+    def engine_restarted(self) -> None:
+        """The engine lost its KV cache: no session is warm any more."""
+        self._slot_last = dict.fromkeys(self._slot_last)
+        for session in self._sessions.values():
+            session.warm = False
+
+    def slot_used(self, slot: int | None, session_id: str | None) -> None:
+        """A task (of ``session_id``, or of none) completed on ``slot``."""
+        if slot is not None and slot in self._slot_last:
+            self._slot_last[slot] = session_id
+
+    def task_ended(
+        self,
+        session: Session,
+        task: Task,
+        now: float,
+        *,
+        tokens_out: int,
+        tokens_in: int | None,
+        cached: int,
+        slot: int | None,
+    ) -> None:
+        """Account for the end of ``session``'s task in progress, whatever the ending."""
+        if session.live is task:
+            session.live = None
+        session.tokens_out += tokens_out
+        session.tokens_in += tokens_in or 0
+        session.cached_tokens += cached
+        if task.dispatched_at is not None:
+            session.wall_s += now - task.dispatched_at
+            if self.config.wall_budget_s:  # a turn is cut when the budget runs out
+                session.wall_s = min(session.wall_s, self.config.wall_budget_s)
+        session.last_active_at = now
+        session.warm = slot is not None and slot == session.slot
+        if session.live is None and self._sessions.get(session.id) is session:
+            heapq.heappush(self._expiry, (now + self.config.ttl_s, session.id))
+
+    def kv_warm(self, session: Session) -> bool:
+        """Whether the session's slot holds its conversation, as far as orchestra saw."""
+        return session.warm and self._slot_last.get(session.slot) == session.id
+
+    def delete(self, session_id: str) -> Session | None:
+        """Forget a session; it is returned (its task in progress is the caller's)."""
+        return self._sessions.pop(session_id, None)
+
+    def next_expiry(self) -> float:
+        """When the next idle session may expire (inf when none may)."""
+        return self._expiry[0][0] if self._expiry else math.inf
+
+    def expire(self, now: float) -> list[Session]:
+        """Forget the sessions idle for ``ttl_s``; the forgotten ones."""
+        gone = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, session_id = heapq.heappop(self._expiry)
+            session = self._sessions.get(session_id)
+            if session is None or session.live is not None:
+                continue
+            if session.last_active_at + self.config.ttl_s <= now:
+                del self._sessions[session_id]
+                gone.append(session)
+        return gone
+
+    def view(self, session: Session, now: float) -> SessionView:
+        """A snapshot of ``session``."""
+        ttl_left = None
+        if session.live is None:
+            ttl_left = max(0, round((session.last_active_at + self.config.ttl_s - now) * 1000))
+        return SessionView(
+            session_id=session.id,
+            slot=session.slot,
+            turns=session.turns,
+            max_turns=self.config.max_turns,
+            tokens_in=session.tokens_in,
+            tokens_out=session.tokens_out,
+            cached_tokens=session.cached_tokens,
+            wall_ms=round(session.wall_s * 1000),
+            cost=round(session.tokens_out * self.config.cost_per_token, 9),
+            budget_left=self.left(session),
+            ttl_left_ms=ttl_left,
+            kv_warm=self.kv_warm(session),
+            task_id=None if session.live is None else session.live.id,
+        )
