@@ -25,7 +25,7 @@ import attrs
 import pytest
 import trio
 
-from orchestra.cli.client import (
+from orchestra.cli.exits import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,

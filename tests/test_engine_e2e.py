@@ -108,6 +108,28 @@ async def test_kill_9_of_the_engine_mid_stream() -> None:
         assert await owned.text(prompt="One, two,", max_tokens=8, temperature=0)
 
 
+async def test_after_a_kill_ready_means_admitted() -> None:
+    """Issue 14: ``kill -9`` of llama-server at the fourth token; the client reads its stream
+    to the WORKER_RESET, polls health until it says ready, and submits: admitted, every
+    time (it used to get 503 "llama-server killed by SIGKILL" now and then; the interleaving
+    itself is driven step by step in test_pool_state.py)."""
+    async with open_owned() as owned:
+        for _ in range(3):
+            task_id = await owned.submit(**LONG)
+            async with owned.live(task_id) as live:
+                await live.until(tokens_seen(4))
+                owned.signal_engine(signal.SIGKILL)
+                events = await live.to_end()
+            assert events[-1].event == "error" and events[-1].data["code"] == "WORKER_RESET"
+            with trio.fail_after(60):
+                while not (await owned.health())["ready"]:  # the client polls, as users do
+                    pass
+            response = await owned.client.post("/v1/tasks", json={"prompt": "Hi", "max_tokens": 4})
+            assert response.status_code == 202, response.text
+            done = await owned.stream(response.json()["task_id"])
+            assert done[-1].event == "end", done[-1]
+
+
 async def test_a_hung_engine_is_timed_out_and_restarted() -> None:
     async with open_owned(adapter={"decode_timeout_s": 1.0}) as owned:
         task_id = await owned.submit(**LONG)

@@ -9,12 +9,13 @@ gives its room to the interactive task. The tests drive the engine step by step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 import trio.testing
 
 from orchestra.actors.queue import Queue
+from orchestra.actors.stream_session import Interrupted, StreamSession
 from orchestra.events import EventKind, EventLog
 from orchestra.pool import PoolState, ReplicaStatus
 from orchestra.scheduling.preemption import preemptible_at_dispatch, victim
@@ -65,13 +66,18 @@ async def test_interactive_takes_the_room_of_a_backlogged_batch_task(
     await trio.testing.wait_all_tasks_blocked()
     assert set(engine.calls) == {"chat", "short"}  # short is back in the backlog
     assert engine.dispatch_order == ["long", "short", "chat", "short"]
+    chat2_id = await _submit(queue, "chat2", Priority.INTERACTIVE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert set(engine.calls) == {"chat", "short"}  # taken back once at most: short stays
     engine.calls["chat"].send.send_nowait(("tokens", ["c1", "c2"]))
     engine.calls["chat"].send.send_nowait(("end", None))
     engine.calls["short"].send.send_nowait(("tokens", ["s1"]))
     engine.calls["short"].send.send_nowait(("end", None))
+    await trio.testing.wait_all_tasks_blocked()
+    engine.calls["chat2"].send.send_nowait(("end", None))
     await queue.wait_idle()
 
-    for task_id, text in ((long_id, "l1"), (chat_id, "c1c2"), (short_id, "s1")):
+    for task_id, text in ((long_id, "l1"), (chat_id, "c1c2"), (short_id, "s1"), (chat2_id, "")):
         view, log = queue.view(task_id), queue.log_of(task_id)
         assert view is not None and view.state is TaskState.COMPLETED
         assert log is not None and _text(log) == text  # nothing lost, nothing twice
@@ -141,8 +147,38 @@ def test_the_victim_is_the_last_dispatched_silent_preemptible_batch_task() -> No
     fair = _task("fair", Priority.BATCH, 4, free=False)
     chat = _task("chat", Priority.INTERACTIVE, 5)
     running = [a, b, spoke, fair, chat]
-    assert _names([victim(running, Priority.INTERACTIVE)]) == ["b"]
-    assert victim(running, Priority.BATCH) is None  # only for an interactive task
-    assert victim(running, None) is None
-    assert victim([spoke, fair, chat], Priority.INTERACTIVE) is None
+    assert _names([victim(running, Priority.INTERACTIVE, slots=1)]) == ["b"]
+    assert victim(running, Priority.BATCH, slots=1) is None  # only for an interactive task
+    assert victim(running, None, slots=1) is None
+    assert victim([spoke, fair, chat], Priority.INTERACTIVE, slots=1) is None
     assert not chat.preemptible and not fair.preemptible
+
+
+def test_only_a_task_in_the_engines_queue_is_taken_back() -> None:
+    a, b = _task("a", Priority.BATCH, 1), _task("b", Priority.BATCH, 2)
+    assert victim([a, b], Priority.INTERACTIVE, slots=2) is None  # both hold slots
+    assert _names([victim([a, b], Priority.INTERACTIVE, slots=1)]) == ["b"]
+
+
+def test_a_task_is_taken_back_at_most_once() -> None:
+    task = _task("b", Priority.BATCH, 1)
+    assert task.preemptible
+    task.preemptions = 1
+    assert not preemptible_at_dispatch(task, interactive_waiting=0)
+
+
+async def test_a_stopped_dispatch_adds_nothing_to_the_log() -> None:
+    """A piece that reaches the session after the Queue stopped its dispatch (a requeue or a
+    preemption leaves the log open for the next dispatch) is dropped."""
+    log, scope = EventLog(limit=8), trio.CancelScope()
+
+    class Engine:
+        async def complete(self, params: object, on_token: Callable[[str], None]) -> None:
+            on_token("kept")
+            scope.cancel()  # the Queue takes the dispatch back between two pieces
+            on_token("dropped")  # already read from the socket: no checkpoint in between
+            await trio.lowlevel.checkpoint()
+
+    outcome = await StreamSession(Engine(), {}, log, scope).run()  # type: ignore[arg-type]
+    assert isinstance(outcome, Interrupted)
+    assert _text(log) == "kept" and not log.closed

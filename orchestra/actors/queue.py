@@ -20,23 +20,9 @@ from collections import Counter, deque
 import attrs
 import trio
 
+from orchestra.actors import queue_messages as msg
 from orchestra.actors.queue_face import QueueFace
-from orchestra.actors.queue_messages import (
-    Admitted,
-    Cancel,
-    CancelAll,
-    CancelReason,
-    DeleteSession,
-    DrainStart,
-    QueueMsg,
-    RefuseNew,
-    ReplicaChanged,
-    ReplicaLost,
-    SessionEnded,
-    SetDraining,
-    StopRunning,
-    Submit,
-)
+from orchestra.actors.queue_messages import Admitted, CancelReason, QueueMsg
 from orchestra.actors.stream_session import Completed, Failed, Interrupted, Outcome, StreamSession
 from orchestra.config import SessionsConfig
 from orchestra.engine.protocol import Engine
@@ -50,6 +36,7 @@ from orchestra.scheduling.cuts import Cut, Cuts
 from orchestra.scheduling.figures import QueueFigures, log_limit, ms
 from orchestra.scheduling.progress import Progress
 from orchestra.scheduling.record import Task
+from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
@@ -117,12 +104,7 @@ class Queue(QueueFace):
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
     _waiting: WaitingLine = attrs.field(init=False)
     _cuts: Cuts = attrs.field(factory=Cuts, init=False)
-    _busy: int = attrs.field(default=0, init=False)
-    _running: dict[str, Task] = attrs.field(factory=dict, init=False)
-    """The tasks in the RUNNING state, in dispatch order."""
-    _dispatches: int = attrs.field(default=0, init=False)
-    _preempted: set[tuple[str, int]] = attrs.field(factory=set, init=False)
-    """(task id, attempt) of dispatches taken back whose sessions have not ended yet."""
+    _running: Running = attrs.field(factory=Running, init=False)
     _pool: PoolStatus = attrs.field(factory=PoolStatus, init=False)
     _slots_total: int = attrs.field(default=0, init=False)
     _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
@@ -159,46 +141,46 @@ class Queue(QueueFace):
                 self._expire(now)
                 self.sessions.expire(now)
                 self._dispatch()
-                self._idle = _flag(self._idle, not self._waiting and self._busy == 0)
-                self._quiet = _flag(self._quiet, self._busy == 0)
+                self._idle = _flag(self._idle, not self._waiting and self._running.busy == 0)
+                self._quiet = _flag(self._quiet, self._running.busy == 0)
 
     def _apply(self, message: QueueMsg) -> None:
         match message:
-            case Submit(request, fingerprint, reply, correlation_id):
+            case msg.Submit(request, fingerprint, reply, correlation_id):
                 reply.send(self._submit(request, fingerprint, correlation_id))
-            case Cancel(task_id, reason, reply):
+            case msg.Cancel(task_id, reason, reply):
                 state = self._cancel(task_id, reason)
                 if reply is not None:
                     reply.send(state)
-            case SessionEnded(task, attempt, outcome):
+            case msg.SessionEnded(task, attempt, outcome):
                 self._session_ended(task, attempt, outcome)
-            case ReplicaChanged(status, reply):
+            case msg.ReplicaChanged(status, reply):
                 self._set_pool(status.state, status.detail)
                 self._slots_total = status.slots_total
                 if status.slots_total:
                     self.sessions.slots_known(status.slots_total)
                 reply.send(None)
-            case ReplicaLost(code, detail, reply):
+            case msg.ReplicaLost(code, detail, reply):
                 if self._pool.ready:
                     self._set_pool(PoolState.STARTING, detail)
                 self._stop_running(code, detail, TaskState.FAILED)
                 reply.send(None)
-            case RefuseNew(reply):
+            case msg.RefuseNew(reply):
                 self._pool = attrs.evolve(self._pool, refusing=True)
                 reply.send(None)
-            case CancelAll(reason, reply):
+            case msg.CancelAll(reason, reply):
                 live = [t.id for t in self._tasks.values() if not t.state.terminal]
                 for task_id in live:
                     self._cancel(task_id, reason)
                 reply.send(len(live))
-            case StopRunning(reply):
+            case msg.StopRunning(reply):
                 message_ = "cancelled: the pool was drained before the task finished"
                 reply.send(self._stop_running(ErrorCode.CANCELLED, message_, TaskState.CANCELLED))
-            case DeleteSession(session_id, reply):
+            case msg.DeleteSession(session_id, reply):
                 reply.send(self._delete_session(session_id))
-            case SetDraining(on, reply):
+            case msg.SetDraining(on, reply):
                 self._pool = attrs.evolve(self._pool, draining=on)
-                reply.send(DrainStart(len(self._running), len(self._waiting)))
+                reply.send(msg.DrainStart(len(self._running), len(self._waiting)))
         self._dispatch()
 
     # -- state changes (only ever called from the run loop) ------------------------------
@@ -214,28 +196,22 @@ class Queue(QueueFace):
                     f"task_id {known.id!r} is already used by a different request",
                 )
             return Admitted(known.id, known.queue_position, known.predicted_start_ms)
-        refused = self._pool.refusal()
+        priority = request.priority
+        full = self._waiting.count(priority) >= admission_checks.capacity_of(
+            priority, self.capacity, self.batch_capacity
+        )
+        refused = self._pool.refusal() or (self.queue_full(priority) if full else None)
+        if refused is None and request.session_id is not None:
+            refused = self.sessions.refusal(request.session_id)
         if refused is not None:
             return refused
-        priority = request.priority
-        if self._waiting.count(priority) >= admission_checks.capacity_of(
-            priority, self.capacity, self.batch_capacity
-        ):
-            return self.queue_full(priority)
-        if request.session_id is not None:
-            refused = self.sessions.refusal(request.session_id)
-            if refused is not None:
-                return refused
         now = trio.current_time()
         ahead = self._waiting.ahead_of_new(priority)
         predicted_ms = self._predicted_start_ms(self._waiting.order()[:ahead])
-        if request.deadline_ms is not None:
-            speed = self.figures.tokens_per_s(now)
-            refused = admission_checks.deadline_unmet(
-                request, predicted_ms, speed, self._retry_ms()
-            )
-            if refused is not None:
-                return refused
+        speed = self.figures.tokens_per_s(now) if request.deadline_ms is not None else None
+        refused = admission_checks.deadline_unmet(request, predicted_ms, speed, self._retry_ms())
+        if refused is not None:
+            return refused
         task = Task(
             id=request.task_id or uuid.uuid4().hex,
             request=request,
@@ -256,9 +232,7 @@ class Queue(QueueFace):
 
     def _predicted_start_ms(self, ahead: list[Task]) -> int:
         backlog = self.engine_backlog if self._slots_total else 0
-        return self.figures.predicted_start_ms(
-            self._running.values(), ahead, self._slots_total, backlog
-        )
+        return self.figures.predicted_start_ms(self._running, ahead, self._slots_total, backlog)
 
     def _retry_ms(self) -> int:
         return self.figures.retry_ms(self._slots_total)
@@ -283,38 +257,25 @@ class Queue(QueueFace):
         if not self._pool.ready or self._pool.draining:
             return
         room = self._slots_total + (self.engine_backlog if self._slots_total else 0)
-        while self._busy < room and self._waiting:
+        while self._running.busy < room and self._waiting:
             self._start(self._waiting.popleft())
-        if self._waiting and self._busy >= room and not self._preempted:
-            victim = preemption.victim(self._running.values(), self._waiting.next_priority())
+        if self._waiting and self._running.busy >= room and not self._running.taking_back:
+            # An interactive task never waits behind a batch task that has sent nothing:
+            # that one keeps its turn at the head of its class, and the room it held goes
+            # to the interactive task once its session has closed its stream.
+            next_up = self._waiting.next_priority()
+            victim = preemption.victim(self._running, next_up, self._slots_total)
             if victim is not None:
-                self._preempt(victim)
-
-    def _preempt(self, task: Task) -> None:
-        """Take a batch task's dispatch back for an interactive one (it sent nothing): its
-        stream is closed, it keeps its turn at the head of its class, and the room it held
-        goes to the interactive task once its session has ended."""
-        assert task.scope is not None
-        task.scope.cancel()
-        self._preempted.add((task.id, task.attempts))
-        task.preemptions += 1
-        self._requeue(task)
-        self._waiting.appendleft(task)
-        log.info("task %s taken back for an interactive task", task.id)
+                self._running.take_back(victim)
+                self._waiting.appendleft(victim)
+                log.info("task %s taken back for an interactive task", victim.id)
 
     def _start(self, task: Task) -> None:
         assert self._sessions is not None
         now = trio.current_time()
-        task.preemptible = preemption.preemptible_at_dispatch(
-            task, self._waiting.count(Priority.INTERACTIVE)
-        )
-        task.state = TaskState.RUNNING
-        self._running[task.id] = task
-        task.attempts += 1
-        self._dispatches += 1
-        task.dispatched_seq = self._dispatches
-        task.scope = trio.CancelScope()
-        self._busy += 1
+        left = self._waiting.count(Priority.INTERACTIVE)
+        self._running.add(task, preemptible=preemption.preemptible_at_dispatch(task, left))
+        assert task.scope is not None
         if task.attempts == 1:
             task.dispatched_at = now
             waited_ms = ms(now - task.submitted_at)
@@ -330,8 +291,9 @@ class Queue(QueueFace):
                     "queue_wait_ms": waited_ms,
                 },
             )
+        progress = Progress.of(task.request, task.submitted_at, self._waiting.__len__)
         session = StreamSession(
-            self.engine, self._engine_params(task), task.log, task.scope, self._progress(task)
+            self.engine, self._engine_params(task), task.log, task.scope, progress
         )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
 
@@ -339,37 +301,22 @@ class Queue(QueueFace):
         """The engine call for a task being dispatched: a session's turn goes to its slot,
         capped by what its budget has left (and cut when its wall time runs out)."""
         params = task.request.engine_params()
-        session_id = task.request.session_id
-        session = None if session_id is None else self.sessions.get(session_id)
-        if session is None or session.live is not task:
+        turn = self.sessions.turn(task, params, self._running.slots_in_use(besides=task))
+        if turn is None:
             return params
-        busy = {t.slot for t in self._running.values() if t.slot is not None and t is not task}
-        params, task.token_cap = self.sessions.engine_params(session, params, busy)
-        task.slot = session.slot
-        wall_left = self.sessions.left(session).wall_s
-        if wall_left is not None:
+        task.slot, task.token_cap = turn.slot, turn.token_cap
+        if turn.wall_left_s is not None:
             assert task.dispatched_at is not None  # the session counts from the first dispatch
             budget: Cut = "budget"
-            self._cuts.add(task.dispatched_at + wall_left, task, task.attempts, budget)
-        return params
-
-    def _progress(self, task: Task) -> Progress | None:
-        """What tells the session when a ``metrics`` event is due, if the task wants them."""
-        request = task.request
-        if not request.metrics:
-            return None
-        deadline_at = None
-        if request.deadline_ms is not None:
-            deadline_at = task.submitted_at + request.deadline_ms / 1000
-        return Progress(request.max_tokens, deadline_at, lambda: len(self._waiting))
+            self._cuts.add(task.dispatched_at + turn.wall_left_s, task, task.attempts, budget)
+        return turn.params
 
     def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
-        self._busy -= 1
-        self._preempted.discard((task.id, attempt))
+        current = self._running.session_ended(task, attempt)
         if isinstance(outcome, Completed):
             self.sessions.slot_used(outcome.slot, task.request.session_id)
-        if attempt != task.attempts or task.state is TaskState.QUEUED:
-            return  # a session of a dispatch taken back: the task waits again; the room is free
+        if not current:
+            return  # a dispatch put back or taken back: the task waits again; the room is free
         task.scope = task.slot = None
         if isinstance(outcome, Failed) and (
             outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
@@ -389,7 +336,7 @@ class Queue(QueueFace):
                 if error.code is ErrorCode.DECODE_TIMEOUT:
                     self.alarm.hung(error.message)
                 if tokens_sent == 0 and error.retriable and task.counted_attempts < MAX_ATTEMPTS:
-                    self._requeue(task)
+                    self._running.put_back(task)
                     self._waiting.appendleft(task)  # it keeps its turn
                     return
                 self._fail(task, error.code, error.message, retriable=error.retriable)
@@ -424,23 +371,17 @@ class Queue(QueueFace):
         }
         self._end(task, TaskState.COMPLETED, EventKind.END, end)
 
-    def _requeue(self, task: Task) -> None:
-        """A running task waits again (the caller puts it in the line)."""
-        task.state = TaskState.QUEUED
-        task.scope = task.slot = None
-        self._running.pop(task.id, None)
-
     def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
         """Stop every running task: requeue (in their order, at the head) those that have
         not sent a token and may try again; end the others with ``code`` in ``state``.
         Returns how many were requeued and how many ended."""
-        running = sorted(self._running.values(), key=lambda t: t.dispatched_seq)
+        running = list(self._running)
         requeue = []
         for task in running:
             assert task.scope is not None
             task.scope.cancel()
             if task.log.tokens == 0 and task.counted_attempts < MAX_ATTEMPTS:
-                self._requeue(task)
+                self._running.put_back(task)
                 requeue.append(task)
             else:
                 task.scope = task.slot = None
@@ -489,19 +430,13 @@ class Queue(QueueFace):
         """The one place a task ends: state and log change together."""
         now = trio.current_time()
         task.state = state
-        self._running.pop(task.id, None)
+        self._running.leave(task)
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
         tokens_out = task.tokens_out or task.log.tokens
         self.metrics.task_ended(state, task.error_code, tokens_out)
-        session_id = task.request.session_id
-        session = None if session_id is None else self.sessions.get(session_id)
-        if session is not None and session.live is task:
-            self.sessions.task_ended(
-                session, task, now, tokens_out=tokens_out, tokens_in=task.tokens_in,
-                cached=task.cached_tokens, slot=task.ran_on,
-            )  # fmt: skip
+        self.sessions.turn_ended(task, now, tokens_out)
         log.info("task %s %s", task.id, state, extra=task.log_fields())
         self._expiry.append((now + self.retention_s, task))
 

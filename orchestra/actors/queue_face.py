@@ -43,6 +43,7 @@ from orchestra.obs import logs
 from orchestra.pool import PoolState, PoolStatus, ReplicaStatus
 from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
 from orchestra.scheduling.record import Task
+from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
@@ -77,7 +78,7 @@ class QueueFace:
     _pool_changed: trio.Event
     _quiet: trio.Event
     _idle: trio.Event
-    _busy: int
+    _running: Running
     _slots_total: int
     _ended: Counter[str]
     _sessions: trio.Nursery | None
@@ -262,7 +263,7 @@ class QueueFace:
             queue_depth=len(self._waiting),
             queue_capacity=self.capacity,
             slots_total=self._slots_total,
-            slots_busy=self._busy,
+            slots_busy=self._running.busy,
             tasks_known=len(self._tasks),
             mean_service_ms=ms(self.figures.rate.mean_service_s),
             ended=dict(self._ended),

@@ -56,9 +56,10 @@ class StreamSession:
     Owns: the engine stream of one task. Receives: the engine parameters, the task's log
     and a cancel scope made by the Queue. Promises under cancellation: when ``scope`` is
     cancelled, :meth:`run` closes the engine stream (freeing the llama.cpp slot) and returns
-    :class:`Interrupted`; a piece that arrives after the Queue closed the log is dropped by
-    the log, so no token is ever emitted after a cancel. It never writes task state: it
-    reports its :data:`Outcome` to the Queue, which does.
+    :class:`Interrupted`; a piece that arrives after the Queue cancelled the scope is
+    dropped, so no token is ever emitted after a cancel, and a dispatch that was put back
+    (requeued, preempted) adds nothing to the log its next dispatch writes. It never
+    writes task state: it reports its :data:`Outcome` to the Queue, which does.
     """
 
     engine: Engine
@@ -90,6 +91,10 @@ class StreamSession:
         return Interrupted()
 
     def _on_token(self, text: str) -> None:
+        if self.scope.cancel_called:
+            # The Queue stopped this dispatch (a cancel closed the log already; a requeue or
+            # a preemption left it open for the next dispatch): nothing more of it is kept.
+            return
         if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
             now = trio.current_time()
             if self.tokens_sent == 0:

@@ -2,11 +2,11 @@
 
 ``serve`` runs the service and ``engine install`` builds llama-server; the client commands
 (``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``) talk to a running
-server through the SDK and live in :mod:`orchestra.cli_client`.
+server through the SDK and live in :mod:`orchestra.cli.client`.
 
 Exit status: 0 ok, 1 could not start (for example the address is in use), 2 usage or
 configuration error, 3 refused by the server (a 4xx answer), 4 server, engine or
-connection failure, 130 interrupted (see :data:`orchestra.cli_client.EXIT_HELP`).
+connection failure, 130 interrupted (see :data:`orchestra.cli.exits.EXIT_HELP`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from orchestra import __version__
-from orchestra.cli.client import (
-    COMMANDS,
+from orchestra.cli.client import COMMANDS, add_client_commands, run_client_command
+from orchestra.cli.exits import (
     EXIT_HELP,
     EXIT_INTERRUPTED,
     EXIT_NOT_STARTED,
     EXIT_OK,
     EXIT_USAGE,
-    add_client_commands,
-    run_client_command,
 )
 from orchestra.engine import cache as engine_cache
 from orchestra.errors import CatalogError, ConfigError, EngineStartError, InstallError

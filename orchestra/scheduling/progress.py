@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import attrs
 
+from orchestra.task import TaskRequest
+
 EVERY_TOKENS = 8
 """A ``metrics`` event may follow every this-many token events."""
 MIN_INTERVAL_S = 1.0
@@ -81,6 +83,19 @@ class Progress:
     _gap_m2: float = attrs.field(default=0.0, init=False)
     """Welford's running sum of squared deviations of the gaps."""
     _last_frame_at: float | None = attrs.field(default=None, init=False)
+
+    @classmethod
+    def of(
+        cls, request: TaskRequest, submitted_at: float, queue_depth: Callable[[], int]
+    ) -> Progress | None:
+        """The progress of a task submitted at ``submitted_at``, if it asked for ``metrics``
+        events (its deadline counts from its submission)."""
+        if not request.metrics:
+            return None
+        deadline_at = None
+        if request.deadline_ms is not None:
+            deadline_at = submitted_at + request.deadline_ms / 1000
+        return cls(request.max_tokens, deadline_at, queue_depth)
 
     def on_token(self, now: float) -> dict[str, int | float] | None:
         """Count a token event appended at ``now``; the data of a ``metrics`` event to

@@ -85,6 +85,18 @@ class SessionView:
     """Its task in progress."""
 
 
+@attrs.frozen
+class Turn:
+    """How a session's turn is dispatched: its engine parameters (its slot, ``n_predict``
+    capped by the token budget), the slot, the cap (None when the budget did not lower
+    ``n_predict``) and the wall time its budget has left (None: no wall-time budget)."""
+
+    params: dict[str, Any]
+    slot: int
+    token_cap: int | None
+    wall_left_s: float | None
+
+
 def _least_used_slot(sessions: Collection[Session], slots_total: int) -> int:
     """The slot the fewest sessions are pinned to (the lowest such)."""
     load = [0] * max(slots_total, 1)
@@ -205,7 +217,29 @@ class SessionBook:
             cap = out["n_predict"] = max(tokens_left, 0)
         return out, cap
 
+    def turn(
+        self, task: Task, params: Mapping[str, Any], busy_slots: Collection[int]
+    ) -> Turn | None:
+        """How ``task`` is dispatched when it is its session's turn in progress (None when
+        it is not: a task without a session, or one its session no longer waits on)."""
+        session_id = task.request.session_id
+        session = None if session_id is None else self._sessions.get(session_id)
+        if session is None or session.live is not task:
+            return None
+        out, cap = self.engine_params(session, params, busy_slots)
+        return Turn(out, session.slot, cap, self.left(session).wall_s)
+
     # -- what happened ---------------------------------------------------------------------
+
+    def turn_ended(self, task: Task, now: float, tokens_out: int) -> None:
+        """``task`` ended; if it was its session's turn in progress, account for it."""
+        session_id = task.request.session_id
+        session = None if session_id is None else self._sessions.get(session_id)
+        if session is not None and session.live is task:
+            self.task_ended(
+                session, task, now, tokens_out=tokens_out, tokens_in=task.tokens_in,
+                cached=task.cached_tokens, slot=task.ran_on,
+            )  # fmt: skip
 
     def slots_known(self, slots_total: int) -> None:
         """The engine has ``slots_total`` slots (re-pins sessions beyond them)."""

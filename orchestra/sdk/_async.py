@@ -19,6 +19,7 @@ import trio
 
 from orchestra import __version__
 from orchestra.errors import ErrorCode
+from orchestra.sdk._convert import event_from_wire, request_body, structure
 from orchestra.sdk._errors import (
     BudgetExceeded,
     OrchestraError,
@@ -28,25 +29,18 @@ from orchestra.sdk._errors import (
     TaskFailed,
     TransportError,
 )
+from orchestra.sdk._events import End, Error, Event, Started, Token
 from orchestra.sdk._models import (
     CancelResult,
     Capabilities,
     CatalogModel,
     Completion,
     DeletedSession,
-    End,
-    Error,
-    Event,
     Health,
     SessionStatus,
-    Started,
     TaskHandle,
     TaskRequest,
     TaskStatus,
-    Token,
-    event_from_wire,
-    request_body,
-    structure,
 )
 from orchestra.sdk._retry import Retry
 from orchestra.sdk._sse import RawEvent, SSEDecoder

@@ -1,26 +1,19 @@
-"""The SDK's typed view of the wire contract: requests, answers and stream events.
+"""The SDK's typed view of the wire contract's requests and answers.
 
-Every class is ``attrs.frozen``; :data:`converter` (one cattrs converter) turns them into
-and out of the JSON of ``specs/openapi/*.yaml``. Reading is tolerant of fields a newer
-server adds (they are ignored) and strict about the ones this version knows: a missing or
-mistyped field is a :class:`~orchestra.sdk.ParseError`, never a half-filled object.
+Every class is ``attrs.frozen``; :data:`~orchestra.sdk._convert.converter` (the SDK's one
+cattrs converter) turns them into and out of the JSON of ``specs/openapi/*.yaml``. The
+stream's events are in :mod:`orchestra.sdk._events`.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
-from typing import Any, TypeAlias, TypeVar
+from typing import Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from orchestra.errors import ErrorCode
-from orchestra.sdk._errors import ParseError
 from orchestra.task import Determinism, Priority, TaskState
-
-T = TypeVar("T")
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -267,63 +260,6 @@ class CatalogModel:
     """True for the model the engine serves now."""
 
 
-# -- stream events -------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class Started:
-    """The task got an engine slot (sent once)."""
-
-    id: int
-    queue_position: int
-    predicted_start_ms: int
-    queue_wait_ms: int
-    """How long it really waited."""
-
-
-@attrs.frozen(kw_only=True)
-class Token:
-    """A piece of generated text (wire event ``token {t, i}``)."""
-
-    id: int
-    text: str
-    index: int
-    """The index of this piece among the task's tokens, from 0."""
-
-
-@attrs.frozen(kw_only=True)
-class Metrics:
-    """Progress figures between tokens, for a task submitted with ``metrics=True``:
-    ``queue_depth``, ``tokens_per_s`` and, with a deadline, ``on_time_probability``."""
-
-    id: int
-    values: Mapping[str, float | None]
-
-
-@attrs.frozen(kw_only=True)
-class End:
-    """The generation finished."""
-
-    id: int
-    tokens_out: int
-    decode_time_ms: float
-
-
-@attrs.frozen(kw_only=True)
-class Error:
-    """The task ended without finishing (cancelled, engine reset, deadline)."""
-
-    id: int
-    code: ErrorCode
-    retriable: bool
-    retry_after_ms: int | None = None
-    message: str | None = None
-
-
-Event: TypeAlias = Started | Token | Metrics | End | Error
-"""One event of a task's stream; ``End`` or ``Error`` is the last."""
-
-
 @attrs.frozen(kw_only=True)
 class Completion:
     """What ``complete()`` returns: the whole text, and how long each part took."""
@@ -337,105 +273,3 @@ class Completion:
     """The engine's decode time."""
     total_ms: float
     """From submission to the last event, as this client measured it."""
-
-
-# -- conversion ----------------------------------------------------------------------------
-
-converter = cattrs.Converter(forbid_extra_keys=False)
-"""The one converter of the SDK (wire JSON <-> the classes above)."""
-
-
-def _structure_strict_str(value: Any, _: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _structure_strict_int(value: Any, _: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _structure_strict_float(value: Any, _: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _structure_strict_bool(value: Any, _: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected a boolean, got {type(value).__name__}")
-    return value
-
-
-def _structure_mapping(value: Any, _: Any) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return cls(value)
-
-
-converter.register_structure_hook(str, _structure_strict_str)
-for _enum in (ErrorCode, TaskState, Priority, Determinism):
-    # each by name: a StrEnum is also a str, whose hook singledispatch would pick first
-    converter.register_structure_hook(_enum, _structure_enum)
-converter.register_structure_hook(int, _structure_strict_int)
-converter.register_structure_hook(float, _structure_strict_float)
-converter.register_structure_hook(bool, _structure_strict_bool)
-converter.register_structure_hook_func(
-    lambda t: t in (Mapping[str, Any], Mapping[str, float | None]), _structure_mapping
-)
-converter.register_structure_hook(
-    Token,
-    make_dict_structure_fn(Token, converter, text=override(rename="t"), index=override(rename="i")),
-)
-converter.register_unstructure_hook(
-    TaskRequest, make_dict_unstructure_fn(TaskRequest, converter, _cattrs_omit_if_default=True)
-)
-
-
-def structure(data: Any, cls: type[T], *, what: str, status: int | None = None) -> T:
-    """``data`` as a ``cls``; raises :class:`ParseError` naming every bad field."""
-    try:
-        return converter.structure(data, cls)
-    except Exception as exc:  # cattrs raises a (class validation) group or a plain error
-        if isinstance(exc, cattrs.BaseValidationError):
-            problems = cattrs.transform_error(exc, path="$")
-        else:
-            problems = [str(exc)]
-        message = f"{what}: not the contract's shape: {'; '.join(problems)}"
-        raise ParseError(message, status) from exc
-
-
-def request_body(request: TaskRequest) -> dict[str, Any]:
-    """The JSON body of a submission: every field that is not None."""
-    body: dict[str, Any] = converter.unstructure(request)
-    return body
-
-
-_EVENT_CLASSES: Mapping[str, type[Event]] = {
-    "started": Started,
-    "token": Token,
-    "end": End,
-    "error": Error,
-}
-
-
-def event_from_wire(event_id: int, kind: str, data: Any) -> Event | None:
-    """The typed event for one SSE frame; None for an event kind this SDK does not know
-    (a newer server's; a client skips it, as the contract asks)."""
-    if kind == "metrics":
-        values = structure(data, Mapping[str, float | None], what="metrics event")  # type: ignore[type-abstract]
-        return Metrics(id=event_id, values=values)
-    cls = _EVENT_CLASSES.get(kind)
-    if cls is None:
-        return None
-    if not isinstance(data, dict):
-        raise ParseError(f"{kind} event {event_id}: data is not a JSON object")
-    return structure({**data, "id": event_id}, cls, what=f"{kind} event {event_id}")

@@ -1,7 +1,7 @@
 """A sans-I/O decoder for ``text/event-stream`` (the WHATWG server-sent events format).
 
 Feed it bytes as they arrive; it returns the events completed so far. It knows nothing of
-orchestra's event kinds, which :func:`orchestra.sdk._models.event_from_wire` types.
+orchestra's event kinds, which :func:`orchestra.sdk._convert.event_from_wire` types.
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ import attrs
 import trio
 
 from orchestra.sdk._async import AsyncClient
+from orchestra.sdk._events import Event
 from orchestra.sdk._models import (
     CancelResult,
     Capabilities,
     CatalogModel,
     Completion,
     DeletedSession,
-    Event,
     Health,
     SessionStatus,
     TaskHandle,

@@ -1,0 +1,171 @@
+"""Per-key checks of configuration values (DESIGN §3).
+
+Each check takes a value that already has the right type and returns a problem (without
+the key path) or None when the value is fine. :mod:`orchestra.config.tables` names them in
+``metadata={CHECK: ...}`` on its attrs fields; :mod:`orchestra.config.structure` runs them
+right after a field's type check. :func:`show` renders a value for any message, and
+:func:`split_bind` and :func:`is_loopback` are shared with the tables' properties and the
+cross-key checks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+Check = Callable[[Any], str | None]
+"""A per-key check: returns a problem (without the key path) or None when the value is fine."""
+
+CHECK: Final = "orchestra.config.check"
+"""The attrs field metadata key holding a field's :data:`Check`."""
+
+
+def show(value: Any) -> str:
+    """A short, single-line rendering of a TOML value for a message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return f"a {type(value).__name__}"
+
+
+def at_least(low: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value >= low else f"must be at least {low} (got {show(value)})"
+
+    return check
+
+
+def between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = low <= value <= high
+        return None if ok else f"must be between {low} and {high} (got {show(value)})"
+
+    return check
+
+
+def more_than_zero(value: Any) -> str | None:
+    return None if value > 0 else f"must be more than 0 (got {show(value)})"
+
+
+def non_empty(value: Any) -> str | None:
+    return None if value else "must not be empty"
+
+
+def token_chars(value: Any) -> str | None:
+    ok = all("!" <= c <= "~" for c in value)
+    return None if ok else "must be printable ASCII without spaces"
+
+
+def log_format(value: Any) -> str | None:
+    return None if value in ("json", "text") else f'must be "json" or "text" (got {show(value)})'
+
+
+def log_level(value: Any) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if value in levels else f"must be one of {', '.join(levels)} (got {show(value)})"
+
+
+def llamacpp_only(value: Any) -> str | None:
+    return None if value == "llamacpp" else f'only "llamacpp" is supported (got {show(value)})'
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def split_bind(addr: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``; raises ValueError naming the expected form."""
+    bad = ValueError(
+        f"must be host:port, with [brackets] around an IPv6 address (got {show(addr)})"
+    )
+    match = re.fullmatch(r"\[([^\]]*)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", addr)
+    if match is None:
+        raise bad
+    if match[1] is not None:
+        host, port = match[1], int(match[2])
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad from None
+    else:
+        host, port = match[3], int(match[4])
+        if not _HOSTNAME.fullmatch(host):
+            raise bad
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise bad from None
+    if port > 65535:
+        raise ValueError(f"port must be between 0 and 65535 (got {port})")
+    return host, port
+
+
+def host_port(value: Any) -> str | None:
+    try:
+        split_bind(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(value: Any) -> str | None:
+    problem = f"must be a base URL like http://127.0.0.1:8081 (got {show(value)})"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return problem
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return problem
+    if parts.username is not None or parts.password is not None or parts.netloc.endswith(":"):
+        return problem
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in value:
+        return problem
+    try:
+        port = parts.port
+    except ValueError:
+        return problem
+    if port == 0:
+        return problem
+    return None
+
+
+MANAGED_FLAGS: Final = frozenset(
+    {
+        "-m", "--model", "--host", "--port", "-c", "--ctx-size", "-np", "--parallel",
+        "-t", "--threads", "-ngl", "--gpu-layers", "--n-gpu-layers", "--fit", "--api-key",
+        "--slot-save-path",
+    }
+)  # fmt: skip
+"""llama-server flags orchestra sets itself from ``[replica]`` and ``[adapter]``."""
+
+
+def not_managed(value: Any) -> str | None:
+    clashes = [arg.split("=", 1)[0] for arg in value if arg.split("=", 1)[0] in MANAGED_FLAGS]
+    if clashes:
+        return (
+            f"{clashes[0]} is set by orchestra from [replica] and adapter.endpoint; "
+            f"use those keys instead"
+        )
+    return None

@@ -1,0 +1,223 @@
+"""The configuration's tables (DESIGN §3): one frozen attrs class per TOML table.
+
+:class:`Config` is the whole file; the other classes are its ``[auth]``, ``[log]``,
+``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]`` and ``[replica]`` tables.
+Each field carries its default, its documentation and, in ``metadata={CHECK: ...}``, the
+per-key check from :mod:`orchestra.config.checks` that
+:mod:`orchestra.config.structure` runs after the field's type check. The classes only
+describe; :func:`orchestra.config.parse.parse_config` builds them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from orchestra.config.checks import (
+    CHECK,
+    at_least,
+    base_url,
+    between,
+    host_port,
+    is_loopback,
+    llamacpp_only,
+    log_format,
+    log_level,
+    more_than_zero,
+    non_empty,
+    not_managed,
+    split_bind,
+    token_chars,
+)
+
+
+@attrs.frozen(kw_only=True)
+class AuthConfig:
+    """``[auth]``: the bearer token and when it is required."""
+
+    token: str = attrs.field(default="", metadata={CHECK: token_chars}, repr=False)
+    """The bearer token clients send. After :func:`parse_config` it holds the token in
+    effect: this key, else the contents of ``token_file``, else ``$ORCHESTRA_TOKEN``. One
+    of them is required when ``bind_addr`` is not loopback."""
+    token_file: str = ""
+    """A file holding the token, readable by its owner only (``chmod 600``)."""
+    optional: bool = True
+    """On a loopback bind, requests may skip the token."""
+    trust_proxy_auth: bool = False
+    """Let in a request without a token that carries ``proxy_user_header`` (set by an
+    authenticating reverse proxy in front of orchestra). Only when orchestra is reachable
+    through that proxy alone."""
+    proxy_user_header: str = attrs.field(default="X-Forwarded-User", metadata={CHECK: non_empty})
+    """The header an authenticating proxy puts the user's name in."""
+
+
+@attrs.frozen(kw_only=True)
+class LogConfig:
+    """``[log]``: what orchestra writes on stdout."""
+
+    format: str = attrs.field(default="json", metadata={CHECK: log_format})
+    """``json``: one JSON object per line (JSON Lines); ``text``: for a terminal."""
+    level: str = attrs.field(default="info", metadata={CHECK: log_level})
+    """``debug``, ``info``, ``warning`` or ``error``."""
+
+
+@attrs.frozen(kw_only=True)
+class AdmissionConfig:
+    """``[admission]``: what a task may ask for and how many may wait."""
+
+    queue_capacity: int = attrs.field(default=16, metadata={CHECK: between(1, 10_000)})
+    """Tasks that may wait for an engine slot (1..10000); one more is refused with 429."""
+    ctx_limit: int = attrs.field(default=2048, metadata={CHECK: at_least(16)})
+    """Tokens: prompt + ``max_tokens`` of a task may not exceed this (at least 16)."""
+    max_tokens_limit: int = attrs.field(default=1024, metadata={CHECK: at_least(1)})
+    """Tokens: the largest ``max_tokens`` a task may ask for (1 .. ``ctx_limit`` - 1)."""
+    batch_queue_capacity: int = attrs.field(default=16, metadata={CHECK: between(1, 10_000)})
+    """Batch tasks that may wait (1..10000), a limit of their own: ``queue_capacity`` then
+    bounds the interactive ones. One more is refused with 429 (``policy_label``
+    ``batch_queue_capacity``)."""
+    batch_every: int = attrs.field(default=4, metadata={CHECK: between(1, 1000)})
+    """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one
+    (1 = batch first; 4 = up to three interactive tasks, then a batch one)."""
+
+
+@attrs.frozen(kw_only=True)
+class SessionsConfig:
+    """``[sessions]``: conversations pinned to an engine slot, and what each may spend.
+
+    A budget of 0 means no limit. Tokens are generated tokens (``tokens_out``); the cost of
+    a session is its tokens times ``cost_per_token``.
+    """
+
+    ttl_s: float = attrs.field(default=1800.0, metadata={CHECK: more_than_zero})
+    """Seconds a session without a task in progress lives after its last task ended."""
+    max_turns: int = attrs.field(default=100, metadata={CHECK: between(1, 1_000_000)})
+    """Tasks a session may submit (1..1000000); the next one gets 429 BUDGET_EXCEEDED."""
+    max_sessions: int = attrs.field(default=1024, metadata={CHECK: between(1, 1_000_000)})
+    """Sessions alive at once; a task opening one more gets 429 (``policy_label``
+    ``max_sessions``)."""
+    token_budget: int = attrs.field(default=0, metadata={CHECK: at_least(0)})
+    """Tokens a session may generate in all (0 = no limit)."""
+    wall_budget_s: float = attrs.field(default=0.0, metadata={CHECK: at_least(0)})
+    """Seconds a session's tasks may run in all, from dispatch to end (0 = no limit)."""
+    cost_per_token: float = attrs.field(default=0.0, metadata={CHECK: at_least(0)})
+    """The cost of one generated token, in whatever unit you budget in."""
+    cost_budget: float = attrs.field(default=0.0, metadata={CHECK: at_least(0)})
+    """The cost a session may reach (0 = no limit; needs ``cost_per_token``)."""
+
+
+@attrs.frozen(kw_only=True)
+class StreamsConfig:
+    """``[streams]``: how long events are kept and readers waited for."""
+
+    retention_s: float = attrs.field(default=300.0, metadata={CHECK: at_least(0)})
+    """Seconds a finished task's events are kept for late readers (at least 0)."""
+    orphan_grace_ms: int = attrs.field(default=10_000, metadata={CHECK: at_least(0)})
+    """Milliseconds a running task whose readers all left waits for one before it is
+    cancelled (at least 0)."""
+
+
+@attrs.frozen(kw_only=True)
+class AdapterConfig:
+    """``[adapter]``: the engine orchestra talks to."""
+
+    engine: str = attrs.field(default="llamacpp", metadata={CHECK: llamacpp_only})
+    """The engine kind; only ``llamacpp``."""
+    endpoint: str = attrs.field(default="http://127.0.0.1:8081", metadata={CHECK: base_url})
+    """Base URL of llama-server: ``http://`` or ``https://``, a host, an optional port and
+    no path."""
+    connect_timeout_s: float = attrs.field(default=5.0, metadata={CHECK: more_than_zero})
+    """Seconds to connect to the engine (and for its short calls); more than 0."""
+    decode_timeout_s: float = attrs.field(default=60.0, metadata={CHECK: more_than_zero})
+    """Seconds the engine may stay silent mid-stream before the task fails; more than 0."""
+    engine_backlog: int = attrs.field(default=1, metadata={CHECK: between(0, 16)})
+    """Tasks sent to the engine beyond its slots, waiting in its own queue so a freed slot
+    starts the next one at once (0..16; 0 = never more than the slots)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaConfig:
+    """``[replica]``: present when orchestra owns the llama-server process."""
+
+    binary: str = ""
+    """The llama-server executable: a path, or a name looked up on PATH; empty means the
+    build ``orchestra engine install`` cached (the CUDA one when ``gpu_layers`` > 0)."""
+    model: str = ""
+    """Path to the GGUF model; empty means the small model ``orchestra engine install``
+    cached."""
+    ctx_size: int = attrs.field(default=2048, metadata={CHECK: at_least(16)})
+    """Tokens of context llama-server allocates, shared by its slots (``--ctx-size``)."""
+    parallel: int = attrs.field(default=1, metadata={CHECK: between(1, 256)})
+    """Decode slots, i.e. tasks the engine runs at once (``--parallel``, 1..256)."""
+    threads: int = attrs.field(default=2, metadata={CHECK: at_least(1)})
+    """CPU threads llama-server uses (``--threads``, at least 1)."""
+    gpu_layers: int = attrs.field(default=0, metadata={CHECK: at_least(0)})
+    """Model layers offloaded to the GPU (``--n-gpu-layers``); 0 = CPU only, 999 = all."""
+    extra_args: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: not_managed})
+    """More llama-server command-line arguments, passed as they are (not the flags
+    orchestra sets itself)."""
+    start_timeout_s: float = attrs.field(default=300.0, metadata={CHECK: more_than_zero})
+    """Seconds llama-server may take to load its model before it counts as hung."""
+    stop_grace_s: float = attrs.field(default=10.0, metadata={CHECK: at_least(0)})
+    """On stop, seconds between SIGTERM and SIGKILL."""
+    crash_limit: int = attrs.field(default=5, metadata={CHECK: at_least(1)})
+    """Crashes within ``crash_window_s`` after which the pool reports unavailable."""
+    crash_window_s: float = attrs.field(default=300.0, metadata={CHECK: more_than_zero})
+    """The window, in seconds, in which crashes are counted."""
+    restart_backoff_max_s: float = attrs.field(default=30.0, metadata={CHECK: more_than_zero})
+    """The longest wait before a restart; waits double from 0.25 s up to this."""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole configuration file."""
+
+    bind_addr: str = attrs.field(default="127.0.0.1:8080", metadata={CHECK: host_port})
+    """``host:port`` to listen on (``[::1]:8080`` for IPv6; port 0 = any free port)."""
+    shutdown_grace_s: float = attrs.field(default=30.0, metadata={CHECK: at_least(0)})
+    """On SIGTERM, seconds running tasks get to finish before they are cancelled."""
+    data_dir: str = ""
+    """Where orchestra keeps state that outlives it (the model catalog). Empty means
+    ``$XDG_DATA_HOME/orchestra``, else ``~/.local/share/orchestra``; ``~`` is expanded."""
+    auth: AuthConfig = AuthConfig()
+    """``[auth]``."""
+    log: LogConfig = LogConfig()
+    """``[log]``."""
+    admission: AdmissionConfig = AdmissionConfig()
+    """``[admission]``."""
+    streams: StreamsConfig = StreamsConfig()
+    """``[streams]``."""
+    sessions: SessionsConfig = SessionsConfig()
+    """``[sessions]``."""
+    adapter: AdapterConfig = AdapterConfig()
+    """``[adapter]``."""
+    replica: ReplicaConfig | None = None
+    """``[replica]``: None in attached mode; a table here means orchestra owns the engine."""
+
+    @property
+    def bind_host(self) -> str:
+        """The host part of ``bind_addr`` (IPv6 without brackets).
+
+        Raises ValueError when ``bind_addr`` is malformed, which :func:`parse_config` never
+        lets through.
+        """
+        return split_bind(self.bind_addr)[0]
+
+    @property
+    def bind_port(self) -> int:
+        """The port part of ``bind_addr``; 0 means any free port."""
+        return split_bind(self.bind_addr)[1]
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` resolved: the directory orchestra's state lives in."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser().absolute()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "orchestra"
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        """True for ``localhost``, 127.0.0.0/8 and ::1."""
+        return is_loopback(self.bind_host)
