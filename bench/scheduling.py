@@ -51,9 +51,13 @@ from typing import Any
 import httpx
 import trio
 from engine import engine_key  # bench/engine.py: this directory is on sys.path
+from inversion import probe  # bench/inversion.py
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestra.engine import cache as engine_cache
+try:
+    from orchestra.engine import cache as engine_cache
+except ImportError:  # orchestra before issue 14 (to measure "before" with this file)
+    from orchestra import engine_cache  # type: ignore[no-redef]
 
 OUT = Path(__file__).resolve().parent.parent / "proof-bundle" / "bench"
 CLASSES = {"interactive": 32, "batch": 64}  # priority → max_tokens
@@ -68,11 +72,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def config_text(work: Path, port: int, engine_port: int) -> str:
+def config_text(work: Path, port: int, engine_port: int, parallel: int = 2) -> str:
     return (
         f'bind_addr = "127.0.0.1:{port}"\ndata_dir = "{work / "data"}"\n'
         f'[adapter]\nendpoint = "http://127.0.0.1:{engine_port}"\n'
-        "[replica]\nparallel = 2\nthreads = 2\n"
+        f"[replica]\nparallel = {parallel}\nthreads = 2\n"
     )
 
 
@@ -269,17 +273,15 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    args = parser.parse_args()
-    if engine_cache.installed_engine("cpu") is None or engine_cache.installed_model() is None:
-        raise SystemExit("run `orchestra engine install` first")
-    port, engine_port = free_port(), free_port()
+def serve_and_run(
+    port: int, engine_port: int, parallel: int, work_fn: Any
+) -> tuple[str, dict[str, Any], Any]:
+    """Run ``orchestra serve`` (owned, ``parallel`` slots) while ``work_fn()`` runs; the
+    config (with the temporary path masked), the health at start and what it returned."""
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-scheduling-") as tmp:
         work = Path(tmp)
-        config = config_text(work, port, engine_port)
+        config = config_text(work, port, engine_port, parallel)
         (work / "orchestra.toml").write_text(config)
         log = work / "orchestra.log"
         with log.open("wb") as log_file:
@@ -297,7 +299,7 @@ def main() -> None:
             )
         try:
             health = wait_ready(url, proc, log)
-            raw = trio.run(measure, url, f"http://127.0.0.1:{engine_port}", args.seconds)
+            result = work_fn()
         except BaseException:
             kept = Path(tempfile.gettempdir()) / f"bench-scheduling-orchestra-{os.getpid()}.log"
             shutil.copyfile(log, kept)
@@ -306,15 +308,43 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+        return config.replace(str(work), "<tmp>"), health, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--inversion-rounds", type=int, default=8, help="rounds of bench/inversion.py (0: none)"
+    )
+    args = parser.parse_args()
+    if engine_cache.installed_engine("cpu") is None or engine_cache.installed_model() is None:
+        raise SystemExit("run `orchestra engine install` first")
+    port, engine_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    config, health, raw = serve_and_run(
+        port,
+        engine_port,
+        2,
+        lambda: trio.run(measure, url, f"http://127.0.0.1:{engine_port}", args.seconds),
+    )
+    inversion: dict[str, Any] | None = None
+    if args.inversion_rounds:
+        port1, engine_port1 = free_port(), free_port()
+        url1 = f"http://127.0.0.1:{port1}"
+        _, _, inversion = serve_and_run(
+            port1, engine_port1, 1, lambda: trio.run(probe, url1, args.inversion_rounds)
+        )
     result = summarise(raw)
     setup = {
-        "command": f"python bench/scheduling.py --seconds {args.seconds:g}",
+        "command": f"python bench/scheduling.py --seconds {args.seconds:g} "
+        f"--inversion-rounds {args.inversion_rounds}",
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
         "engine": f"llama-server {engine_cache.ENGINE_VERSION}, {engine_cache.MODEL_FILE}, CPU",
         "engine_version": health.get("engine_version"),
-        "config": config.replace(str(work), "<tmp>"),
+        "config": config,
         "clients": {p: CLIENTS_PER_CLASS for p in CLASSES},
         "max_tokens": CLASSES,
         "temperature": 0,
@@ -322,6 +352,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     OUT.mkdir(parents=True, exist_ok=True)
+    result["inversion"] = inversion
     (OUT / "scheduling.json").write_text(json.dumps({"setup": setup, **result}, indent=2) + "\n")
     u = result["utilisation"]
     end = result["replicasets_predicted_start_at_end"]
@@ -362,6 +393,21 @@ def main() -> None:
         f"{result['classes']['all']['without_token_events']} ended at once with no token event "
         "(end of text first; left out of TTFT).",
     ]
+    if inversion is not None:
+        lines += [
+            "",
+            "## Priority inversion through the engine backlog (bench/inversion.py)",
+            "",
+            "One slot, engine backlog 1; per round a long batch task (160 tokens) streams, a "
+            "short batch task (48) is dispatched into the engine's backlog, then an interactive "
+            f"task (16) is submitted. {len(inversion['rounds'])} rounds after a warm-up.",
+            "",
+            f"Interactive TTFT: median **{inversion['interactive_ttft_ms_median']} ms**, p95 "
+            f"{inversion['interactive_ttft_ms_p95']} ms; the short batch task's first token came "
+            f"first (an inversion) in **{inversion['inversions']}** of "
+            f"{len(inversion['rounds'])} rounds; it was taken back in "
+            f"{inversion['short_batch_taken_back']}.",
+        ]
     (OUT / "scheduling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

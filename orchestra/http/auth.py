@@ -1,4 +1,5 @@
-"""Who may use the API: the bearer token, where it comes from, and the per-request gate.
+"""Who may use the API: the per-request gate on the bearer token (where the token comes
+from is :mod:`orchestra.tokens`).
 
 The token is ``auth.token``, else the contents of ``auth.token_file`` (a file only its
 owner may read), else ``$ORCHESTRA_TOKEN``; :func:`orchestra.config.parse_config` resolves

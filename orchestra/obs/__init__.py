@@ -1,0 +1,1 @@
+"""Observation: JSON Lines logs (:mod:`.logs`) and Prometheus metrics (:mod:`.metrics`)."""
