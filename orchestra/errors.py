@@ -6,8 +6,10 @@ purpose is an :class:`OrchestraError`::
 
     OrchestraError                 root of everything orchestra raises on purpose
     ├── Refusal                    an actor said no: the code, why, and when to come back;
-    │                              the HTTP face turns it into status, headers and the
-    │                              envelope (orchestra.http.envelope), in one place
+    │   │                          the HTTP face turns it into status, headers and the
+    │   │                          envelope (orchestra.http.envelope), in one place
+    │   └── ReloadFailed           (orchestra.actors.pool_control) MODEL_LOAD_FAILED: the
+    │                              new model did not load, the pool rolled back
     ├── EngineError                the engine failed a request; mapped at the adapter
     │                              boundary from httpx errors, JSON error bodies and
     │                              ``data: {"error"}`` frames

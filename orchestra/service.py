@@ -127,6 +127,56 @@ def _log_fields(config: Config, supervisor: Supervisor) -> dict[str, object]:
     }
 
 
+async def _actors(
+    config: Config, engine: LlamaCppAdapter, catalog: Catalog, api_key: str, slot_dir: Path
+) -> Actors:
+    """Every actor of the service, each wired to the others when it is built."""
+    metrics = Metrics()
+    alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
+    queue = Queue(
+        capacity=config.admission.queue_capacity,
+        batch_capacity=config.admission.batch_queue_capacity,
+        batch_every=config.admission.batch_every,
+        engine=engine,
+        retention_s=config.streams.retention_s,
+        orphan_grace_s=config.streams.orphan_grace_ms / 1000,
+        engine_backlog=config.adapter.engine_backlog,
+        metrics=metrics,
+        sessions=SessionBook(config.sessions),
+        alarm=alarm,
+    )
+    supervisor: Supervisor
+    model_id = None
+    if config.replica is None:
+        supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
+    else:
+        command = attrs.evolve(
+            resolve_command(config.replica, config.adapter),
+            api_key=api_key,
+            slot_save_path=slot_dir,
+        )
+        model_id = await _catalog_id(catalog, command)
+        supervisor = OwnedReplicaSupervisor(
+            command, config.replica, engine, queue.replica_status, queue.replica_lost,
+            alarm,
+        )  # fmt: skip
+    logs.set_service_fields(partial(_log_fields, config, supervisor))
+    control = PoolControl(
+        queue,
+        supervisor,
+        catalog,
+        start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
+        model_id=model_id,
+    )
+    admission = Admission(config.admission, engine, queue)
+    metrics.watch(
+        queue=queue.statistics,
+        admission=admission.statistics,
+        replica=supervisor.statistics,
+    )
+    return Actors(config, admission, queue, supervisor, control, catalog, metrics)
+
+
 async def run_service(
     config: Config,
     *,
@@ -152,55 +202,13 @@ async def run_service(
     with slot_dir:
         async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
             engine = LlamaCppAdapter(client, config.adapter)
-            metrics = Metrics()
-            alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
-            queue = Queue(
-                capacity=config.admission.queue_capacity,
-                batch_capacity=config.admission.batch_queue_capacity,
-                batch_every=config.admission.batch_every,
-                engine=engine,
-                retention_s=config.streams.retention_s,
-                orphan_grace_s=config.streams.orphan_grace_ms / 1000,
-                engine_backlog=config.adapter.engine_backlog,
-                metrics=metrics,
-                sessions=SessionBook(config.sessions),
-                alarm=alarm,
-            )
-            supervisor: Supervisor
-            model_id = None
-            if config.replica is None:
-                supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
-            else:
-                command = attrs.evolve(
-                    resolve_command(config.replica, config.adapter),
-                    api_key=api_key,
-                    slot_save_path=Path(slot_dir.name),
-                )
-                model_id = await _catalog_id(catalog, command)
-                supervisor = OwnedReplicaSupervisor(
-                    command, config.replica, engine, queue.replica_status, queue.replica_lost,
-                    alarm,
-                )  # fmt: skip
-            logs.set_service_fields(partial(_log_fields, config, supervisor))
-            control = PoolControl(
-                queue,
-                supervisor,
-                catalog,
-                start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
-                model_id=model_id,
-            )
-            admission = Admission(config.admission, engine, queue)
-            metrics.watch(
-                queue=queue.statistics,
-                admission=admission.statistics,
-                replica=supervisor.statistics,
-            )
-            actors = Actors(config, admission, queue, supervisor, control, catalog, metrics)
+            actors = await _actors(config, engine, catalog, api_key, Path(slot_dir.name))
+            queue = actors.queue
             http_stop, http_stopped = trio.Event(), trio.Event()
             async with trio.open_nursery() as root:
                 await root.start(queue.run)
-                await root.start(supervisor.run)
-                await root.start(control.run)
+                await root.start(actors.supervisor.run)
+                await root.start(actors.control.run)
                 app = create_app(actors)
                 urls: list[str] = []
                 if listen:
@@ -217,7 +225,7 @@ async def run_service(
                     config.adapter.engine,
                     config.adapter.endpoint,
                     "attached" if config.replica is None else "owned",
-                    "ready" if queue.statistics().ready else queue.statistics().replica_detail,
+                    "ready" if queue.statistics().pool.ready else queue.statistics().pool.detail,
                     config.admission.queue_capacity,
                 )
                 task_status.started(Running(urls, actors, app))

@@ -31,7 +31,8 @@ class QueueStatistics:
     """A snapshot of the Queue for health, capabilities and metrics."""
 
     pool: PoolStatus
-    """The one pool state (:class:`~orchestra.pool.PoolStatus`)."""
+    """The one pool state (:class:`~orchestra.pool.PoolStatus`): whether it serves, why
+    not, and what health calls its state."""
     queue_depth: int
     queue_capacity: int
     slots_total: int
@@ -39,36 +40,6 @@ class QueueStatistics:
     tasks_known: int
     mean_service_ms: int
     ended: Mapping[str, int]
-
-    @property
-    def ready(self) -> bool:
-        """The engine can take work (whether or not the pool is drained)."""
-        return self.pool.ready
-
-    @property
-    def serving(self) -> bool:
-        """Ready and not draining: a submission would be admitted (room permitting)."""
-        return self.pool.serving
-
-    @property
-    def state(self) -> str:
-        """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it."""
-        return self.pool.health_state
-
-    @property
-    def refusing(self) -> bool:
-        """Shutting down: submissions get 503."""
-        return self.pool.refusing
-
-    @property
-    def draining(self) -> bool:
-        """Drained through the control plane: nothing is dispatched, submissions get 503."""
-        return self.pool.draining
-
-    @property
-    def replica_detail(self) -> str:
-        """Why the engine is not ready, in the supervisor's words (or ``ready``)."""
-        return self.pool.detail
 
 
 @attrs.frozen

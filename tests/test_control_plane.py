@@ -80,7 +80,7 @@ async def test_one_operation_at_a_time() -> None:
             nursery.start_soon(drain)
             # The drain request is in flight over a socket; no event marks its arrival, so
             # poll for its effect (the condition, not a fixed time).
-            while not stack.running.actors.queue.statistics().draining:  # noqa: ASYNC110
+            while not stack.running.actors.queue.statistics().pool.draining:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             for path in (DRAIN, RESUME):
                 busy = await stack.client.post(path)

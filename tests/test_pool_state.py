@@ -54,7 +54,7 @@ async def test_a_pool_that_says_ready_admits_the_next_task(nursery: trio.Nursery
         await log.wait_beyond(len(log))
     assert log.events[-1].data["code"] == "WORKER_RESET"
 
-    health_ready = queue.statistics().serving  # GET /v1/pools/default/health
+    health_ready = queue.statistics().pool.serving  # GET /v1/pools/default/health
     # The supervisor notices the process exit now, between the client's two requests.
     await queue.replica_lost(ErrorCode.WORKER_RESET, "llama-server killed by SIGKILL")
     second = await _submit(queue, "second")
@@ -68,7 +68,7 @@ async def test_a_pool_that_says_ready_admits_the_next_task(nursery: trio.Nursery
 
     # The supervisor restarted the engine: ready again, and admitting again.
     await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))
-    assert queue.statistics().serving
+    assert queue.statistics().pool.serving
     assert isinstance(await _submit(queue, "third"), str)
 
 
@@ -86,14 +86,14 @@ async def test_a_stream_that_lost_the_engine_holds_the_pool_until_the_probe(
     engine.calls["task"].send.send_nowait(("fail", lost))
     await trio.testing.wait_all_tasks_blocked()
     stats = queue.statistics()
-    assert not stats.serving and stats.state == "starting"
-    assert "probing" in stats.replica_detail
+    assert not stats.pool.serving and stats.pool.health_state == "starting"
+    assert "probing" in stats.pool.detail
     assert "task" not in engine.calls  # nothing is dispatched while the pool is not ready
     refused = await _submit(queue, "meanwhile")
     assert isinstance(refused, Refusal) and refused.code is ErrorCode.POOL_UNREADY
     await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))  # the probe
     await trio.testing.wait_all_tasks_blocked()
-    assert queue.statistics().serving
+    assert queue.statistics().pool.serving
     assert "task" in engine.calls  # requeued (no token yet) and dispatched again
 
 

@@ -558,7 +558,8 @@ class QueueMachine(RuleBasedStateMachine):
             assert len(self.queue.dispatched) == self.dispatched_when_drained, (
                 "dispatch while drained"
             )
-            assert stats.draining and stats.state == "draining" and not stats.serving
+            assert stats.pool.draining and stats.pool.health_state == "draining"
+            assert not stats.pool.serving
         ended = sum(stats.ended.values())
         assert ended == sum(1 for t in self.tasks if t.log.closed)
 

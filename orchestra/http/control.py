@@ -58,101 +58,131 @@ def reload_body(report: ReloadReport, pool_id: str) -> dict[str, Any]:
     }
 
 
+def served_model_id(actors: Actors) -> str | None:
+    """The catalog id of the model the pool serves (attached: what the engine reports)."""
+    control, config = actors.control, actors.config
+    if control.model_id is not None or config.replica is not None:
+        return control.model_id
+    path = actors.supervisor.statistics().model_path
+    return PurePath(path).stem if path else None
+
+
+def capabilities_body(actors: Actors) -> dict[str, Any]:
+    """The body of ``GET /v1/capabilities``."""
+    config = actors.config
+    q = actors.queue.statistics()
+    s = actors.supervisor.statistics()
+    models = []
+    if s.model_path:
+        ctx_max = s.props.n_ctx if s.props is not None else None
+        models.append({"id": served_model_id(actors), "digest": s.model_digest, "ctx_max": ctx_max})
+    return {
+        "api_version": API_VERSION,
+        "orchestra_version": __version__,
+        "engines": [
+            {
+                "engine": config.adapter.engine,
+                "engine_version": s.engine_version,
+                "mode": "attached" if config.replica is None else "owned",
+            }
+        ],
+        "models": models,
+        "pools": [
+            {
+                "id": POOL_ID,
+                "ready": q.pool.serving,
+                "state": q.pool.health_state,
+                "slots_total": q.slots_total,
+                "slots_busy": q.slots_busy,
+                "queue_depth": q.queue_depth,
+            }
+        ],
+        "limits": {
+            "queue_capacity": config.admission.queue_capacity,
+            "batch_queue_capacity": config.admission.batch_queue_capacity,
+            "max_tokens": config.admission.max_tokens_limit,
+            "ctx_limit": config.admission.ctx_limit,
+            "rate_limits": None,
+            "sessions": attrs.asdict(config.sessions),
+        },
+        "features": {
+            "stream_resume": True,
+            "stream_on_submit": True,
+            "idempotent_task_id": True,
+            "determinism": ["strict", "best_effort"],
+            "owned_engine": config.replica is not None,
+            "drain": True,
+            "reload": actors.control.can_reload,
+            "model_catalog": True,
+            "priorities": True,
+            "sessions": True,
+            "deadlines": True,
+        },
+    }
+
+
+def health_body(actors: Actors, pool_id: str) -> dict[str, Any]:
+    """The body of ``GET /v1/pools/{id}/health``: one snapshot of the pool's one state."""
+    q = actors.queue.statistics()
+    s = actors.supervisor.statistics()
+    health: dict[str, Any] = {
+        "pool_id": pool_id,
+        "live": True,
+        "ready": q.pool.serving,
+        "draining": q.pool.refusing or q.pool.draining,
+        "engine": actors.config.adapter.engine,
+        "state": q.pool.health_state,
+        "engine_version": s.engine_version,
+        "model_id": served_model_id(actors),
+        "model_digest": s.model_digest,
+        "slots_total": q.slots_total,
+        "slots_busy": q.slots_busy,
+        "queue_depth": q.queue_depth,
+        "queue_capacity": q.queue_capacity,
+        "api_version": API_VERSION,
+    }
+    if not q.pool.ready:
+        health["last_error"] = q.pool.detail
+    return health
+
+
+def replicasets_body(actors: Actors) -> dict[str, Any]:
+    """The body of ``GET /v1/replicasets``."""
+    config = actors.config
+    q = actors.queue.statistics()
+    s = actors.supervisor.statistics()
+    figures = actors.queue.service_figures()
+    replica = {
+        "id": f"{POOL_ID}-0",
+        "engine": config.adapter.engine,
+        "engine_version": s.engine_version,
+        "mode": "attached" if config.replica is None else "owned",
+        "state": q.pool.health_state,
+        "pid": s.pid,
+        "model": {"id": served_model_id(actors), "digest": s.model_digest},
+        "slots_total": q.slots_total,
+        "slots_busy": q.slots_busy,
+        "queue_depth": q.queue_depth,
+        "restarts": s.restarts,
+        "slo": attrs.asdict(figures.slo),
+        "predicted_start": dict(figures.predicted_start),
+    }
+    return {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}
+
+
 def control_blueprint(actors: Actors) -> Blueprint:
     """The control plane's routes over ``actors``."""
     routes = Blueprint("control", __name__)
-    queue, supervisor, control = actors.queue, actors.supervisor, actors.control
-    config = actors.config
-
-    def model_id() -> str | None:
-        if control.model_id is not None or config.replica is not None:
-            return control.model_id
-        path = supervisor.statistics().model_path  # attached: what the engine reports
-        return PurePath(path).stem if path else None
+    queue, control = actors.queue, actors.control
 
     @routes.get("/v1/capabilities")
     async def capabilities() -> Response:
-        q = queue.statistics()
-        s = supervisor.statistics()
-        models = []
-        if s.model_path:
-            models.append(
-                {
-                    "id": model_id(),
-                    "digest": s.model_digest,
-                    "ctx_max": s.props.n_ctx if s.props is not None else None,
-                }
-            )
-        return json_response(
-            {
-                "api_version": API_VERSION,
-                "orchestra_version": __version__,
-                "engines": [
-                    {
-                        "engine": config.adapter.engine,
-                        "engine_version": s.engine_version,
-                        "mode": "attached" if config.replica is None else "owned",
-                    }
-                ],
-                "models": models,
-                "pools": [
-                    {
-                        "id": POOL_ID,
-                        "ready": q.serving,
-                        "state": q.state,
-                        "slots_total": q.slots_total,
-                        "slots_busy": q.slots_busy,
-                        "queue_depth": q.queue_depth,
-                    }
-                ],
-                "limits": {
-                    "queue_capacity": config.admission.queue_capacity,
-                    "batch_queue_capacity": config.admission.batch_queue_capacity,
-                    "max_tokens": config.admission.max_tokens_limit,
-                    "ctx_limit": config.admission.ctx_limit,
-                    "rate_limits": None,
-                    "sessions": attrs.asdict(config.sessions),
-                },
-                "features": {
-                    "stream_resume": True,
-                    "stream_on_submit": True,
-                    "idempotent_task_id": True,
-                    "determinism": ["strict", "best_effort"],
-                    "owned_engine": config.replica is not None,
-                    "drain": True,
-                    "reload": control.can_reload,
-                    "model_catalog": True,
-                    "priorities": True,
-                    "sessions": True,
-                    "deadlines": True,
-                },
-            }
-        )
+        return json_response(capabilities_body(actors))
 
     @routes.get("/v1/pools/<pool_id>/health")
     async def pool_health(pool_id: str) -> Response:
         _pool(pool_id)
-        q = queue.statistics()
-        s = supervisor.statistics()
-        health: dict[str, Any] = {
-            "pool_id": pool_id,
-            "live": True,
-            "ready": q.serving,
-            "draining": q.refusing or q.draining,
-            "engine": config.adapter.engine,
-            "state": q.state,
-            "engine_version": s.engine_version,
-            "model_id": model_id(),
-            "model_digest": s.model_digest,
-            "slots_total": q.slots_total,
-            "slots_busy": q.slots_busy,
-            "queue_depth": q.queue_depth,
-            "queue_capacity": q.queue_capacity,
-            "api_version": API_VERSION,
-        }
-        if not q.ready:
-            health["last_error"] = q.replica_detail
-        return json_response(health)
+        return json_response(health_body(actors, pool_id))
 
     @routes.post("/v1/pools/<pool_id>/drain")
     async def drain_pool(pool_id: str) -> Response:
@@ -169,7 +199,7 @@ def control_blueprint(actors: Actors) -> Blueprint:
         _pool(pool_id)
         await read_body({})
         await control.resume()
-        return json_response({"pool_id": pool_id, "state": queue.statistics().state})
+        return json_response({"pool_id": pool_id, "state": queue.statistics().pool.health_state})
 
     @routes.post("/v1/pools/<pool_id>/reload")
     async def reload_pool(pool_id: str) -> Response:
@@ -194,27 +224,7 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/replicasets")
     async def replicasets() -> Response:
-        q = queue.statistics()
-        s = supervisor.statistics()
-        figures = queue.service_figures()
-        replica = {
-            "id": f"{POOL_ID}-0",
-            "engine": config.adapter.engine,
-            "engine_version": s.engine_version,
-            "mode": "attached" if config.replica is None else "owned",
-            "state": q.state,
-            "pid": s.pid,
-            "model": {"id": model_id(), "digest": s.model_digest},
-            "slots_total": q.slots_total,
-            "slots_busy": q.slots_busy,
-            "queue_depth": q.queue_depth,
-            "restarts": s.restarts,
-            "slo": attrs.asdict(figures.slo),
-            "predicted_start": dict(figures.predicted_start),
-        }
-        return json_response(
-            {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}
-        )
+        return json_response(replicasets_body(actors))
 
     @routes.get("/metrics")
     async def metrics() -> Response:

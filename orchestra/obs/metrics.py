@@ -168,7 +168,9 @@ class _Snapshots:
         yield _gauge("orchestra_queue_capacity", "Tasks that may wait.", q.queue_capacity)
         yield _gauge("orchestra_slots_busy", "Engine slots running a task.", q.slots_busy)
         yield _gauge("orchestra_slots_total", "Engine slots in all.", q.slots_total)
-        yield _gauge("orchestra_engine_up", "1 while the engine answers healthy, else 0.", q.ready)
+        yield _gauge(
+            "orchestra_engine_up", "1 while the engine answers healthy, else 0.", q.pool.ready
+        )
         yield CounterMetricFamily(
             "orchestra_replica_restarts",
             "Engine processes started after the first (crash restarts and model swaps).",
