@@ -47,6 +47,7 @@ from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog, StreamEvent
 from orchestra.http.envelope import headers_for
 from orchestra.pool import PoolState, ReplicaStatus
+from orchestra.scheduling import preemption
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionBook, SessionView
 from orchestra.task import Priority, TaskRequest, TaskState
@@ -523,6 +524,19 @@ class QueueMachine(RuleBasedStateMachine):
     # -- invariants -----------------------------------------------------------------------
 
     @invariant()
+    def no_interactive_task_waits_behind_a_silent_batch_task(self) -> None:
+        """Once settled, no interactive task is next in line while a batch task that has
+        sent nothing could be taken back from the engine's queue for it (issue 14)."""
+        if not hasattr(self, "queue") or not self.ready or self.draining:
+            return
+        queue = self.queue
+        running = queue._running
+        victim = preemption.victim(running, queue._waiting.next_priority(), self.slots)
+        assert running.taking_back or victim is None, (
+            f"interactive waits behind {victim.id if victim else None}"
+        )
+
+    @invariant()
     def invariants_hold(self) -> None:
         if not hasattr(self, "queue"):
             return
@@ -659,7 +673,8 @@ class QueueMachine(RuleBasedStateMachine):
             assert len(events) == task.frozen_at, "the log changed after a cancel was answered"
         view = self.queue.view(task.task_id)
         if view is not None:
-            assert view.attempts <= MAX_ATTEMPTS
+            # engine failures count up to MAX_ATTEMPTS; a preemption adds one dispatch, once
+            assert view.attempts <= MAX_ATTEMPTS + 1
             assert view.state.terminal == task.log.closed
 
 
