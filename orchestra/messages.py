@@ -48,12 +48,9 @@ class EngineAlarm:
 
     _raised: trio.Event = attrs.field(factory=trio.Event, init=False)
     _hung: str | None = attrs.field(default=None, init=False)
-    raised_count: int = attrs.field(default=0, init=False)
-    """How often it was raised, in all."""
 
     def suspect(self, detail: str) -> None:
         """The engine may be down: probe it now."""
-        self.raised_count += 1
         self._raised.set()
 
     def hung(self, detail: str) -> None:

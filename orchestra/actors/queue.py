@@ -145,6 +145,7 @@ class Queue(QueueFace):
                 self._quiet = _flag(self._quiet, self._running.busy == 0)
 
     def _apply(self, message: QueueMsg) -> None:
+        """Apply one message (the run loop then enforces cuts and dispatches)."""
         match message:
             case msg.Submit(request, fingerprint, reply, correlation_id):
                 reply.send(self._submit(request, fingerprint, correlation_id))
@@ -181,7 +182,6 @@ class Queue(QueueFace):
             case msg.SetDraining(on, reply):
                 self._pool = attrs.evolve(self._pool, draining=on)
                 reply.send(msg.DrainStart(len(self._running), len(self._waiting)))
-        self._dispatch()
 
     # -- state changes (only ever called from the run loop) ------------------------------
 

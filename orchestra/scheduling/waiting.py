@@ -74,19 +74,29 @@ class WaitingLine:
 
     def next_priority(self) -> Priority | None:
         """The class of the task :meth:`popleft` would give now, or None when none waits."""
-        if not self:
-            return None
-        lines = {priority: deque(line) for priority, line in self._lines.items()}
-        task, _ = self._pick(lines, self._streak)
-        return task.request.priority
+        lines = self._lines
+        return self._next_class(
+            bool(lines[Priority.INTERACTIVE]), bool(lines[Priority.BATCH]), self._streak
+        )
+
+    def _next_class(self, interactive: bool, batch: bool, streak: int) -> Priority | None:
+        """The rule: which class goes next, given which classes wait and the streak."""
+        if not batch:
+            return Priority.INTERACTIVE if interactive else None
+        if not interactive or streak >= self.batch_every - 1:
+            return Priority.BATCH
+        return Priority.INTERACTIVE
 
     def _pick(self, lines: dict[Priority, deque[T]], streak: int) -> tuple[T, int]:
-        interactive, batch = lines[Priority.INTERACTIVE], lines[Priority.BATCH]
-        if not batch:
-            return interactive.popleft(), 0
-        if not interactive or streak >= self.batch_every - 1:
-            return batch.popleft(), 0
-        return interactive.popleft(), streak + 1
+        chosen = self._next_class(
+            bool(lines[Priority.INTERACTIVE]), bool(lines[Priority.BATCH]), streak
+        )
+        if chosen is None:
+            raise IndexError("no task waits")
+        task = lines[chosen].popleft()
+        if chosen is Priority.BATCH or not lines[Priority.BATCH]:
+            return task, 0
+        return task, streak + 1
 
     def order(self) -> list[Task]:
         """Every waiting task in the order it would be dispatched if nothing else came."""
