@@ -5,6 +5,12 @@ shapes and behaviours of ``shared/llama-server-reference.md``:
 
 - ``GET /health`` (and ``/v1/health``), ``GET /props``, ``GET /slots``, ``GET /metrics``,
   ``POST /tokenize`` and ``POST /completion`` (also ``/completions``);
+- ``POST /apply-template`` (a fixed ChatML-like template, :mod:`.template`) and
+  ``POST /v1/chat/completions`` (also ``/chat/completions``) in OpenAI's shape as the engine
+  writes it, streamed with ``[DONE]``, with ``stop`` strings, ``include_usage`` and tool
+  calls (``[[call:NAME]]``, :mod:`.toolcall`), on the same slots and words;
+- with ``api_key`` (``--api-key``), 401 ``Invalid API Key`` on every route but ``/health``
+  without ``Authorization: Bearer KEY`` (or ``X-Api-Key``);
 - 503 ``Loading model`` on every route while loading (:meth:`FakeLlamaServer.set_loading`);
 - errors as ``{"error": {"code", "message", "type"}}`` with the status equal to the code;
 - a slot per generation; when all slots are busy a request waits in a FIFO and, when
@@ -34,6 +40,8 @@ as words when tokenizing, like any other text):
 ``[[hang:N]]``               after N tokens, nothing more until the client goes away
 ``[[empty:K]]``              every K-th piece is ``""`` (text held back while a stop string
                              may be forming); such frames still count in ``tokens_predicted``
+``[[call:NAME]]``            (chat, in the last user message, with ``tools`` offering NAME)
+                             answer with a call of NAME instead of text
 
 Run it alone with ``python -m orchestra.testing.fake_llama --port 8081 --slots 2``.
 
@@ -42,7 +50,12 @@ What is where:
 - :mod:`.words`: the vocabulary, the tokenizer and the deterministic generated words;
 - :mod:`.asgi`: the raw ASGI plumbing (message types, JSON and error bodies, responses);
 - :mod:`.completion`: a ``/completion`` body validated into a job, its directives, its
-  final object and the messages that end its response;
+  final object and the messages that end its response; the :class:`~.completion.Face`
+  through which each endpoint writes its tokens;
+- :mod:`.template`: the chat template, rendering ``messages`` into a prompt;
+- :mod:`.chat`: a ``/v1/chat/completions`` body turned into a job and its text answer;
+- :mod:`.oai`: the OpenAI-shaped objects and stream chunks the chat answers share;
+- :mod:`.toolcall`: when the chat answer is a tool call, and how it is streamed;
 - :mod:`.slots`: the slots and the FIFO of requests waiting for one;
 - :mod:`.server`: :class:`FakeLlamaServer`, its knobs, counters, routes and generation;
 - :mod:`.cli` (and :mod:`.__main__`): the command line.

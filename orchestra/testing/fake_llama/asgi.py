@@ -1,6 +1,6 @@
-"""Raw ASGI 3 plumbing for the fake engine: message types, JSON and error bodies, reading a
-request body, sending a whole response, the lifespan protocol, and :class:`Response`, the
-sending side of one completion that notices a client going away.
+"""Raw ASGI 3 plumbing for the fake engine: message types, JSON and error bodies, the api-key
+check, reading a request body, sending a whole response, the lifespan protocol, and
+:class:`Response`, the sending side of one completion that notices a client going away.
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ def error_body(code: int, message: str, kind: str | None = None, **extra: Any) -
         "type": kind or _ERROR_TYPE.get(code, "server_error"),
     }
     return dumps({"error": {**error, **extra}})
+
+
+def authorized(scope: Scope, api_key: str) -> bool:
+    """Whether a request passes ``--api-key`` (keys separated by commas; empty: no check):
+    ``Authorization: Bearer KEY``, or ``X-Api-Key: KEY`` when there is no ``Authorization``,
+    as llama-server's ``middleware_validate_api_key`` (server-http.cpp)."""
+    if not api_key:
+        return True
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    given = headers.get("authorization") or headers.get("x-api-key", "")
+    return given.removeprefix("Bearer ") in [key for key in api_key.split(",") if key]
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--ctx-size", type=int, default=2048, help="whole context (-c)")
     parser.add_argument("--model", default="models/fake.gguf", help="reported model path")
+    parser.add_argument("--api-key", default="", help="keys (comma-separated) every route wants")
     args = parser.parse_args(argv)
     fake = FakeLlamaServer(
         total_slots=args.slots,
         token_delay_s=args.token_delay_ms / 1000,
         n_ctx=args.ctx_size,
         model_path=args.model,
+        api_key=args.api_key,
     )
 
     async def run() -> None:

@@ -1,5 +1,9 @@
 """:class:`FakeLlamaServer`: the fake engine's state and knobs, its HTTP routes, and the
 generation of completions on its slots, served as a raw ASGI 3 app by hypercorn.
+
+``/completion`` and ``/v1/chat/completions`` share the slots, the generated words, the
+fault directives and cancel-on-disconnect; each request's :class:`~.completion.Face`
+writes the tokens in its endpoint's format.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ from .asgi import (
     Response,
     Scope,
     Send,
+    authorized,
     dumps,
     error_body,
     lifespan,
     read_json,
     respond,
 )
-from .completion import Job, abort, accept, final_object, send_final, send_mid_error
+from .chat import accept_chat
+from .completion import Face, Job, NativeFace, abort, accept, send_final, send_mid_error, timings
 from .slots import SlotTable, Waiter
-from .words import generated_word, token_id, tokenize
+from .template import ChatRequestError, render
+from .words import generated_word, tokenize
 
 
 def _dispatch_on_resize(server: FakeLlamaServer, _: attrs.Attribute[int], value: int) -> int:
@@ -61,6 +68,9 @@ class FakeLlamaServer(SlotTable):
     """Reported in ``/props`` and in final frames as ``model``."""
     slot_actions: bool = True
     """Whether ``POST /slots/N?action=erase`` works (llama-server's ``--slot-save-path``)."""
+    api_key: str = ""
+    """``--api-key``: when set (keys separated by commas), every route but ``/health``
+    wants ``Authorization: Bearer KEY`` (or ``X-Api-Key: KEY``), else 401."""
 
     disconnects: int = attrs.field(default=0, init=False)
     """Completion requests whose client went away before their response ended."""
@@ -76,6 +86,8 @@ class FakeLlamaServer(SlotTable):
     """Every JSON object body received on ``/completion``, in arrival order."""
     completion_headers: list[dict[str, str]] = attrs.field(factory=list, init=False)
     """The request headers (names lower-cased) of each ``/completion`` request."""
+    chat_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    """Every JSON object body received on ``/v1/chat/completions``, in arrival order."""
 
     _loading: bool = attrs.field(default=False, init=False)
     _slot_tasks: dict[int, int] = attrs.field(factory=dict, init=False)
@@ -152,6 +164,10 @@ class FakeLlamaServer(SlotTable):
             await read_json(receive)  # drained, so that the connection can be reused
             await respond(send, 503, error_body(503, "Loading model"))
             return
+        if path not in ("/health", "/v1/health") and not authorized(scope, self.api_key):
+            await read_json(receive)
+            await respond(send, 401, error_body(401, "Invalid API Key", "authentication_error"))
+            return
         if path in ("/health", "/v1/health") and method == "GET":
             await respond(send, 200, b'{"status":"ok"}')
         elif path == "/props" and method == "GET":
@@ -166,6 +182,10 @@ class FakeLlamaServer(SlotTable):
             await self._slot_action(scope, receive, send)
         elif path in ("/completion", "/completions") and method == "POST":
             await self._completion(scope, receive, send)
+        elif path in ("/v1/chat/completions", "/chat/completions") and method == "POST":
+            await self._chat(receive, send)
+        elif path == "/apply-template" and method == "POST":
+            await self._apply_template(receive, send)
         else:
             await read_json(receive)
             await respond(send, 404, error_body(404, "File Not Found"))
@@ -245,6 +265,14 @@ class FakeLlamaServer(SlotTable):
         tokens = tokenize(body["content"], body.get("add_special") is True)
         await respond(send, 200, dumps({"tokens": tokens}))
 
+    async def _apply_template(self, receive: Receive, send: Send) -> None:
+        try:
+            prompt = render(await read_json(receive))
+        except ChatRequestError as error:
+            await respond(send, error.status, error_body(error.status, error.message))
+            return
+        await respond(send, 200, dumps({"prompt": prompt}))
+
     # -- completions -----------------------------------------------------------------------
 
     async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -260,7 +288,23 @@ class FakeLlamaServer(SlotTable):
         if isinstance(job, tuple):
             await respond(send, *job)
             return
+        await self._run(job, NativeFace(job, self.model_path), receive, send)
 
+    async def _chat(self, receive: Receive, send: Send) -> None:
+        body = await read_json(receive)
+        if isinstance(body, dict):
+            self.chat_bodies.append(body)
+            self._notify()
+        accepted = accept_chat(body, self._slot_ctx, self.model_path)
+        if isinstance(accepted[0], int):
+            await respond(send, accepted[0], accepted[1])
+            return
+        job, face = accepted
+        await self._run(job, face, receive, send)
+
+    async def _run(self, job: Job, face: Face, receive: Receive, send: Send) -> None:
+        """Generate ``job`` on a slot, its tokens written by ``face``, until its end or its
+        client leaving."""
         generation = trio.CancelScope()
         response = Response(send, generation)
         slot: int | None = None
@@ -276,7 +320,7 @@ class FakeLlamaServer(SlotTable):
                 nursery.start_soon(watch_disconnect)
                 with generation:
                     slot = await self._take_slot(job.id_slot)
-                    ending = await self._generate(job, slot, response)
+                    ending = await self._generate(job, face, slot, response)
                 # Free the slot and count the outcome before the last message goes out (as
                 # the engine does), so a client that saw its response end sees them updated.
                 if slot is not None:
@@ -302,7 +346,7 @@ class FakeLlamaServer(SlotTable):
             raise Abort("[[drop]] directive: cutting the connection")
 
     async def _generate(
-        self, job: Job, slot: int, response: Response
+        self, job: Job, face: Face, slot: int, response: Response
     ) -> Callable[[], Awaitable[None]]:
         """Produce the tokens (streaming them); return what sends the end of the response."""
         if job.stream:
@@ -310,9 +354,9 @@ class FakeLlamaServer(SlotTable):
                 200, (b"content-type", b"text/event-stream"), (b"x-accel-buffering", b"no")
             )
         started = time.perf_counter()
-        pieces: list[str] = []
         every = job.directives.get("empty", 0)
-        for i in range(job.n_predict):
+        while not face.done:
+            i = face.n_decoded
             if job.directives.get("error-mid") == i:
                 return partial(send_mid_error, job, response)
             if job.directives.get("drop") == i:
@@ -323,19 +367,10 @@ class FakeLlamaServer(SlotTable):
             await trio.sleep(self.token_delay_s)
             word = generated_word(job.prompt, job.seed, i)
             piece = "" if every and (i + 1) % every == 0 else " " + word
-            pieces.append(piece)
-            if job.stream:
-                frame = {
-                    "index": 0,
-                    "content": piece,
-                    "tokens": [token_id(word)],
-                    "stop": False,
-                    "id_slot": -1,
-                    "tokens_predicted": i + 1,
-                    "tokens_evaluated": job.n_prompt,
-                }
-                await response.body(b"data: " + dumps(frame) + b"\n\n")
-        if job.directives.get("hang") == job.n_predict:
+            frames = face.token(word, piece)
+            if frames:
+                await response.body(frames)
+        if job.directives.get("hang") == face.n_decoded:
             await trio.sleep_forever()
         prompt_tokens = tokenize(job.prompt, add_special=True)
         cached = self._slot_cache.get(slot, [])
@@ -346,9 +381,7 @@ class FakeLlamaServer(SlotTable):
                 and cached[cache_n] == prompt_tokens[cache_n]
             ):
                 cache_n += 1
-        self._slot_cache[slot] = prompt_tokens + tokenize("".join(pieces))
+        self._slot_cache[slot] = prompt_tokens + tokenize(face.text)
         elapsed_s = time.perf_counter() - started
-        final = final_object(job, slot, "".join(pieces), elapsed_s, self.model_path)
-        final["timings"]["cache_n"] = cache_n
-        final["timings"]["prompt_n"] = job.n_prompt - cache_n
+        final = face.final(slot, timings(job, face.n_decoded, elapsed_s, cache_n))
         return partial(send_final, job, response, final)
