@@ -1,5 +1,5 @@
-"""How actors talk: a one-shot reply slot for request messages, and the engine alarm the
-Queue raises for a replica's supervisor."""
+"""How actors talk: a one-shot reply slot for request messages, the outcome a StreamSession
+reports to the Queue, and the engine alarm the Queue raises for a replica's supervisor."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Generic, TypeVar
 
 import attrs
 import trio
+
+from orchestra.errors import EngineError
 
 T = TypeVar("T")
 
@@ -72,3 +74,41 @@ class EngineAlarm:
         if self._raised.is_set():
             self._raised = trio.Event()
         return hung
+
+
+# -- what a StreamSession reports -------------------------------------------------------
+
+
+@attrs.frozen
+class Completed:
+    """The engine finished the generation."""
+
+    tokens_out: int
+    decode_time_ms: float
+    first_token_at: float | None = None
+    """When the first token reached the log (Trio clock); None if none did."""
+    tokens_in: int | None = None
+    """Prompt tokens the engine evaluated, when it said."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the slot's cache."""
+    slot: int | None = None
+    """The engine slot that ran it."""
+    stop_type: str = ""
+    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached)."""
+    prompt_time_ms: float = 0.0
+
+
+@attrs.frozen
+class Failed:
+    """The engine failed; ``tokens_sent`` says whether any token reached the log."""
+
+    error: EngineError
+    tokens_sent: int
+
+
+@attrs.frozen
+class Interrupted:
+    """The session's scope was cancelled (the Queue already ended the task)."""
+
+
+Outcome = Completed | Failed | Interrupted

@@ -15,8 +15,9 @@ import trio
 import trio.testing
 
 from orchestra.actors.queue import Queue
-from orchestra.actors.stream_session import Interrupted, StreamSession
+from orchestra.actors.stream_session import StreamSession
 from orchestra.events import EventKind, EventLog
+from orchestra.messages import Interrupted
 from orchestra.pool import PoolState, ReplicaStatus
 from orchestra.scheduling.preemption import preemptible_at_dispatch, victim
 from orchestra.scheduling.record import Task

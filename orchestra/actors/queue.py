@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, deque
+from collections.abc import Mapping
 
 import attrs
 import trio
@@ -23,21 +23,22 @@ import trio
 from orchestra.actors import queue_messages as msg
 from orchestra.actors.queue_face import QueueFace
 from orchestra.actors.queue_messages import Admitted, CancelReason, QueueMsg
-from orchestra.actors.stream_session import Completed, Failed, Interrupted, Outcome, StreamSession
+from orchestra.actors.stream_session import StreamSession
 from orchestra.config import SessionsConfig
 from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog
-from orchestra.messages import EngineAlarm
+from orchestra.messages import Completed, EngineAlarm, Failed, Interrupted, Outcome
 from orchestra.obs.metrics import Metrics
 from orchestra.pool import PoolState, PoolStatus
 from orchestra.scheduling import admission_checks, preemption
 from orchestra.scheduling.cuts import Cut, Cuts
-from orchestra.scheduling.figures import QueueFigures, log_limit, ms
+from orchestra.scheduling.figures import QueueFigures, log_limit
 from orchestra.scheduling.progress import Progress
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.scheduling.table import TaskTable
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
 
@@ -101,23 +102,22 @@ class Queue(QueueFace):
     """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one."""
     sessions: SessionBook = attrs.field(factory=lambda: SessionBook(SessionsConfig()))
     """Sessions: their slots, turns and budgets (:mod:`orchestra.scheduling.sessions`)."""
-    _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
+    _table: TaskTable = attrs.field(init=False)
     _waiting: WaitingLine = attrs.field(init=False)
     _cuts: Cuts = attrs.field(factory=Cuts, init=False)
     _running: Running = attrs.field(factory=Running, init=False)
     _pool: PoolStatus = attrs.field(factory=PoolStatus, init=False)
     _slots_total: int = attrs.field(default=0, init=False)
-    _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
     _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _quiet: trio.Event = attrs.field(factory=trio.Event, init=False)
     """Set while no session runs."""
     _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
-    _ended: Counter[str] = attrs.field(factory=Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._waiting = WaitingLine(self.batch_every)
+        self._table = TaskTable(self.retention_s)
         self._idle.set()
         self._quiet.set()
 
@@ -130,15 +130,16 @@ class Queue(QueueFace):
             task_status.started()
             while True:
                 message: QueueMsg | None = None
-                expiry = self._expiry[0][0] if self._expiry else float("inf")
-                wake = min(expiry, self._cuts.next_at(), self.sessions.next_expiry())
+                wake = min(
+                    self._table.next_expiry(), self._cuts.next_at(), self.sessions.next_expiry()
+                )
                 with trio.move_on_at(wake):
                     message = await self._inbox_out.receive()
                 if message is not None:
                     self._apply(message)
                 now = trio.current_time()
                 self._enforce_cuts(now)
-                self._expire(now)
+                self._table.expire(now)
                 self.sessions.expire(now)
                 self._dispatch()
                 self._idle = _flag(self._idle, not self._waiting and self._running.busy == 0)
@@ -170,9 +171,9 @@ class Queue(QueueFace):
                 self._pool = attrs.evolve(self._pool, refusing=True)
                 reply.send(None)
             case msg.CancelAll(reason, reply):
-                live = [t.id for t in self._tasks.values() if not t.state.terminal]
-                for task_id in live:
-                    self._cancel(task_id, reason)
+                live = self._table.live()
+                for task in live:
+                    self._cancel(task.id, reason)
                 reply.send(len(live))
             case msg.StopRunning(reply):
                 message_ = "cancelled: the pool was drained before the task finished"
@@ -188,7 +189,7 @@ class Queue(QueueFace):
     def _submit(
         self, request: TaskRequest, fingerprint: str, correlation_id: str | None = None
     ) -> Admitted | Refusal:
-        known = self._tasks.get(request.task_id) if request.task_id else None
+        known = self._table.get(request.task_id)
         if known is not None:
             if known.fingerprint != fingerprint:
                 return Refusal(
@@ -222,7 +223,7 @@ class Queue(QueueFace):
             queue_position=ahead,
             predicted_start_ms=predicted_ms,
         )
-        self._tasks[task.id] = task
+        self._table.add(task)
         self._waiting.append(task)
         if request.session_id is not None:
             self.sessions.open(request.session_id, task, now, self._slots_total)
@@ -277,19 +278,10 @@ class Queue(QueueFace):
         self._running.add(task, preemptible=preemption.preemptible_at_dispatch(task, left))
         assert task.scope is not None
         if task.attempts == 1:
-            task.dispatched_at = now
-            waited_ms = ms(now - task.submitted_at)
+            waited_ms = task.first_dispatch(now)
             self.figures.dispatched(task.predicted_start_ms, waited_ms)
             self.metrics.task_dispatched(
                 now - task.submitted_at, abs(waited_ms - task.predicted_start_ms) / 1000
-            )
-            task.log.append(
-                EventKind.STARTED,
-                {
-                    "queue_position": task.queue_position,
-                    "predicted_start_ms": task.predicted_start_ms,
-                    "queue_wait_ms": waited_ms,
-                },
             )
         progress = Progress.of(task.request, task.submitted_at, self._waiting.__len__)
         session = StreamSession(
@@ -344,31 +336,15 @@ class Queue(QueueFace):
                 self._fail(task, ErrorCode.INTERNAL, "session interrupted", retriable=True)
 
     def _completed(self, task: Task, done: Completed) -> None:
-        assert task.dispatched_at is not None
-        now = trio.current_time()
-        ttft_s = None if done.first_token_at is None else done.first_token_at - task.submitted_at
-        self.figures.completed(
-            now,
-            service_s=now - task.dispatched_at,
-            prompt_s=done.prompt_time_ms / 1000,
-            decode_s=done.decode_time_ms / 1000,
-            tokens_out=done.tokens_out,
-            max_tokens=task.token_cap or task.request.max_tokens,
-            ttft_s=ttft_s,
-        )
+        ttft_s = self.figures.completed(trio.current_time(), task, done)
         if ttft_s is not None:
             self.metrics.first_token(ttft_s)
-        task.tokens_out, task.tokens_in = done.tokens_out, done.tokens_in
-        task.decode_time_ms = round(done.decode_time_ms, 3)
-        task.cached_tokens, task.ran_on = done.cached_tokens, done.slot
+        task.record_completion(done)
         if task.token_cap is not None and done.stop_type == "limit":
             message = f"the session's token budget ran out after {done.tokens_out} tokens"
             self._fail(task, ErrorCode.BUDGET_EXCEEDED, message, retriable=False)
             return
-        end: dict[str, object] = {
-            "tokens_out": done.tokens_out,
-            "decode_time_ms": task.decode_time_ms,
-        }
+        end = {"tokens_out": done.tokens_out, "decode_time_ms": task.decode_time_ms}
         self._end(task, TaskState.COMPLETED, EventKind.END, end)
 
     def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
@@ -399,7 +375,7 @@ class Queue(QueueFace):
             self._pool_changed = trio.Event()
 
     def _cancel(self, task_id: str, reason: CancelReason) -> TaskState | None:
-        task = self._tasks.get(task_id)
+        task = self._table.get(task_id)
         if task is None:
             return None
         if task.state.terminal:
@@ -426,19 +402,17 @@ class Queue(QueueFace):
         data = {"code": str(code), "retriable": retriable, "message": message}
         self._end(task, state, EventKind.ERROR, data)
 
-    def _end(self, task: Task, state: TaskState, kind: EventKind, data: dict[str, object]) -> None:
+    def _end(
+        self, task: Task, state: TaskState, kind: EventKind, data: Mapping[str, object]
+    ) -> None:
         """The one place a task ends: state and log change together."""
         now = trio.current_time()
-        task.state = state
         self._running.leave(task)
-        task.ended_at = now
-        task.log.finish(kind, data)
-        self._ended[state] += 1
+        self._table.end(task, state, kind, data, now)
         tokens_out = task.tokens_out or task.log.tokens
         self.metrics.task_ended(state, task.error_code, tokens_out)
         self.sessions.turn_ended(task, now, tokens_out)
         log.info("task %s %s", task.id, state, extra=task.log_fields())
-        self._expiry.append((now + self.retention_s, task))
 
     def _delete_session(self, session_id: str) -> tuple[SessionView, int | None] | None:
         session = self.sessions.get(session_id)
@@ -450,9 +424,3 @@ class Queue(QueueFace):
             self._cancel(session.live.id, "session")
         self.sessions.delete(session_id)
         return view, erase
-
-    def _expire(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, task = self._expiry.popleft()
-            if self._tasks.get(task.id) is task:
-                del self._tasks[task.id]

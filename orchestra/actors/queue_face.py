@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import trio
 
@@ -45,6 +44,7 @@ from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.scheduling.table import TaskTable
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
 from orchestra.views import QueueStatistics, TaskView
@@ -72,7 +72,7 @@ class QueueFace:
     figures: QueueFigures
     _inbox: trio.MemorySendChannel[QueueMsg]
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg]
-    _tasks: dict[str, Task]
+    _table: TaskTable
     _waiting: WaitingLine
     _pool: PoolStatus
     _pool_changed: trio.Event
@@ -80,7 +80,6 @@ class QueueFace:
     _idle: trio.Event
     _running: Running
     _slots_total: int
-    _ended: Counter[str]
     _sessions: trio.Nursery | None
 
     def __attrs_post_init__(self) -> None:
@@ -221,17 +220,17 @@ class QueueFace:
 
     def subscribe(self, task_id: str, start: int = 0) -> Subscription | None:
         """A reader of a known task's events from event ``start`` on (None: unknown)."""
-        task = self._tasks.get(task_id)
+        task = self._table.get(task_id)
         return None if task is None else task.log.subscribe(start)
 
     def log_of(self, task_id: str) -> EventLog | None:
         """The event log of a known task, to inspect (tests, tools); streams subscribe."""
-        task = self._tasks.get(task_id)
+        task = self._table.get(task_id)
         return None if task is None else task.log
 
     def view(self, task_id: str) -> TaskView | None:
         """A snapshot of a known task."""
-        task = self._tasks.get(task_id)
+        task = self._table.get(task_id)
         if task is None:
             return None
         position = predicted = None
@@ -264,9 +263,9 @@ class QueueFace:
             queue_capacity=self.capacity,
             slots_total=self._slots_total,
             slots_busy=self._running.busy,
-            tasks_known=len(self._tasks),
+            tasks_known=len(self._table),
             mean_service_ms=ms(self.figures.rate.mean_service_s),
-            ended=dict(self._ended),
+            ended=self._table.ended(),
         )
 
     def service_figures(self) -> ServiceFigures:

@@ -7,9 +7,8 @@ from typing import Literal
 
 import attrs
 
-from orchestra.actors.stream_session import Outcome
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.messages import Reply
+from orchestra.messages import Outcome, Reply
 from orchestra.pool import ReplicaStatus
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionView

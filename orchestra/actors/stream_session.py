@@ -11,42 +11,8 @@ import trio
 from orchestra.engine.protocol import Engine
 from orchestra.errors import EngineError
 from orchestra.events import EventKind, EventLog
+from orchestra.messages import Completed, Failed, Interrupted, Outcome
 from orchestra.scheduling.progress import Progress
-
-
-@attrs.frozen
-class Completed:
-    """The engine finished the generation."""
-
-    tokens_out: int
-    decode_time_ms: float
-    first_token_at: float | None = None
-    """When the first token reached the log (Trio clock); None if none did."""
-    tokens_in: int | None = None
-    """Prompt tokens the engine evaluated, when it said."""
-    cached_tokens: int = 0
-    """Prompt tokens reused from the slot's cache."""
-    slot: int | None = None
-    """The engine slot that ran it."""
-    stop_type: str = ""
-    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached)."""
-    prompt_time_ms: float = 0.0
-
-
-@attrs.frozen
-class Failed:
-    """The engine failed; ``tokens_sent`` says whether any token reached the log."""
-
-    error: EngineError
-    tokens_sent: int
-
-
-@attrs.frozen
-class Interrupted:
-    """The session's scope was cancelled (the Queue already ended the task)."""
-
-
-Outcome = Completed | Failed | Interrupted
 
 
 @attrs.define

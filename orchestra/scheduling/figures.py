@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from orchestra.messages import Completed
 from orchestra.scheduling.estimate import (
     PredictionErrors,
     ServiceRate,
@@ -61,24 +62,22 @@ class QueueFigures:
         """A task got a slot for the first time ``waited_ms`` after admission."""
         self.prediction.observe(predicted_ms, waited_ms)
 
-    def completed(
-        self,
-        now: float,
-        *,
-        service_s: float,
-        prompt_s: float,
-        decode_s: float,
-        tokens_out: int,
-        max_tokens: int,
-        ttft_s: float | None,
-    ) -> None:
-        """A task completed at ``now`` after holding a slot for ``service_s``."""
-        self.rate.observe(service_s)
+    def completed(self, now: float, task: Task, done: Completed) -> float | None:
+        """``task`` completed at ``now`` (it had held a slot since its first dispatch);
+        its time to first token from admission, if it sent a token."""
+        assert task.dispatched_at is not None
+        ttft_s = None if done.first_token_at is None else done.first_token_at - task.submitted_at
+        decode_s = done.decode_time_ms / 1000
+        self.rate.observe(now - task.dispatched_at)
         self.work.observe(
-            prompt_s=prompt_s, decode_s=decode_s, tokens_out=tokens_out, max_tokens=max_tokens
+            prompt_s=done.prompt_time_ms / 1000,
+            decode_s=decode_s,
+            tokens_out=done.tokens_out,
+            max_tokens=task.token_cap or task.request.max_tokens,
         )
         if ttft_s is not None:
-            self.slo.observe(Sample(now, ttft_s, tokens_out, decode_s))
+            self.slo.observe(Sample(now, ttft_s, done.tokens_out, decode_s))
+        return ttft_s
 
     def predicted_start_ms(
         self, running: Iterable[Task], ahead: list[Task], slots: int, backlog: int

@@ -5,7 +5,8 @@ from __future__ import annotations
 import attrs
 import trio
 
-from orchestra.events import EventLog
+from orchestra.events import EventKind, EventLog
+from orchestra.messages import Completed
 from orchestra.task import TaskRequest, TaskState
 
 
@@ -75,3 +76,22 @@ class Task:
             if started is None
             else round((started - self.submitted_at) * 1000),
         }
+
+    def first_dispatch(self, now: float) -> int:
+        """It got a slot for the first time at ``now``: its ``started`` event is appended;
+        how long it waited, in milliseconds."""
+        self.dispatched_at = now
+        waited_ms = round((now - self.submitted_at) * 1000)
+        started = {
+            "queue_position": self.queue_position,
+            "predicted_start_ms": self.predicted_start_ms,
+            "queue_wait_ms": waited_ms,
+        }
+        self.log.append(EventKind.STARTED, started)
+        return waited_ms
+
+    def record_completion(self, done: Completed) -> None:
+        """What the engine said when it finished it."""
+        self.tokens_out, self.tokens_in = done.tokens_out, done.tokens_in
+        self.decode_time_ms = round(done.decode_time_ms, 3)
+        self.cached_tokens, self.ran_on = done.cached_tokens, done.slot
