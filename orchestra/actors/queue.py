@@ -176,8 +176,8 @@ class Queue(QueueFace):
                     self._cancel(task.id, reason)
                 reply.send(len(live))
             case msg.StopRunning(reply):
-                message_ = "cancelled: the pool was drained before the task finished"
-                reply.send(self._stop_running(ErrorCode.CANCELLED, message_, TaskState.CANCELLED))
+                why = "cancelled: the pool was drained before the task finished"
+                reply.send(self._stop_running(ErrorCode.CANCELLED, why, TaskState.CANCELLED))
             case msg.DeleteSession(session_id, reply):
                 reply.send(self._delete_session(session_id))
             case msg.SetDraining(on, reply):
@@ -382,9 +382,10 @@ class Queue(QueueFace):
             return task.state
         if task.state is TaskState.QUEUED:
             self._waiting.remove(task)
-        retriable = reason == "shutdown"
-        self._fail(task, ErrorCode.CANCELLED, _CANCELLED[reason], retriable=retriable,
-                   state=TaskState.CANCELLED)  # fmt: skip
+        retriable, cancelled = reason == "shutdown", TaskState.CANCELLED
+        self._fail(
+            task, ErrorCode.CANCELLED, _CANCELLED[reason], retriable=retriable, state=cancelled
+        )
         if task.scope is not None:
             task.scope.cancel()
         return TaskState.CANCELLED
