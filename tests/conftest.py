@@ -10,18 +10,39 @@ import platform
 import shlex
 import shutil
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import trio
 from hypothesis import HealthCheck, settings
+
+from orchestra.testing.fake_llama import FakeLlamaServer
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def fake() -> FakeLlamaServer:
+    """A fake llama-server, not started (the fake engine's own tests use it)."""
+    return FakeLlamaServer()
+
+
+@pytest.fixture
+async def client(fake: FakeLlamaServer, nursery: trio.Nursery) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client of :func:`fake`, started on a loopback port. A module that defines a
+    ``client`` fixture of its own uses that one."""
+    url = await nursery.start(fake.serve)
+    assert url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        yield http
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,18 +30,6 @@ WEATHER = {
     },
 }
 CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
-
-
-@pytest.fixture
-def fake() -> FakeLlamaServer:
-    return FakeLlamaServer()
-
-
-@pytest.fixture
-async def client(fake: FakeLlamaServer, nursery: trio.Nursery) -> AsyncIterator[httpx.AsyncClient]:
-    url = await nursery.start(fake.serve)
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        yield client
 
 
 def chunks_of(lines: list[str]) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,19 +10,6 @@ import pytest
 import trio
 
 from orchestra.testing.fake_llama import WORDS, FakeLlamaServer, tokenize
-
-
-@pytest.fixture
-def fake() -> FakeLlamaServer:
-    return FakeLlamaServer()
-
-
-@pytest.fixture
-async def client(fake: FakeLlamaServer, nursery: trio.Nursery) -> AsyncIterator[httpx.AsyncClient]:
-    url = await nursery.start(fake.serve)
-    assert url.startswith("http://127.0.0.1:")
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        yield client
 
 
 def frames_of(lines: list[str]) -> list[dict[str, Any]]:
