@@ -44,7 +44,7 @@ class Determinism(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class TaskRequest:
-    """A validated ``POST /v1/tasks`` body. Built only by :mod:`orchestra.admission`."""
+    """A validated ``POST /v1/tasks`` body. Built only by :mod:`orchestra.actors.admission`."""
 
     prompt: str
     max_tokens: int
@@ -67,7 +67,7 @@ class TaskRequest:
     sampler_profile_version: str | None = None
     kv_hint: str | None = None
     metrics: bool = False
-    """Send ``metrics`` events between the tokens (:mod:`orchestra.progress`)."""
+    """Send ``metrics`` events between the tokens (:mod:`orchestra.scheduling.progress`)."""
 
     def engine_params(self) -> dict[str, Any]:
         """The body of the engine's native ``/completion`` call for this task."""

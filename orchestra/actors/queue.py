@@ -231,19 +231,6 @@ class Queue(QueueFace):
             self._cuts.add(now + request.deadline_ms / 1000, task, 0, "deadline")
         return Admitted(task.id, task.queue_position, task.predicted_start_ms)
 
-    def _predicted_start_ms(self, ahead: list[Task]) -> int:
-        backlog = self.engine_backlog if self._slots_total else 0
-        return self.figures.predicted_start_ms(self._running, ahead, self._slots_total, backlog)
-
-    def _retry_ms(self) -> int:
-        return self.figures.retry_ms(self._slots_total)
-
-    def queue_full(self, priority: Priority = Priority.INTERACTIVE) -> Refusal:
-        """The refusal of a submission that finds its class (or the inbox) full."""
-        return admission_checks.queue_full(
-            priority, self.capacity, self.batch_capacity, self._retry_ms()
-        )
-
     def _enforce_cuts(self, now: float) -> None:
         """End every task whose cut is due; a running one's scope is cancelled with its log
         closed, so no token follows."""

