@@ -24,6 +24,9 @@ class EventKind(enum.StrEnum):
 
     STARTED = "started"
     TOKEN = "token"
+    TOOL_CALL = "tool_call"
+    """A piece of a tool call of a chat answer (``index``, ``id`` and ``name`` on its first
+    piece, ``arguments``: a piece of its JSON arguments)."""
     METRICS = "metrics"
     END = "end"
     ERROR = "error"
@@ -190,9 +193,13 @@ class Subscription:
 
     def take(self) -> bytes:
         """The wire bytes of every event not read yet (empty when there is none)."""
+        return b"".join(event.wire for event in self.take_events())
+
+    def take_events(self) -> Sequence[StreamEvent]:
+        """Every event not read yet, oldest first (empty when there is none)."""
         events = self._log.events_from(self._next)
         self._next += len(events)
-        return b"".join(event.wire for event in events)
+        return events
 
     @property
     def finished(self) -> bool:

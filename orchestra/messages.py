@@ -94,8 +94,17 @@ class Completed:
     slot: int | None = None
     """The engine slot that ran it."""
     stop_type: str = ""
-    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached)."""
+    """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached), or
+    ``tool_calls`` (a chat answer that calls tools)."""
     prompt_time_ms: float = 0.0
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's name for why it stopped: ``length``, ``tool_calls`` or ``stop``."""
+        return _FINISH_REASONS.get(self.stop_type, "stop")
+
+
+_FINISH_REASONS = {"limit": "length", "tool_calls": "tool_calls"}
 
 
 @attrs.frozen

@@ -1,9 +1,14 @@
 """The task vocabulary: what a client asks for (:class:`TaskRequest`) and the states a task
-moves through. Plain data: the SDK imports it, so it imports nothing of the server."""
+moves through. Plain data: the SDK imports it, so it imports nothing of the server.
+
+A task's input is a :class:`Prompt` (text the engine continues: ``POST /v1/tasks``,
+``POST /v1/completions``) or a :class:`Chat` (messages the engine renders with the model's
+chat template: ``POST /v1/chat/completions``); a request holds exactly one of them."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -42,11 +47,39 @@ class Determinism(enum.StrEnum):
     BEST_EFFORT = "best_effort"
 
 
+class Face(enum.StrEnum):
+    """The API a task came in through (the ``face`` label of metrics and log lines)."""
+
+    V1 = "v1"
+    OPENAI = "openai"
+
+
+class Endpoint(enum.StrEnum):
+    """The engine call a task is: llama-server's native ``/completion`` or its
+    OpenAI-compatible ``/v1/chat/completions`` (which renders the chat template and parses
+    tool calls)."""
+
+    COMPLETION = "completion"
+    CHAT = "chat"
+
+
+@attrs.frozen
+class Chat:
+    """A conversation: OpenAI ``messages`` (and ``tools``), already validated, as JSON."""
+
+    messages: tuple[Mapping[str, Any], ...]
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | None = None
+    """``auto``, ``none`` or ``required``; None: the engine's default (``auto``)."""
+    parallel_tool_calls: bool | None = None
+
+
 @attrs.frozen(kw_only=True)
 class TaskRequest:
-    """A validated ``POST /v1/tasks`` body. Built only by :mod:`orchestra.actors.admission`."""
+    """A validated task: built only by :mod:`orchestra.actors.admission` (``POST /v1/tasks``)
+    and by the OpenAI face's parser (:mod:`orchestra.http.openai_requests`)."""
 
-    prompt: str
+    prompt: str | Chat
     max_tokens: int
     task_id: str | None = None
     session_id: str | None = None
@@ -68,18 +101,60 @@ class TaskRequest:
     kv_hint: str | None = None
     metrics: bool = False
     """Send ``metrics`` events between the tokens (:mod:`orchestra.scheduling.progress`)."""
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: tuple[tuple[int, float], ...] | None = None
+    """Token id and bias pairs (OpenAI's ``logit_bias`` object)."""
+    json_schema: Mapping[str, Any] | None = None
+    """The engine constrains the output to JSON matching this schema (OpenAI's
+    ``json_object`` is ``{"type": "object"}``)."""
+    face: Face = Face.V1
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The engine call this task is."""
+        return Endpoint.CHAT if isinstance(self.prompt, Chat) else Endpoint.COMPLETION
 
     def engine_params(self) -> dict[str, Any]:
-        """The body of the engine's native ``/completion`` call for this task."""
+        """The body of the engine call for this task (:attr:`endpoint` says which)."""
         params: dict[str, Any] = {
-            "prompt": self.prompt,
             "n_predict": self.max_tokens,
             "cache_prompt": self.determinism is Determinism.BEST_EFFORT,
         }
-        for name in ("seed", "temperature", "top_p", "top_k", "min_p", "repeat_penalty"):
+        for name in _SAMPLING:
             value = getattr(self, name)
             if value is not None:
                 params[name] = value
         if self.stop is not None:
             params["stop"] = list(self.stop)
+        if self.logit_bias is not None:
+            params["logit_bias"] = [list(pair) for pair in self.logit_bias]
+        if isinstance(self.prompt, str):
+            params["prompt"] = self.prompt
+            if self.json_schema is not None:
+                params["json_schema"] = dict(self.json_schema)
+            return params
+        chat = self.prompt
+        params["messages"] = [dict(m) for m in chat.messages]
+        if chat.tools:
+            params["tools"] = [dict(t) for t in chat.tools]
+        if chat.tool_choice is not None:
+            params["tool_choice"] = chat.tool_choice
+        if chat.parallel_tool_calls is not None:
+            params["parallel_tool_calls"] = chat.parallel_tool_calls
+        if self.json_schema is not None:
+            schema = {"schema": dict(self.json_schema)}
+            params["response_format"] = {"type": "json_schema", "json_schema": schema}
         return params
+
+
+_SAMPLING = (
+    "seed",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)

@@ -46,5 +46,7 @@ class QueueStatistics:
 class AdmissionStatistics:
     """A snapshot of Admission's counters."""
 
-    admitted: int
-    rejected: Mapping[str, int]
+    admitted: Mapping[str, int]
+    """Tasks admitted, by face (``v1``, ``openai``)."""
+    rejected: Mapping[tuple[str, str], int]
+    """Requests refused, by face and error code."""

@@ -178,8 +178,8 @@ async def test_long_prompts_are_measured_by_the_engine() -> None:
         await admission.admit(body)
     assert caught.value.code is ErrorCode.CTX_LIMIT_EXCEEDED
     assert "450 tokens" in caught.value.message
-    assert admission.statistics().rejected == {"CTX_LIMIT_EXCEEDED": 1}
-    assert admission.statistics().admitted == 1
+    assert admission.statistics().rejected == {("v1", "CTX_LIMIT_EXCEEDED"): 1}
+    assert admission.statistics().admitted == {"v1": 1}
 
 
 async def test_an_unreachable_engine_during_measuring_is_retriable() -> None:

@@ -69,9 +69,9 @@ async def test_metrics_parse_and_name_every_family() -> None:
         assert value(samples, "orchestra_queue_capacity") == 5
         assert value(samples, "orchestra_engine_up") == 1
         assert value(samples, "orchestra_replica_restarts_total") == 0
-        assert value(samples, "orchestra_tasks_admitted_total") == 0
+        assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 0
         for reason in ("ADMISSION_REJECT", "INVALID_PARAMS", "CTX_LIMIT_EXCEEDED", "POOL_UNREADY"):
-            assert value(samples, "orchestra_tasks_rejected_total", reason=reason) == 0
+            assert value(samples, "orchestra_tasks_rejected_total", reason=reason, face="v1") == 0
         buckets = {
             float(dict(labels)["le"])
             for name, labels in samples
@@ -88,8 +88,8 @@ async def test_completed_tasks_move_the_counters_and_histograms() -> None:
             task = await stack.submit(prompt=f"task {i}", max_tokens=5)
             assert kinds(await stack.stream(task["task_id"]))[-1] == "end"
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_admitted_total") == 3
-        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="") == 3
+        assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 3
+        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1") == 3
         assert value(samples, "orchestra_tokens_out_total") == 15
         assert value(samples, "orchestra_queue_wait_seconds_count") == 3
         assert value(samples, "orchestra_time_to_first_token_seconds_count") == 3
@@ -116,10 +116,10 @@ async def test_rejections_are_counted_by_reason() -> None:
         unready = await stack.client.post("/v1/tasks", json={"prompt": "hi", "max_tokens": 2})
         assert unready.json()["code"] == "POOL_UNREADY"
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS") == 2
-        assert value(samples, "orchestra_tasks_rejected_total", reason="CTX_LIMIT_EXCEEDED") == 1
-        assert value(samples, "orchestra_tasks_rejected_total", reason="POOL_UNREADY") == 1
-        assert value(samples, "orchestra_tasks_admitted_total") == 0
+        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1") == 2
+        assert value(samples, "orchestra_tasks_rejected_total", reason="CTX_LIMIT_EXCEEDED", face="v1") == 1
+        assert value(samples, "orchestra_tasks_rejected_total", reason="POOL_UNREADY", face="v1") == 1
+        assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 0
         assert value(samples, "orchestra_engine_up") == 0
 
 
@@ -133,8 +133,8 @@ async def test_queue_full_cancels_and_gauges() -> None:
         full = await stack.client.post("/v1/tasks", json={"prompt": "one too many"})
         assert full.status_code == 429
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="ADMISSION_REJECT") == 1
-        assert value(samples, "orchestra_tasks_admitted_total") == 2
+        assert value(samples, "orchestra_tasks_rejected_total", reason="ADMISSION_REJECT", face="v1") == 1
+        assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 2
         assert value(samples, "orchestra_queue_depth") == 1
         assert value(samples, "orchestra_slots_busy") == 1
         assert value(samples, "orchestra_queue_wait_seconds_count") == 1  # only hold started
@@ -147,10 +147,10 @@ async def test_queue_full_cancels_and_gauges() -> None:
             await stack.running.actors.queue.wait_idle()
         samples = await scrape(stack)
         cancelled = value(
-            samples, "orchestra_tasks_ended_total", outcome="cancelled", code="CANCELLED"
+            samples, "orchestra_tasks_ended_total", outcome="cancelled", code="CANCELLED", face="v1"
         )
         assert cancelled == 2
-        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="") == 0
+        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1") == 0
         assert value(samples, "orchestra_tokens_out_total") == 1
         assert value(samples, "orchestra_time_to_first_token_seconds_count") == 0
         assert value(samples, "orchestra_slots_busy") == 0
@@ -164,7 +164,7 @@ async def test_a_failed_task_is_counted_with_its_code() -> None:
         assert events[-1].data["code"] == "WORKER_RESET"
         samples = await scrape(stack)
         assert (
-            value(samples, "orchestra_tasks_ended_total", outcome="failed", code="WORKER_RESET")
+            value(samples, "orchestra_tasks_ended_total", outcome="failed", code="WORKER_RESET", face="v1")
             == 1
         )
         assert value(samples, "orchestra_tokens_out_total") == 2
@@ -174,8 +174,8 @@ async def test_each_service_counts_its_own() -> None:
     async with open_stack() as first, open_stack() as second:
         task = await first.submit(prompt="only here", max_tokens=3)
         await first.stream(task["task_id"])
-        assert value(await scrape(first), "orchestra_tasks_admitted_total") == 1
-        assert value(await scrape(second), "orchestra_tasks_admitted_total") == 0
+        assert value(await scrape(first), "orchestra_tasks_admitted_total", face="v1") == 1
+        assert value(await scrape(second), "orchestra_tasks_admitted_total", face="v1") == 0
 
 
 # -- metrics stream events -------------------------------------------------------------------
@@ -265,4 +265,4 @@ async def test_the_metrics_field_is_validated_strictly() -> None:
             [problem] = response.json()["problems"]
             assert problem.startswith("metrics: must be true or false")
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS") == 4
+        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1") == 4

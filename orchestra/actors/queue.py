@@ -271,8 +271,9 @@ class Queue(QueueFace):
                 now - task.submitted_at, abs(waited_ms - task.predicted_start_ms) / 1000
             )
         progress = Progress.of(task.request, task.submitted_at, self._waiting.__len__)
+        params = self._engine_params(task)
         session = StreamSession(
-            self.engine, self._engine_params(task), task.log, task.scope, progress
+            self.engine, params, task.log, task.scope, progress, task.request.endpoint
         )
         self._sessions.start_soon(self._run_session, task, task.attempts, session)
 
@@ -331,7 +332,13 @@ class Queue(QueueFace):
             message = f"the session's token budget ran out after {done.tokens_out} tokens"
             self._fail(task, ErrorCode.BUDGET_EXCEEDED, message, retriable=False)
             return
-        end = {"tokens_out": done.tokens_out, "decode_time_ms": task.decode_time_ms}
+        end = {
+            "tokens_out": done.tokens_out,
+            "decode_time_ms": task.decode_time_ms,
+            "finish_reason": done.finish_reason,
+            "tokens_in": done.tokens_in,
+            "cached_tokens": done.cached_tokens,
+        }
         self._end(task, TaskState.COMPLETED, EventKind.END, end)
 
     def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
@@ -398,7 +405,7 @@ class Queue(QueueFace):
         self._running.leave(task)
         self._table.end(task, state, kind, data, now)
         tokens_out = task.tokens_out or task.log.tokens
-        self.metrics.task_ended(state, task.error_code, tokens_out)
+        self.metrics.task_ended(state, task.error_code, tokens_out, task.request.face)
         self.sessions.turn_ended(task, now, tokens_out)
         log.info("task %s %s", task.id, state, extra=task.log_fields())
 

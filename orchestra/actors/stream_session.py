@@ -8,11 +8,12 @@ from typing import Any
 import attrs
 import trio
 
-from orchestra.engine.protocol import Engine
+from orchestra.engine.protocol import Engine, ToolCallDelta
 from orchestra.errors import EngineError
 from orchestra.events import EventKind, EventLog
 from orchestra.messages import Completed, Failed, Interrupted, Outcome
 from orchestra.scheduling.progress import Progress
+from orchestra.task import Endpoint
 
 
 @attrs.define
@@ -34,6 +35,7 @@ class StreamSession:
     scope: trio.CancelScope
     progress: Progress | None = None
     """Set when the task asked for ``metrics`` events: they go in between its tokens."""
+    endpoint: Endpoint = Endpoint.COMPLETION
     tokens_sent: int = attrs.field(default=0, init=False)
     first_token_at: float | None = attrs.field(default=None, init=False)
 
@@ -41,7 +43,10 @@ class StreamSession:
         """Generate until the engine ends, fails, or the scope is cancelled."""
         with self.scope:
             try:
-                done = await self.engine.complete(self.params, self._on_token)
+                if self.endpoint is Endpoint.CHAT:
+                    done = await self.engine.chat(self.params, self._on_piece)
+                else:
+                    done = await self.engine.complete(self.params, self._on_piece)
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
             return Completed(
@@ -56,15 +61,28 @@ class StreamSession:
             )
         return Interrupted()
 
-    def _on_token(self, text: str) -> None:
+    def _on_piece(self, piece: str | ToolCallDelta) -> None:
         if self.scope.cancel_called:
             # The Queue stopped this dispatch (a cancel closed the log already; a requeue or
             # a preemption left it open for the next dispatch): nothing more of it is kept.
             return
-        if self.log.append(EventKind.TOKEN, {"t": text, "i": self.tokens_sent}):
+        if isinstance(piece, str):
+            kind, data = EventKind.TOKEN, {"t": piece, "i": self.tokens_sent}
+        else:
+            kind, data = EventKind.TOOL_CALL, _tool_call(piece, self.tokens_sent)
+        if self.log.append(kind, data):
             now = trio.current_time()
             if self.tokens_sent == 0:
                 self.first_token_at = now
             self.tokens_sent += 1
             if self.progress is not None and (frame := self.progress.on_token(now)):
                 self.log.append(EventKind.METRICS, frame)
+
+
+def _tool_call(piece: ToolCallDelta, index: int) -> dict[str, object]:
+    data: dict[str, object] = {"index": piece.index}
+    if piece.id is not None:
+        data["id"] = piece.id
+    if piece.name is not None:
+        data["name"] = piece.name
+    return data | {"arguments": piece.arguments, "i": index}

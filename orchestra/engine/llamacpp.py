@@ -22,7 +22,7 @@ It never sends ``X-Conversation-Id`` (that header would keep generating after a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, NoReturn, cast
 
@@ -30,7 +30,14 @@ import attrs
 import httpx
 
 from orchestra.config import AdapterConfig
-from orchestra.engine.protocol import Completion, EngineProps, HealthProbe, TokenSink
+from orchestra.engine.protocol import (
+    ChatSink,
+    Completion,
+    EngineProps,
+    HealthProbe,
+    TokenSink,
+    ToolCallDelta,
+)
 from orchestra.errors import EngineError, ErrorCode
 
 _ONE_STREAM_PER_CONNECTION = {"Connection": "close"}
@@ -83,24 +90,110 @@ async def _sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes,
         yield pending[6:]
 
 
-def _read_frame(
-    line: bytes, on_token: TokenSink
-) -> tuple[Mapping[str, Any] | None, EngineError | None]:
-    """Handle one ``data:`` payload: pass its text on; return (final frame, failure)."""
+def _frame(line: bytes) -> Mapping[str, Any]:
+    """One ``data:`` payload as a JSON object; raises EngineError for anything else (an
+    error frame included)."""
     try:
         frame = json.loads(line)
     except ValueError as exc:
-        return None, EngineError(
-            ErrorCode.WORKER_RESET, f"malformed frame from engine: {exc}", True
-        )
+        message = f"malformed frame from engine: {exc}"
+        raise EngineError(ErrorCode.WORKER_RESET, message, True) from None
     if not isinstance(frame, dict):
-        return None, EngineError(ErrorCode.WORKER_RESET, "malformed frame from engine", True)
+        raise EngineError(ErrorCode.WORKER_RESET, "malformed frame from engine", True)
     if "error" in frame:
-        return None, _error_from_payload(500, frame["error"], "error frame")
-    content = frame.get("content")
-    if isinstance(content, str) and content:
-        on_token(content)
-    return (frame if frame.get("stop") else None), None
+        raise _error_from_payload(500, frame["error"], "error frame")
+    return frame
+
+
+@attrs.define
+class _NativeStream:
+    """Reads ``/completion``'s frames: text in ``content``; the last one has ``stop``."""
+
+    on_token: TokenSink
+    final: Mapping[str, Any] | None = None
+
+    def read(self, line: bytes) -> None:
+        frame = _frame(line)
+        content = frame.get("content")
+        if isinstance(content, str) and content:
+            self.on_token(content)
+        if frame.get("stop"):
+            self.final = frame
+
+    def completion(self) -> Completion:
+        if self.final is None:
+            raise EngineError(
+                ErrorCode.WORKER_RESET, "engine closed the stream before its final frame", True
+            )
+        final = self.final
+        timings = final.get("timings") or {}
+        return Completion(
+            tokens_out=int(final.get("tokens_predicted", 0)),
+            decode_time_ms=float(timings.get("predicted_ms", 0.0)),
+            stop_type=str(final.get("stop_type", "")),
+            tokens_in=_int_or_none(final.get("tokens_evaluated", timings.get("prompt_n"))),
+            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
+            cache_n=_int_or_none(timings.get("cache_n")) or 0,
+            slot=_int_or_none(final.get("id_slot")),
+        )
+
+
+_CHAT_STOP_TYPES = {"length": "limit", "tool_calls": "tool_calls"}
+
+
+@attrs.define
+class _ChatStream:
+    """Reads ``/v1/chat/completions``' chunks: deltas of text and tool calls, a chunk with
+    the ``finish_reason``, one with ``usage`` (and ``timings``), then ``[DONE]``."""
+
+    on_piece: ChatSink
+    finish_reason: str | None = None
+    usage: Mapping[str, Any] = attrs.field(factory=dict)
+    timings: Mapping[str, Any] = attrs.field(factory=dict)
+    done: bool = False
+
+    def read(self, line: bytes) -> None:
+        if line.strip() == b"[DONE]":
+            self.done = True
+            return
+        frame = _frame(line)
+        for choice in frame.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.on_piece(content)
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                self.on_piece(
+                    ToolCallDelta(
+                        index=int(call.get("index", 0)),
+                        id=call.get("id"),
+                        name=function.get("name"),
+                        arguments=str(function.get("arguments") or ""),
+                    )
+                )
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        if isinstance(frame.get("usage"), dict):
+            self.usage = frame["usage"]
+        if isinstance(frame.get("timings"), dict):
+            self.timings = frame["timings"]
+
+    def completion(self) -> Completion:
+        if not self.done or self.finish_reason is None:
+            raise EngineError(
+                ErrorCode.WORKER_RESET, "engine closed the stream before its final chunk", True
+            )
+        timings, usage = self.timings, self.usage
+        details = usage.get("prompt_tokens_details") or {}
+        tokens_out = _int_or_none(usage.get("completion_tokens"))
+        return Completion(
+            tokens_out=tokens_out or _int_or_none(timings.get("predicted_n")) or 0,
+            decode_time_ms=float(timings.get("predicted_ms", 0.0)),
+            stop_type=_CHAT_STOP_TYPES.get(self.finish_reason, "eos"),
+            tokens_in=_int_or_none(usage.get("prompt_tokens", timings.get("prompt_n"))),
+            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
+            cache_n=_int_or_none(details.get("cached_tokens", timings.get("cache_n"))) or 0,
+        )
 
 
 def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
@@ -119,7 +212,8 @@ def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
 
 @attrs.define
 class LlamaCppAdapter:
-    """llama-server's native API: ``/health``, ``/props``, ``/tokenize``, ``/completion``.
+    """llama-server's API: ``/health``, ``/props``, ``/tokenize``, ``/apply-template``,
+    ``/completion`` and ``/v1/chat/completions``.
 
     Owns nothing but a reference to the shared client (whose lifetime the service owns).
     Cancellation inside :meth:`complete` closes the engine stream before it propagates,
@@ -203,16 +297,37 @@ class LlamaCppAdapter:
             raise EngineError(ErrorCode.WORKER_RESET, "malformed /tokenize answer", True) from exc
 
     async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion:
-        """Stream one generation, calling ``on_token`` per piece; return how it ended.
+        """Stream one generation from ``/completion``, calling ``on_token`` per piece;
+        return how it ended.
 
         Raises EngineError on any failure; on cancellation the HTTP stream is closed.
         """
-        body = {**params, "stream": True}
-        final: Mapping[str, Any] | None = None
+        reader = _NativeStream(on_token)
+        await self._stream("/completion", {**params, "stream": True}, reader.read)
+        return reader.completion()
+
+    async def chat(self, params: Mapping[str, Any], on_piece: ChatSink) -> Completion:
+        """Stream one chat answer from ``/v1/chat/completions`` (the engine renders the
+        messages with the model's template and parses tool calls), calling ``on_piece``
+        per piece of text or of a tool call; return how it ended.
+
+        Raises EngineError on any failure; on cancellation the HTTP stream is closed.
+        """
+        reader = _ChatStream(on_piece)
+        body = {**params, "stream": True, "stream_options": {"include_usage": True}}
+        await self._stream("/v1/chat/completions", body, reader.read)
+        return reader.completion()
+
+    async def _stream(
+        self, path: str, body: Mapping[str, Any], read: Callable[[bytes], None]
+    ) -> None:
+        """POST ``body`` to ``path`` and hand each ``data:`` payload of the answer to
+        ``read``, until the engine ends the stream; the first EngineError ``read`` raises
+        is raised once the stream has ended."""
         failure: EngineError | None = None
         try:
             async with self.client.stream(
-                "POST", "/completion", json=body, headers=_ONE_STREAM_PER_CONNECTION
+                "POST", path, json=body, headers=_ONE_STREAM_PER_CONNECTION
             ) as response:
                 if response.status_code != 200:
                     raise _error_from_body(response.status_code, await response.aread())
@@ -224,26 +339,31 @@ class LlamaCppAdapter:
                         # After a failure read on without looking: the engine ends the
                         # stream itself, and leaving httpx's generators half-read leaks them.
                         if failure is None:
-                            stop, failure = _read_frame(line, on_token)
-                            final = stop or final
+                            try:
+                                read(line)
+                            except EngineError as exc:
+                                failure = exc
         except httpx.HTTPError as exc:
-            _raise_transport(exc, "/completion")
+            _raise_transport(exc, path)
         if failure is not None:
             raise failure
-        if final is None:
+
+    async def render_chat(self, params: Mapping[str, Any]) -> str:
+        """The prompt the engine makes of a chat body's ``messages`` and ``tools`` with the
+        model's chat template (``POST /apply-template``)."""
+        body = {k: params[k] for k in ("messages", "tools", "tool_choice") if k in params}
+        try:
+            response = await self.client.post("/apply-template", json=body, timeout=self._short)
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, "/apply-template")
+        if response.status_code != 200:
+            raise _error_from_body(response.status_code, response.content)
+        try:
+            return str(response.json()["prompt"])
+        except (ValueError, KeyError, TypeError) as exc:
             raise EngineError(
-                ErrorCode.WORKER_RESET, "engine closed the stream before its final frame", True
-            )
-        timings = final.get("timings") or {}
-        return Completion(
-            tokens_out=int(final.get("tokens_predicted", 0)),
-            decode_time_ms=float(timings.get("predicted_ms", 0.0)),
-            stop_type=str(final.get("stop_type", "")),
-            tokens_in=_int_or_none(final.get("tokens_evaluated", timings.get("prompt_n"))),
-            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
-            cache_n=_int_or_none(timings.get("cache_n")) or 0,
-            slot=_int_or_none(final.get("id_slot")),
-        )
+                ErrorCode.WORKER_RESET, "malformed /apply-template answer", True
+            ) from exc
 
     async def erase_slot(self, slot: int) -> bool:
         """Erase what slot ``slot`` holds in its KV cache (``POST /slots/N?action=erase``).

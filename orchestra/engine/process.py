@@ -97,6 +97,7 @@ class EngineCommand:
             "-t", str(self.threads),
             "-ngl", str(self.gpu_layers),
             "--fit", "off",
+            "--jinja",  # the model's own chat template, and tool calls (the OpenAI face)
             "--no-ui",
             *(("--slot-save-path", str(self.slot_save_path)) if self.slot_save_path else ()),
             *self.extra_args,

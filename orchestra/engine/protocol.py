@@ -16,12 +16,29 @@ TokenSink = Callable[[str], None]
 
 
 @attrs.frozen
+class ToolCallDelta:
+    """A piece of a tool call in a chat answer, as OpenAI streams it: the first piece of
+    call ``index`` carries its ``id`` and function ``name``, the others a piece of its
+    JSON ``arguments``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+ChatSink = Callable[[str | ToolCallDelta], None]
+"""Called synchronously with each piece of a chat answer, in order: text or a tool call's."""
+
+
+@attrs.frozen
 class Completion:
     """How a finished generation ended, from the engine's final stream frame."""
 
     tokens_out: int
     decode_time_ms: float
     stop_type: str
+    """``eos``, ``word`` or ``limit`` (native); ``eos``, ``limit`` or ``tool_calls`` (chat)."""
     tokens_in: int | None = None
     """Prompt tokens the engine evaluated (None when it did not say)."""
     prompt_time_ms: float = 0.0
@@ -60,5 +77,9 @@ class Engine(Protocol):
     async def count_tokens(self, text: str) -> int: ...
 
     async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion: ...
+
+    async def chat(self, params: Mapping[str, Any], on_piece: ChatSink) -> Completion: ...
+
+    async def render_chat(self, params: Mapping[str, Any]) -> str: ...
 
     async def erase_slot(self, slot: int) -> bool: ...

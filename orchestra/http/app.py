@@ -7,6 +7,7 @@
     ├── tasks blueprint        the data plane (orchestra.http.tasks)
     ├── control blueprint      the control plane (orchestra.http.control)
     ├── catalog blueprint      models and the catalog (orchestra.http.catalog)
+    ├── openai blueprint       the OpenAI-compatible face (orchestra.http.openai)
     └── error handlers         a Refusal, an HTTP error or a bug: the envelope
                                (orchestra.http.envelope), always
 
@@ -31,6 +32,7 @@ from orchestra.http.catalog import catalog_blueprint
 from orchestra.http.context import Actors
 from orchestra.http.control import control_blueprint
 from orchestra.http.envelope import error_response
+from orchestra.http.openai import openai_blueprint
 from orchestra.http.tasks import tasks_blueprint
 from orchestra.obs import logs
 
@@ -98,4 +100,5 @@ def create_app(actors: Actors) -> QuartTrio:
     app.register_blueprint(tasks_blueprint(actors))
     app.register_blueprint(control_blueprint(actors))
     app.register_blueprint(catalog_blueprint(actors))
+    app.register_blueprint(openai_blueprint(actors))
     return app

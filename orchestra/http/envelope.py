@@ -1,6 +1,10 @@
 """The one place a refusal becomes an HTTP answer: its status, its headers and the error
 envelope of DESIGN §2 (``{"code", "message", "retriable", "retry_after_ms"?,
 "policy_label"?, "correlation_id"}``, plus ``problems`` and ``details`` when there are).
+On the OpenAI face's routes (:data:`OPENAI_PATHS`) the body is OpenAI's error object
+instead (:func:`~orchestra.http.openai_answers.error_object`), with the headers the
+official SDKs read before they retry: ``retry-after-ms`` beside every ``Retry-After``,
+``Retry-After`` on a 503 too, and ``x-should-retry``.
 
 ==========================================  ======  ==========================================
 code                                        status  headers
@@ -25,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from quart import Response, g
+from quart import Response, g, request
 
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response
+from orchestra.http.openai_answers import error_object
 from orchestra.scheduling.admission_checks import BATCH_QUEUE_CAPACITY, QUEUE_CAPACITY
 
 STATUS: Mapping[ErrorCode, int] = {
@@ -53,6 +58,8 @@ STATUS: Mapping[ErrorCode, int] = {
 CHALLENGE = 'Bearer realm="orchestra"'
 """The ``WWW-Authenticate`` of a 401."""
 _BACKOFF_LABELS = frozenset({QUEUE_CAPACITY, BATCH_QUEUE_CAPACITY})
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+"""The routes whose errors are OpenAI's error object rather than orchestra's envelope."""
 
 
 def status_of(code: ErrorCode) -> int:
@@ -89,10 +96,31 @@ def envelope(refusal: Refusal, correlation_id: str) -> dict[str, Any]:
     return body
 
 
+def openai_headers_for(refusal: Refusal, status: int) -> dict[str, str]:
+    """The headers an OpenAI-face answer to ``refusal`` carries beyond the usual ones."""
+    headers = headers_for(refusal)
+    headers.pop("X-Backoff-Ms", None)
+    retry_ms = refusal.retry_after_ms
+    if status == 503 and retry_ms is None:
+        retry_ms = 1000
+    if "Retry-After" in headers or (status == 503 and retry_ms is not None):
+        assert retry_ms is not None
+        headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))
+        headers["retry-after-ms"] = str(retry_ms)
+    headers["x-should-retry"] = "true" if refusal.retriable else "false"
+    return headers
+
+
 def error_response(refusal: Refusal, status: int | None = None) -> Response:
     """The answer to ``refusal`` in the current request (``status`` overrides the code's)."""
-    body = envelope(refusal, g.get("correlation_id", ""))
-    response = json_response(body, status_of(refusal.code) if status is None else status)
-    for name, value in headers_for(refusal).items():
+    status = status_of(refusal.code) if status is None else status
+    correlation_id = g.get("correlation_id", "")
+    if request.path in OPENAI_PATHS:
+        body = error_object(refusal, status, correlation_id)
+        headers = openai_headers_for(refusal, status)
+    else:
+        body, headers = envelope(refusal, correlation_id), headers_for(refusal)
+    response = json_response(body, status)
+    for name, value in headers.items():
         response.headers[name] = value
     return response

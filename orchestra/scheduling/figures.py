@@ -19,7 +19,7 @@ from orchestra.scheduling.estimate import (
 from orchestra.scheduling.progress import max_frames
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.slo import Sample, SloSnapshot, SloWindow
-from orchestra.task import TaskRequest
+from orchestra.task import Endpoint, TaskRequest
 
 LOG_EXTRA = 4
 """Events beyond ``max_tokens`` a task's log holds (``started``, the end, and slack); a
@@ -31,10 +31,19 @@ def ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+CHAT_EXTRA = 64
+"""Pieces of a chat answer beyond two per token (tool calls' names and ids)."""
+
+
 def log_limit(request: TaskRequest) -> int:
-    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events."""
+    """Room for every event of a task: its tokens, ``started``, its ``metrics`` events. A
+    chat answer's token may come as two pieces (text and a tool call's), and a tool call's
+    name and id take pieces of their own."""
     frames = max_frames(request.max_tokens) if request.metrics else 0
-    return request.max_tokens + LOG_EXTRA + frames
+    pieces = request.max_tokens
+    if request.endpoint is Endpoint.CHAT:
+        pieces = 2 * request.max_tokens + CHAT_EXTRA
+    return pieces + LOG_EXTRA + frames
 
 
 @attrs.frozen

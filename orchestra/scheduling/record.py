@@ -66,6 +66,7 @@ class Task:
         return {
             "correlation_id": self.correlation_id,
             "job_id": self.id,
+            "face": str(self.request.face),
             "outcome": str(self.state),
             "error_code": self.error_code,
             "attempts": self.attempts,

@@ -1,0 +1,143 @@
+"""The checks of request fields shared by the faces' parsers: each returns the value it
+accepts or raises :class:`Problem` saying, in words a client can act on, what is wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from orchestra.errors import ErrorCode, Refusal
+
+MAX_STOP = 16
+"""Stop strings a request may give."""
+
+
+class Problem(Exception):
+    """One invalid field; gathered into a single INVALID_PARAMS answer."""
+
+
+Check = Callable[[Any], Any]
+
+
+def describe(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def integer(low: int, high: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Problem(f"must be an integer (got {describe(value)})")
+        if not low <= value <= high:
+            raise Problem(f"must be between {low} and {high} (got {value})")
+        return value
+
+    return check
+
+
+def number(low: float, high: float, *, low_open: bool = False) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Problem(f"must be a number (got {describe(value)})")
+        number = float(value)
+        too_low = number <= low if low_open else number < low
+        if not math.isfinite(number) or too_low or number > high:
+            bracket = "(" if low_open else "["
+            raise Problem(f"must be in {bracket}{low}, {high}] (got {value})")
+        return number
+
+    return check
+
+
+def string(*, max_len: int, pattern: re.Pattern[str] | None = None, empty: bool = True) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise Problem(f"must be a string (got {describe(value)})")
+        if not empty and not value:
+            raise Problem("must not be empty")
+        if len(value) > max_len:
+            raise Problem(f"must be at most {max_len} characters (got {len(value)})")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise Problem("must be valid Unicode (it holds a lone surrogate)") from None
+        if pattern is not None and not pattern.fullmatch(value):
+            raise Problem(
+                "may hold only letters, digits and . _ : - (1 to 128 of them; not . or ..)"
+            )
+        return value
+
+    return check
+
+
+def choice(options: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise Problem(f"must be one of {', '.join(options)} (got {describe(value)})")
+        return str(value)
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Problem(f"must be true or false (got {describe(value)})")
+    return value
+
+
+def stop_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise Problem(f"must be a list of non-empty strings (got {describe(value)})")
+    if len(value) > MAX_STOP:
+        raise Problem(f"must hold at most {MAX_STOP} strings (got {len(value)})")
+    return tuple(value)
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a refusal saying why it is not one."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Refusal(ErrorCode.INVALID_PARAMS, f"body: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise Refusal(ErrorCode.INVALID_PARAMS, "body: must be a JSON object")
+    return raw
+
+
+def checked(
+    raw: Mapping[str, Any],
+    checks: Mapping[str, Check],
+    problems: list[str],
+    *,
+    required: tuple[str, ...] = (),
+    where: str = "",
+) -> dict[str, Any]:
+    """The values of ``raw`` that pass their ``checks``; one line added to ``problems`` per
+    field that is unknown, missing or fails its check, named with ``where`` before it. A
+    null is a field not given (as on the engine)."""
+    values: dict[str, Any] = {}
+    for name in sorted(raw):
+        check = checks.get(name)
+        if check is None:
+            problems.append(f"{where}{name}: unknown field")
+            continue
+        if raw[name] is None:
+            continue
+        try:
+            values[name] = check(raw[name])
+        except Problem as exc:
+            text = str(exc)  # a problem inside the value names where: "[2].role: ..."
+            problems.append(f"{where}{name}{'' if text[:1] in '[.' else ': '}{text}")
+    for name in required:
+        if raw.get(name) is None:
+            problems.append(f"{where}{name}: required")
+    return values
+
+
+def refuse_if(problems: list[str]) -> None:
+    """Raise one ``INVALID_PARAMS`` naming every problem, if there are any."""
+    if problems:
+        raise Refusal(ErrorCode.INVALID_PARAMS, "; ".join(problems), problems=tuple(problems))
