@@ -81,6 +81,8 @@ class Refusal(OrchestraError):
     policy_label: str | None = None
     problems: tuple[str, ...] = ()
     """For INVALID_PARAMS: one line per bad field, each naming the field."""
+    param: str | None = None
+    """For INVALID_PARAMS: the field the first problem names (OpenAI's ``param``)."""
     details: Mapping[str, Any] | None = None
     """Machine-readable specifics (a failed reload's ``rolled_back_to``)."""
 

@@ -83,9 +83,9 @@ def default_max_tokens(limits: AdmissionConfig) -> int:
 def parse_task_request(body: bytes, limits: AdmissionConfig) -> TaskRequest:
     """Validate a request body; raise one ``INVALID_PARAMS`` naming every bad field."""
     raw = fields.load_object(body)
-    problems: list[str] = []
+    problems = fields.Problems()
     values = fields.checked(raw, _fields(limits), problems, required=("prompt",))
-    fields.refuse_if(problems)
+    problems.refuse_if_any()
     values.setdefault("max_tokens", default_max_tokens(limits))
     if "priority" in values:
         values["priority"] = Priority(values["priority"])

@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
 from orchestra.errors import ErrorCode, Refusal
 
 MAX_STOP = 16
@@ -107,37 +109,59 @@ def load_object(body: bytes) -> dict[str, Any]:
     return raw
 
 
+@attrs.define
+class Problems:
+    """The problems found in one request, each naming its field: refused together."""
+
+    lines: list[str] = attrs.field(factory=list)
+    first: str | None = None
+    """The field the first problem names (OpenAI's ``param``), its path included:
+    ``messages[0].role``."""
+
+    def add(self, name: str, text: str) -> None:
+        """``name`` is wrong as ``text`` says; a ``text`` that starts with ``[`` or ``.``
+        names where inside the value, before its ``": "``."""
+        inner = text[:1] in ("[", ".")
+        self.lines.append(f"{name}{'' if inner else ': '}{text}")
+        if self.first is None:
+            self.first = name + (text.partition(": ")[0] if inner else "")
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
+
+    def refuse_if_any(self) -> None:
+        """Raise one ``INVALID_PARAMS`` naming every problem, if there are any."""
+        if self.lines:
+            raise Refusal(
+                ErrorCode.INVALID_PARAMS,
+                "; ".join(self.lines),
+                problems=tuple(self.lines),
+                param=self.first,
+            )
+
+
 def checked(
     raw: Mapping[str, Any],
     checks: Mapping[str, Check],
-    problems: list[str],
+    problems: Problems,
     *,
     required: tuple[str, ...] = (),
-    where: str = "",
 ) -> dict[str, Any]:
-    """The values of ``raw`` that pass their ``checks``; one line added to ``problems`` per
-    field that is unknown, missing or fails its check, named with ``where`` before it. A
-    null is a field not given (as on the engine)."""
+    """The values of ``raw`` that pass their ``checks``; a problem added per field that is
+    unknown, missing or fails its check. A null is a field not given (as on the engine)."""
     values: dict[str, Any] = {}
     for name in sorted(raw):
         check = checks.get(name)
         if check is None:
-            problems.append(f"{where}{name}: unknown field")
+            problems.add(name, "unknown field")
             continue
         if raw[name] is None:
             continue
         try:
             values[name] = check(raw[name])
         except Problem as exc:
-            text = str(exc)  # a problem inside the value names where: "[2].role: ..."
-            problems.append(f"{where}{name}{'' if text[:1] in '[.' else ': '}{text}")
+            problems.add(name, str(exc))
     for name in required:
         if raw.get(name) is None:
-            problems.append(f"{where}{name}: required")
+            problems.add(name, "required")
     return values
-
-
-def refuse_if(problems: list[str]) -> None:
-    """Raise one ``INVALID_PARAMS`` naming every problem, if there are any."""
-    if problems:
-        raise Refusal(ErrorCode.INVALID_PARAMS, "; ".join(problems), problems=tuple(problems))

@@ -53,6 +53,7 @@ def openai_blueprint(actors: Actors) -> Blueprint:
             ErrorCode.NOT_FOUND,
             f"model {asked!r} is not served here; GET /v1/models lists {served!r}",
             problems=(f"model: {asked!r} is not served (the model is {served!r})",),
+            param="model",
         )
 
     async def cancel(task_id: str) -> None:

@@ -39,20 +39,13 @@ def error_type(status: int) -> str:
     return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
-def param_of(refusal: Refusal) -> str | None:
-    """The request field the first of ``refusal``'s problems names, if it names one."""
-    first = refusal.problems[0] if refusal.problems else ""
-    name = first.partition(":")[0].strip()
-    return name if first and name and " " not in name else None
-
-
 def error_object(refusal: Refusal, status: int, correlation_id: str) -> dict[str, Any]:
     """OpenAI's error object for ``refusal``, orchestra's code in ``code`` and its other
     fields beside OpenAI's."""
     error: dict[str, Any] = {
         "message": refusal.message,
         "type": error_type(status),
-        "param": param_of(refusal),
+        "param": refusal.param,
         "code": str(refusal.code),
         "retriable": refusal.retriable,
         "correlation_id": correlation_id,

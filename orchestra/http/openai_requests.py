@@ -351,13 +351,13 @@ _TASK_FIELDS = (
 
 
 def _request(
-    values: dict[str, Any], prompt: str | Chat, limits: AdmissionConfig, problems: list[str]
+    values: dict[str, Any], prompt: str | Chat, limits: AdmissionConfig, problems: fields.Problems
 ) -> OpenAIRequest | None:
     if values.get("stream_options") is not None and not values.get("stream"):
-        problems.append("stream_options: only allowed when stream is true")
+        problems.add("stream_options", "only allowed when stream is true")
     given = [values[k] for k in ("max_tokens", "max_completion_tokens") if k in values]
     if len(set(given)) > 1:
-        problems.append("max_completion_tokens: differs from max_tokens (give one)")
+        problems.add("max_completion_tokens", "differs from max_tokens (give one)")
     if problems:
         return None
     seed = values.get("seed")
@@ -382,7 +382,7 @@ def _request(
 
 def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/chat/completions`` body as a task; one refusal naming every bad field."""
-    problems: list[str] = []
+    problems = fields.Problems()
     values = fields.checked(raw, _chat_fields(limits), problems, required=("model", "messages"))
     chat = None
     if "messages" in values:
@@ -393,20 +393,20 @@ def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest
             parallel_tool_calls=values.get("parallel_tool_calls"),
         )
         if chat.tool_choice == "required" and not chat.tools:
-            problems.append("tool_choice: required needs tools")
+            problems.add("tool_choice", "required needs tools")
     parsed = _request(values, chat or "", limits, problems)
-    fields.refuse_if(problems)
+    problems.refuse_if_any()
     assert parsed is not None
     return parsed
 
 
 def parse_completion(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/completions`` body as a task; one refusal naming every bad field."""
-    problems: list[str] = []
+    problems = fields.Problems()
     checks = _completion_fields(limits)
     values = fields.checked(raw, checks, problems, required=("model", "prompt"))
     parsed = _request(values, values.get("prompt", ""), limits, problems)
-    fields.refuse_if(problems)
+    problems.refuse_if_any()
     assert parsed is not None
     return parsed
 
