@@ -1,4 +1,4 @@
 """orchestra: a single-host LLM orchestrator on Trio."""
 
 __version__ = "0.1.0"
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"

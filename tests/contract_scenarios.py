@@ -86,6 +86,7 @@ VOLATILE: frozenset[str] = frozenset(
         "predicted_start_ms",  # from the observed service rate
         "retry_after_ms",  # from the observed service rate
         "registered_at",  # a date
+        "created",  # the same date, in Unix seconds
         "verified_at",  # a date
         "message",  # prose for people; some carry timings or engine details
     }

@@ -135,10 +135,17 @@ def make_config(endpoint: str, **sections: dict[str, Any] | Any) -> Config:
 
 @asynccontextmanager
 async def open_stack(
-    *, slots: int = 1, token_delay_s: float = 0.0, **sections: Any
+    *,
+    slots: int = 1,
+    token_delay_s: float = 0.0,
+    model_path: str | None = None,
+    **sections: Any,
 ) -> AsyncIterator[Stack]:
-    """The fake engine and orchestra, ready to take tasks; shut down gracefully on exit."""
+    """The fake engine and orchestra, ready to take tasks; shut down gracefully on exit.
+    ``model_path`` is the file the fake engine says it serves (``/props``), when given."""
     fake = FakeLlamaServer(total_slots=slots, token_delay_s=token_delay_s)
+    if model_path is not None:
+        fake.model_path = model_path
     async with trio.open_nursery() as outer:
         engine_url = await outer.start(fake.serve)
         config = make_config(engine_url, **sections)

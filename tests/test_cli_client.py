@@ -262,7 +262,7 @@ def test_exit_status_of_each_error(error: OrchestraError, status: int) -> None:
 async def test_caps_health_models_human_and_json(tmp_path: Path) -> None:
     model = tmp_path / "tiny.gguf"
     model.write_bytes(b"GGUF" + bytes(2000))
-    async with open_stack() as stack:
+    async with open_stack(model_path=str(model)) as stack:  # the fake engine serves it
         url = stack.running.urls[0]
         empty = await cli("models", url=url)
         registered = await stack.client.post(
@@ -305,15 +305,18 @@ async def test_caps_health_models_human_and_json(tmp_path: Path) -> None:
     health_parsed = json.loads(health_json.stdout)
     assert health_parsed["pool_id"] == "default" and health_parsed["ready"] is True
 
-    mine = json.loads(models_json.stdout)["models"]
-    assert len(mine) == len(wire_models["models"]) > 0
-    assert_within(mine, wire_models["models"])
+    mine = json.loads(models_json.stdout)
+    assert mine["object"] == wire_models["object"] == "list"
+    assert len(mine["data"]) == len(wire_models["data"]) > 0
+    assert_within(mine["data"], wire_models["data"])
     header, *rows = models.stdout.splitlines()
-    assert header.split() == ["ID", "LOADED", "TRUST", "STATE", "SIZE", "PATH"]
-    assert len(rows) == len(wire_models["models"])
+    assert header.split() == ["ID", "LOADED", "CONTEXT", "TRUST", "STATE", "SIZE", "PATH"]
+    assert len(rows) == len(wire_models["data"])
     tiny = next(row.split() for row in rows if row.startswith("tiny "))
-    assert tiny[2:4] == [wire_models["models"][0]["trust_state"], "active"]
-    assert tiny[4:6] == ["2.0", "KiB"] and tiny[-1] == str(model)
+    served = wire_models["data"][0]
+    assert served["loaded"] is True and isinstance(served["context"], int)
+    assert tiny[1:5] == ["yes", str(served["context"]), served["trust_state"], "active"]
+    assert tiny[5:7] == ["2.0", "KiB"] and tiny[-1] == str(model)
 
     assert no_pool.returncode == EXIT_REFUSED
     assert no_pool.stderr.startswith("orchestra: NOT_FOUND: ")

@@ -179,10 +179,10 @@ async def test_catalog_over_http_survives_a_restart(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             for n in range(20):
                 nursery.start_soon(register, n)
-        before = (await stack.client.get("/v1/models")).json()["models"]
+        before = (await stack.client.get("/v1/models")).json()["data"]
 
     async with open_stack(data_dir=data_dir) as stack:
-        after = (await stack.client.get("/v1/models")).json()["models"]
+        after = (await stack.client.get("/v1/models")).json()["data"]
         assert after == before
         by_id = {m["id"]: m for m in after}
         assert len(by_id) == 22

@@ -69,7 +69,7 @@ async def test_submit_and_stream_in_one_request() -> None:
 async def test_capabilities_say_what_the_box_can_do() -> None:
     async with open_stack(slots=2, admission={"queue_capacity": 5}) as stack:
         caps = (await stack.client.get("/v1/capabilities")).json()
-        assert caps["api_version"] == "1.0.0"
+        assert caps["api_version"] == "1.1.0"
         assert caps["engines"] == [
             {"engine": "llamacpp", "engine_version": "b0-unknown", "mode": "attached"}
         ]

@@ -439,8 +439,14 @@ def _data_dir(tmp: Path) -> dict[str, Any]:
 
 @contextmanager
 def fake_server(tmp: Path, **sections: Any) -> Iterator[Live]:
-    """orchestra in attached mode in front of the fake llama-server (one slot)."""
-    config = {"shutdown_grace_s": 0.0, **_data_dir(tmp), **sections}
+    """orchestra in attached mode in front of the fake llama-server (one slot), which says
+    it serves ``tmp/fake.gguf`` (a file no one writes but a test that registers it)."""
+    config = {
+        "shutdown_grace_s": 0.0,
+        "model_path": str(tmp / "fake.gguf"),
+        **_data_dir(tmp),
+        **sections,
+    }
     with serve_in_thread(lambda: open_stack(slots=1, **config), tmp) as live:
         yield live
 
@@ -981,7 +987,11 @@ def _registered(live: Live) -> tuple[str, Path]:
 
 
 def _models(live: Live) -> requests.Response:
-    _registered(live)
+    """The model the fake engine serves, registered: loaded, with its context."""
+    served = Path(live.actors.supervisor.statistics().model_path)
+    path = gguf_file(live.tmp, served.name)
+    assert path == served
+    register(live, "smollm2-135m-q8", path, sha256_of(path))
     return live.request("GET", "/v1/models")
 
 
@@ -1169,7 +1179,7 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("control", "GET", "/v1/replicasets", "200", "attached"): Producer(_replicasets),
     ("control", "GET", "/metrics", "200", "one_task"): Producer(_metrics),
     # control plane: models
-    ("control", "GET", "/v1/models", "200", "one_model"): Producer(_models),
+    ("control", "GET", "/v1/models", "200", "served_model"): Producer(_models),
     ("control", "POST", "/v1/catalog/models", "200", "existing"): Producer(_register(True)),
     ("control", "POST", "/v1/catalog/models", "201", "created"): Producer(_register(False)),
     ("control", "POST", "/v1/catalog/models", "400", "not_a_file"): Producer(_register_missing),

@@ -71,7 +71,7 @@ async def test_reload_onto_another_model_finishes_work_and_keeps_the_queue(tmp_p
         assert owned.supervisor.statistics().model_path == str(copy)
         health = await owned.health()
         assert health["ready"] and health["model_id"] == "smol-copy" and not health["draining"]
-        models = {m["id"]: m for m in (await owned.client.get("/v1/models")).json()["models"]}
+        models = {m["id"]: m for m in (await owned.client.get("/v1/models")).json()["data"]}
         assert models["smol-copy"]["loaded"] and not models[SMOL]["loaded"]
         assert models["smol-copy"]["trust_state"] == "verified"
         served = await owned.client.post(

@@ -460,7 +460,7 @@ async def test_the_sdk_reads_the_fixture(
     elif "sse" in response:
         assert event_mismatches(result, sse_frames(response["sse"])) == []
     elif fixture["sdk_call"] == "models":
-        assert mismatches(result, response["json"]["models"]) == []
+        assert mismatches(result, response["json"]["data"]) == []
     else:
         assert mismatches(result, response["json"]) == []
 

@@ -162,7 +162,8 @@ async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
     elif args.command == "health":
         answer, render = await client.health(args.pool), field_lines
     else:
-        answer, render = {"models": await client.models()}, model_table
+        # the wire's list shape, so that --json prints what GET /v1/models answers
+        answer, render = {"object": "list", "data": await client.models()}, model_table
     if args.json:
         out(as_json(answer) + "\n")
     else:

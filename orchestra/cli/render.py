@@ -85,13 +85,22 @@ def capability_lines(caps: Capabilities) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def model_table(answer: Mapping[str, Sequence[CatalogModel]]) -> str:
-    models = answer["models"]
+def model_table(answer: Mapping[str, Any]) -> str:
+    """``orchestra models``: one row per model of ``answer["data"]`` (``GET /v1/models``)."""
+    models: Sequence[CatalogModel] = answer["data"]
     if not models:
         return "no models in the catalog\n"
-    header = ("ID", "LOADED", "TRUST", "STATE", "SIZE", "PATH")
+    header = ("ID", "LOADED", "CONTEXT", "TRUST", "STATE", "SIZE", "PATH")
     rows = [header] + [
-        (m.id, _value(m.loaded), m.trust_state, m.state, _size(m.size_bytes), m.path)
+        (
+            m.id,
+            _value(m.loaded),
+            _value(m.context),
+            m.trust_state,
+            m.state,
+            _size(m.size_bytes),
+            m.path,
+        )
         for m in models
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

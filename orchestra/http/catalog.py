@@ -1,9 +1,17 @@
 """The model catalog's routes: ``GET /v1/models`` and ``/v1/catalog/models...``
-(``specs/openapi/control.yaml``), over :class:`~orchestra.catalog.Catalog`."""
+(``specs/openapi/control.yaml``), over :class:`~orchestra.catalog.Catalog`.
+
+``GET /v1/models`` answers in OpenAI's list shape, ``{"object": "list", "data": [...]}``,
+so that OpenAI clients can list the models. Every model body, there and on the catalog's
+own routes, is one shape: OpenAI's fields (``id``, ``object: "model"``, ``created``,
+``owned_by``) and orchestra's beside them (the catalog entry, ``loaded`` and ``context``);
+see :func:`model_body`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 from quart import Blueprint, Response
 
@@ -11,6 +19,37 @@ from orchestra.catalog import CatalogModel, ModelState
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, optional_string, read_body, string
 from orchestra.http.context import Actors
+
+OWNED_BY: Final = "orchestra"
+"""OpenAI's ``owned_by`` of every model: the catalog is this box's own."""
+
+
+def unix_seconds(rfc3339: str) -> int:
+    """``2026-11-23T10:00:00Z`` as seconds since the epoch (OpenAI's ``created``)."""
+    return int(datetime.fromisoformat(rfc3339).timestamp())
+
+
+def model_body(entry: CatalogModel, actors: Actors) -> dict[str, Any]:
+    """One model as every route shows it: OpenAI's ``id``, ``object``, ``created`` (when it
+    was registered, Unix seconds) and ``owned_by``; the catalog entry's fields; ``loaded``
+    (the engine serves this file now); and ``context``, the tokens a task on it may span
+    (prompt plus ``max_tokens``) while it is loaded: the smaller of ``admission.ctx_limit``
+    and the engine's per-slot context (``/props``), else null."""
+    props = actors.supervisor.statistics().props
+    loaded = props is not None and entry.path == props.model_path
+    context = None
+    if props is not None and loaded:
+        ctx_limit = actors.config.admission.ctx_limit
+        context = min(ctx_limit, props.n_ctx) if props.n_ctx > 0 else ctx_limit
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": unix_seconds(entry.registered_at),
+        "owned_by": OWNED_BY,
+        **entry.to_json(),
+        "loaded": loaded,
+        "context": context,
+    }
 
 
 def _model_state(value: Any) -> str | None:
@@ -21,14 +60,15 @@ def _model_state(value: Any) -> str | None:
 def catalog_blueprint(actors: Actors) -> Blueprint:
     """The catalog's routes over ``actors``."""
     routes = Blueprint("catalog", __name__)
-    supervisor, control, catalog = actors.supervisor, actors.control, actors.catalog
+    control, catalog = actors.control, actors.catalog
 
     def shown(entry: CatalogModel) -> dict[str, Any]:
-        return {**entry.to_json(), "loaded": entry.path == supervisor.statistics().model_path}
+        return model_body(entry, actors)
 
     @routes.get("/v1/models")
     async def models() -> Response:
-        return json_response({"models": [shown(entry) for entry in await catalog.list()]})
+        entries = await catalog.list()
+        return json_response({"object": "list", "data": [shown(entry) for entry in entries]})
 
     @routes.post("/v1/catalog/models")
     async def register_model() -> Response:

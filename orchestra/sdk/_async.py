@@ -74,7 +74,9 @@ class _Envelope:
 
 @attrs.frozen
 class _ModelList:
-    models: tuple[CatalogModel, ...]
+    """``GET /v1/models``: OpenAI's list shape, ``{"object": "list", "data": [...]}``."""
+
+    data: tuple[CatalogModel, ...]
 
 
 def _quote(segment: str) -> str:
@@ -233,7 +235,7 @@ class AsyncClient:
 
     async def models(self) -> tuple[CatalogModel, ...]:
         """The models of the catalog (the one being served has ``loaded`` true)."""
-        return (await self._call("GET", "/v1/models", _ModelList)).models
+        return (await self._call("GET", "/v1/models", _ModelList)).data
 
     async def submit(self, request: TaskRequest) -> TaskHandle:
         """Submit a task: its handle (queue position, predicted start), or an error

@@ -243,9 +243,16 @@ class DeletedSession(SessionStatus):
 
 @attrs.frozen(kw_only=True)
 class CatalogModel:
-    """A model of the catalog (``GET /v1/models``)."""
+    """A model of the catalog (an entry of ``GET /v1/models``'s ``data``): OpenAI's fields
+    (``id``, ``object``, ``created``, ``owned_by``), then orchestra's."""
 
     id: str
+    object: str
+    """Always ``model`` (OpenAI's object type)."""
+    created: int
+    """When it was registered in the catalog, Unix seconds (``registered_at``)."""
+    owned_by: str
+    """Always ``orchestra``."""
     path: str
     sha256: str | None
     digest: str | None
@@ -258,6 +265,9 @@ class CatalogModel:
     verified_at: str | None
     loaded: bool
     """True for the model the engine serves now."""
+    context: int | None
+    """While loaded: the tokens a task may span (prompt plus ``max_tokens``), the smaller of
+    the server's ``ctx_limit`` and the engine's per-slot context; None when not loaded."""
 
 
 @attrs.frozen(kw_only=True)
