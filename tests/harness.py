@@ -153,6 +153,7 @@ async def open_stack(
         async with trio.open_nursery() as inner:
             running = await inner.start(partial(run_service, config, stop=stop))
             await running.actors.queue.wait_ready()
+            await running.actors.control.wait_model_known()
             async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
                 yield Stack(fake, running, client, stop, config)
             stop.set()  # run_service drains and returns; the inner nursery then exits

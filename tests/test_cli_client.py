@@ -261,10 +261,12 @@ def test_exit_status_of_each_error(error: OrchestraError, status: int) -> None:
 
 async def test_caps_health_models_human_and_json(tmp_path: Path) -> None:
     model = tmp_path / "tiny.gguf"
-    model.write_bytes(b"GGUF" + bytes(2000))
-    async with open_stack(model_path=str(model)) as stack:  # the fake engine serves it
+    # the fake engine serves it; it is written once orchestra is up, so the engine's model
+    # was not there to adopt into the catalog, which starts empty
+    async with open_stack(model_path=str(model)) as stack:
         url = stack.running.urls[0]
         empty = await cli("models", url=url)
+        model.write_bytes(b"GGUF" + bytes(2000))
         registered = await stack.client.post(
             "/v1/catalog/models",
             json={

@@ -61,12 +61,14 @@ async def test_the_list_is_openais_shape_with_orchestras_fields(
     sha = gguf(served)
     gguf(spare, b"spare weights")
     async with open_stack(slots=slots, model_path=str(served), admission=admission) as stack:
-        empty = await stack.client.get("/v1/models")
-        assert empty.status_code == 200 and empty.json() == {"object": "list", "data": []}
-        for model_id, path, sha256 in (("served", served, sha), ("spare", spare, None)):
-            body = {"id": model_id, "path": str(path), "sha256": sha256}
-            response = await stack.client.post("/v1/catalog/models", json=body)
-            assert response.status_code == 201, response.text
+        # the attached engine's model file was adopted, under its name without .gguf
+        adopted = (await stack.client.get("/v1/models")).json()
+        assert [(m["id"], m["path"], m["loaded"]) for m in adopted["data"]] == [
+            ("served", str(served), True)
+        ]
+        body = {"id": "spare", "path": str(spare), "sha256": None}
+        response = await stack.client.post("/v1/catalog/models", json=body)
+        assert response.status_code == 201, response.text
         verified = await stack.client.post("/v1/catalog/models/served/verify")
         assert verified.status_code == 200, verified.text
 
@@ -87,10 +89,11 @@ async def test_the_list_is_openais_shape_with_orchestras_fields(
         assert entry["created"] == unix(entry["registered_at"])
     assert first["id"] == "served" and first["path"] == str(served)
     assert (first["loaded"], first["context"]) == (True, context)
+    # adopted without an expected sha256: verifying records its digest, trust unverified
     assert (first["sha256"], first["digest"], first["trust_state"]) == (
-        sha,
+        None,
         f"sha256:{sha}",
-        "verified",
+        "unverified",
     )
     assert second["id"] == "spare" and second["sha256"] is None and second["digest"] is None
     assert (second["loaded"], second["context"]) == (False, None)
@@ -158,10 +161,6 @@ async def test_the_async_openai_client_works_under_trio(tmp_path: Path) -> None:
     served = tmp_path / "served.gguf"
     sha256 = gguf(served)
     async with open_stack(model_path=str(served), auth={"token": TOKEN}) as stack:
-        body = {"id": "served", "path": str(served), "sha256": sha256}
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        response = await stack.client.post("/v1/catalog/models", json=body, headers=headers)
-        assert response.status_code == 201, response.text
         base_url = stack.running.urls[0] + "/v1"
         async with openai.AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0) as oa:
             with trio.fail_after(10):
@@ -170,5 +169,6 @@ async def test_the_async_openai_client_works_under_trio(tmp_path: Path) -> None:
     assert [(m.id, m.object, m.owned_by) for m in models] == [("served", "model", "orchestra")]
     extra = models[0].model_extra
     assert extra is not None and set(extra) == set(ORCHESTRA_FIELDS)
-    assert (extra["loaded"], extra["context"], extra["sha256"]) == (True, 2048, sha256)
+    assert (extra["loaded"], extra["context"], extra["path"]) == (True, 2048, str(served))
+    assert extra["sha256"] is None and sha256  # adopted from the engine: no expected digest
     assert raw.http_response.status_code == 200 and raw.headers.get("X-Correlation-Id")

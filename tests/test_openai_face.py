@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -159,8 +160,10 @@ async def test_stop_strings_end_the_answer_with_finish_reason_stop() -> None:
         assert single.choices[0].message.content == content
 
 
-async def test_the_sync_client_in_a_thread() -> None:
-    async with open_stack() as stack:
+async def test_the_sync_client_in_a_thread(tmp_path: Path) -> None:
+    model = tmp_path / "tiny-chat.gguf"
+    model.write_bytes(b"GGUF")
+    async with open_stack(model_path=str(model)) as stack:
         base = stack.running.urls[0] + "/v1"
 
         def use() -> tuple[str, str, list[str]]:
@@ -177,7 +180,34 @@ async def test_the_sync_client_in_a_thread() -> None:
 
         chat, text, models = await trio.to_thread.run_sync(use)
         assert len(chat.split()) == 4 and len(text.split()) == 4
-        assert models
+        # the attached engine's model file was adopted into the catalog, under its name
+        assert models == ["tiny-chat"]
+
+
+async def test_an_attached_engines_model_is_listed_and_named(tmp_path: Path) -> None:
+    model = tmp_path / "tiny-chat.gguf"
+    model.write_bytes(b"GGUF")
+    async with open_stack(model_path=str(model)) as stack:
+        client = sdk(stack, max_retries=0)
+        async with client:
+            listed = [m async for m in client.models.list()]
+            assert [(m.id, (m.model_extra or {})["loaded"]) for m in listed] == [
+                ("tiny-chat", True)
+            ]
+            answer = await client.chat.completions.create(
+                model="tiny-chat", messages=USER, max_tokens=2
+            )
+            assert answer.model == "tiny-chat"
+            # the pool's name works too, and the answer names the model
+            answer = await client.chat.completions.create(
+                model="default", messages=USER, max_tokens=2
+            )
+            assert answer.model == "tiny-chat"
+            with pytest.raises(openai.NotFoundError) as caught:
+                await client.chat.completions.create(model="gpt-4o", messages=USER)
+            error = caught.value.body
+            assert isinstance(error, dict) and error["param"] == "model"
+            assert "tiny-chat" in error["message"]
 
 
 # -- tools and structured output -----------------------------------------------------------------

@@ -101,16 +101,52 @@ class PoolControl:
     catalog: Catalog
     start_timeout_s: float
     model_id: str | None = None
-    """The catalog id of the model being served (None: not in the catalog, or attached)."""
+    """The catalog id of the model being served (None: not in the catalog, or an attached
+    engine serving a file that is not on this machine)."""
     _operation: str | None = attrs.field(default=None, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _followed: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Hold the nursery operations run in; ready at once."""
+        """Hold the nursery operations run in; ready at once. An attached engine's model is
+        adopted each time the engine comes up (:meth:`_follow_attached_model`)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if not self.can_reload:
+                nursery.start_soon(self._follow_attached_model)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _follow_attached_model(self) -> None:
+        """Each time an attached engine becomes ready: the model file it serves (``/props``)
+        is registered in the catalog under its name without ``.gguf`` unless it is there,
+        and becomes :attr:`model_id` (so ``GET /v1/models`` lists it and the OpenAI face
+        knows its name). A file not on this machine (a remote engine) is not adopted."""
+        while True:
+            await self.queue.wait_ready()
+            props = self.supervisor.statistics().props
+            self.model_id = None
+            if props is not None and props.model_path:
+                self.model_id = await self._adopt(Path(props.model_path))
+            self._followed.set()
+            await self.queue.wait_ready(False)
+            self._followed = trio.Event()
+
+    async def wait_model_known(self) -> None:
+        """Return once :attr:`model_id` says what the ready engine serves (at once for an
+        owned engine, whose model is known from its configuration)."""
+        if not self.can_reload:
+            await self._followed.wait()
+
+    async def _adopt(self, path: Path) -> str | None:
+        if not await trio.to_thread.run_sync(path.is_file):
+            return None
+        try:
+            entry = await self.catalog.ensure(path.stem, str(path), None)
+        except (Refusal, CatalogError) as exc:
+            log.warning("the attached engine's model %s is not in the catalog: %s", path, exc)
+            return None
+        return entry.id if entry.path == str(path) else None
 
     @property
     def can_reload(self) -> bool:
