@@ -153,3 +153,48 @@ async def test_cancel_and_disconnect_free_the_engine_slot() -> None:
         assert (await owned.client.get(f"/v1/tasks/{left}")).json()["state"] == "cancelled"
         # and the next chat gets the slot
         assert await content(client, messages=ASK, max_tokens=4, temperature=0)
+
+
+async def test_a_full_queue_and_auth_with_the_sync_client_on_the_real_engine() -> None:
+    """The synchronous client (in a worker thread): a 429 that it waits out as advised, then
+    succeeds once the queue has room; 401 and 403 as on the v1 API."""
+    token = "e2e-openai-token"
+    sections = {
+        "admission": {"queue_capacity": 1},
+        "adapter": {"engine_backlog": 0},
+        "auth": {"token": token, "optional": False},
+    }
+    async with open_owned(**sections) as owned:
+        base = owned.running.urls[0]
+        key = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=key, timeout=30) as v1:
+            long = {"prompt": "Count from 1 to 1000: 1, 2,", "max_tokens": 1000}
+            holder = (await v1.post("/v1/tasks", json=long)).json()["task_id"]
+            await owned.wait_state(holder, "running")
+            queued = await v1.post("/v1/tasks", json={"prompt": "Hi", "max_tokens": 4})
+            assert queued.status_code == 202
+            seen: list[int] = []
+
+            def on_response(response: Any) -> None:
+                seen.append(response.status_code)
+                if response.status_code == 429:  # room comes back while the SDK waits
+                    trio.from_thread.run(v1.post, f"/v1/tasks/{holder}/cancel")
+
+            def use() -> tuple[str, int]:
+                http = openai.DefaultHttpxClient(event_hooks={"response": [on_response]})
+                with openai.OpenAI(base_url=base + "/v1", api_key=token, http_client=http) as ok:
+                    answer = ok.chat.completions.create(
+                        model=MODEL, messages=ASK, max_tokens=4, temperature=0
+                    )
+                stranger = openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0)
+                with stranger, pytest.raises(openai.PermissionDeniedError) as refused:
+                    stranger.models.list()
+                return answer.choices[0].message.content or "", refused.value.status_code
+
+            text, forbidden = await trio.to_thread.run_sync(use)
+            async with httpx.AsyncClient(base_url=base) as nobody:
+                missing = await nobody.post(
+                    "/v1/chat/completions", json={"model": MODEL, "messages": ASK}
+                )
+        assert text and seen == [429, 200] and forbidden == 403
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "UNAUTHORIZED"
