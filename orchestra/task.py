@@ -121,7 +121,7 @@ class TaskRequest:
             "n_predict": self.max_tokens,
             "cache_prompt": self.determinism is Determinism.BEST_EFFORT,
         }
-        for name in _SAMPLING:
+        for name in SAMPLING_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 params[name] = value
@@ -148,7 +148,8 @@ class TaskRequest:
         return params
 
 
-_SAMPLING = (
+SAMPLING_FIELDS = (
+    # the request's fields the engine takes as they are (same name, same meaning)
     "seed",
     "temperature",
     "top_p",

@@ -13,6 +13,7 @@ import trio.testing
 
 from orchestra.config import AdapterConfig
 from orchestra.engine.llamacpp import LlamaCppAdapter
+from orchestra.engine.protocol import ToolCallDelta
 from orchestra.errors import EngineError, ErrorCode
 
 CONFIG = AdapterConfig(endpoint="http://engine:8081", connect_timeout_s=1, decode_timeout_s=1)
@@ -198,3 +199,83 @@ async def test_cancel_mid_stream_closes_the_engine_stream() -> None:
             scope.cancel()
     assert pieces == ["a"]
     assert body.closed
+
+
+# -- the chat endpoint -----------------------------------------------------------------------
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return frame({"object": "chat.completion.chunk", "choices": [choice], **extra})
+
+
+USAGE = frame(
+    {"choices": [], "usage": {"completion_tokens": 4, "prompt_tokens": 9,
+     "prompt_tokens_details": {"cached_tokens": 5}},
+     "timings": {"predicted_ms": 7.5, "prompt_ms": 2.0}}
+)  # fmt: skip
+
+
+async def test_chat_streams_text_and_tool_call_pieces_and_reads_the_usage() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append({"path": request.url.path, "body": json.loads(request.content)})
+        call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
+        body = (
+            chunk({"role": "assistant", "content": None})
+            + chunk({"content": "hi"})
+            + chunk({"tool_calls": [call]})
+            + chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]})
+            + chunk({}, "tool_calls")
+            + USAGE
+            + b"data: [DONE]\n\n"
+        )
+        return httpx.Response(200, stream=httpx.ByteStream(body))
+
+    pieces: list[Any] = []
+    done = await adapter(handler).chat({"messages": [], "n_predict": 4}, pieces.append)
+    assert sent[0]["path"] == "/v1/chat/completions"
+    assert sent[0]["body"]["stream"] is True
+    assert sent[0]["body"]["stream_options"] == {"include_usage": True}
+    assert pieces == [
+        "hi",
+        ToolCallDelta(index=0, id="c1", name="f", arguments=""),
+        ToolCallDelta(index=0, arguments='{"a"'),
+    ]
+    assert (done.tokens_out, done.tokens_in, done.cache_n) == (4, 9, 5)
+    assert (done.stop_type, done.decode_time_ms, done.prompt_time_ms) == ("tool_calls", 7.5, 2.0)
+
+
+@pytest.mark.parametrize(("finish", "stop_type"), [("stop", "eos"), ("length", "limit")])
+async def test_chat_finish_reasons_become_stop_types(finish: str, stop_type: str) -> None:
+    body = chunk({"content": "x"}) + chunk({}, finish) + USAGE + b"data: [DONE]\n\n"
+    done = await adapter(sse(body)).chat({"messages": []}, lambda _: None)
+    assert done.stop_type == stop_type
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chunk({"content": "x"}) + chunk({}, "stop"),  # no [DONE]: the stream was cut
+        chunk({"content": "x"}) + b"data: [DONE]\n\n",  # [DONE] without a finish reason
+        chunk({"content": "x"}) + frame({"error": {"code": 500, "message": "boom"}}),
+    ],
+    ids=["no-done", "no-finish", "error-frame"],
+)
+async def test_a_chat_stream_that_does_not_end_properly_is_a_worker_reset(body: bytes) -> None:
+    with pytest.raises(EngineError) as caught:
+        await adapter(sse(body)).chat({"messages": []}, lambda _: None)
+    assert caught.value.code is ErrorCode.WORKER_RESET and caught.value.retriable
+
+
+async def test_render_chat_asks_the_engines_template() -> None:
+    seen: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"prompt": "<|user|>hi"})
+
+    params = {"messages": [{"role": "user", "content": "hi"}], "n_predict": 3, "seed": 1}
+    assert await adapter(handler).render_chat(params) == "<|user|>hi"
+    assert seen == [("/apply-template", {"messages": params["messages"]})]

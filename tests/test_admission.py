@@ -14,7 +14,8 @@ from orchestra.actors.admission import Admission, fingerprint, parse_task_reques
 from orchestra.actors.queue import Admitted
 from orchestra.config import AdmissionConfig
 from orchestra.errors import EngineError, ErrorCode, Refusal
-from orchestra.task import Determinism, Priority, TaskRequest
+from orchestra.http.openai_requests import parse_chat
+from orchestra.task import Determinism, Face, Priority, TaskRequest
 
 LIMITS = AdmissionConfig(queue_capacity=4, ctx_limit=512, max_tokens_limit=128)
 
@@ -147,6 +148,11 @@ class CountingEngine:
     def __init__(self, tokens: int | None) -> None:
         self.tokens = tokens
         self.calls = 0
+        self.rendered: list[Any] = []
+
+    async def render_chat(self, params: Any) -> str:
+        self.rendered.append(params)
+        return "<rendered chat>"
 
     async def count_tokens(self, text: str) -> int:
         self.calls += 1
@@ -188,3 +194,44 @@ async def test_an_unreachable_engine_during_measuring_is_retriable() -> None:
         await admission.admit(json.dumps({"prompt": "w " * 500, "max_tokens": 10}).encode())
     assert caught.value.code is ErrorCode.POOL_UNREADY
     assert caught.value.retriable
+
+
+class Recording(AcceptAll):
+    def __init__(self) -> None:
+        self.requests: list[TaskRequest] = []
+
+    async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
+        self.requests.append(request)
+        return Admitted("t", 0, 0)
+
+
+def openai_chat(body: dict[str, Any]) -> Any:
+    """What the OpenAI face hands Admission for a chat body."""
+    return lambda: parse_chat(body, LIMITS)
+
+
+async def test_a_long_chat_is_rendered_by_the_engine_then_measured() -> None:
+    engine, queue = CountingEngine(tokens=300), Recording()
+    admission = Admission(LIMITS, engine, queue)
+    messages = [{"role": "user", "content": "word " * 100}]
+    body = {"model": "m", "messages": messages, "max_tokens": 100}
+    await admission.admit_with(openai_chat(body), Face.OPENAI)
+    assert engine.calls == 1 and engine.rendered[0]["messages"] == messages
+    engine.tokens = 450
+    with pytest.raises(Refusal) as caught:
+        await admission.admit_with(openai_chat(body), Face.OPENAI)
+    assert caught.value.code is ErrorCode.CTX_LIMIT_EXCEEDED
+    assert admission.statistics().rejected == {("openai", "CTX_LIMIT_EXCEEDED"): 1}
+    assert admission.statistics().admitted == {"openai": 1}
+
+
+async def test_without_max_tokens_a_chat_gets_what_fits_the_context() -> None:
+    engine, queue = CountingEngine(tokens=450), Recording()
+    admission = Admission(LIMITS, engine, queue)
+    body = {"model": "m", "messages": [{"role": "user", "content": "word " * 100}]}
+    parsed, _ = await admission.admit_with(openai_chat(body), Face.OPENAI)
+    assert queue.requests[0].max_tokens == parsed.task.max_tokens == 512 - 450
+    short = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await admission.admit_with(openai_chat(short), Face.OPENAI)
+    assert queue.requests[1].max_tokens == LIMITS.max_tokens_limit  # fits: not measured
+    assert engine.calls == 1

@@ -281,20 +281,25 @@ class LlamaCppAdapter:
             model_path=str(body.get("model_path", "")),
         )
 
-    async def count_tokens(self, text: str) -> int:
-        """Tokens the engine will see for ``text`` as a prompt (special tokens included)."""
+    async def _post_field(self, path: str, body: Mapping[str, Any], field: str) -> Any:
+        """POST ``body`` to ``path`` (a short call); the answer's ``field``."""
         try:
-            response = await self.client.post(
-                "/tokenize", json={"content": text, "add_special": True}, timeout=self._short
-            )
+            response = await self.client.post(path, json=body, timeout=self._short)
         except httpx.HTTPError as exc:
-            _raise_transport(exc, "/tokenize")
+            _raise_transport(exc, path)
         if response.status_code != 200:
             raise _error_from_body(response.status_code, response.content)
         try:
-            return len(response.json()["tokens"])
+            return response.json()[field]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(ErrorCode.WORKER_RESET, "malformed /tokenize answer", True) from exc
+            raise EngineError(ErrorCode.WORKER_RESET, f"malformed {path} answer", True) from exc
+
+    async def count_tokens(self, text: str) -> int:
+        """Tokens the engine will see for ``text`` as a prompt (special tokens included)."""
+        tokens = await self._post_field(
+            "/tokenize", {"content": text, "add_special": True}, "tokens"
+        )
+        return len(tokens)
 
     async def complete(self, params: Mapping[str, Any], on_token: TokenSink) -> Completion:
         """Stream one generation from ``/completion``, calling ``on_token`` per piece;
@@ -352,18 +357,7 @@ class LlamaCppAdapter:
         """The prompt the engine makes of a chat body's ``messages`` and ``tools`` with the
         model's chat template (``POST /apply-template``)."""
         body = {k: params[k] for k in ("messages", "tools", "tool_choice") if k in params}
-        try:
-            response = await self.client.post("/apply-template", json=body, timeout=self._short)
-        except httpx.HTTPError as exc:
-            _raise_transport(exc, "/apply-template")
-        if response.status_code != 200:
-            raise _error_from_body(response.status_code, response.content)
-        try:
-            return str(response.json()["prompt"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(
-                ErrorCode.WORKER_RESET, "malformed /apply-template answer", True
-            ) from exc
+        return str(await self._post_field("/apply-template", body, "prompt"))
 
     async def erase_slot(self, slot: int) -> bool:
         """Erase what slot ``slot`` holds in its KV cache (``POST /slots/N?action=erase``).

@@ -27,7 +27,7 @@ from orchestra.http.bodies import json_response
 from orchestra.http.context import Actors
 from orchestra.http.openai_answers import Answer
 from orchestra.http.openai_requests import OpenAIRequest, parse_chat, parse_completion
-from orchestra.http.sse import KEEPALIVE_S
+from orchestra.http.sse import KEEPALIVE_S, sse_response
 from orchestra.task import Endpoint, Face
 
 DEFAULT_POOL = "default"
@@ -146,10 +146,4 @@ def _stream(reply: Answer, subscription: Subscription, cancel: Callable[[str], A
             if not finished:
                 await cancel(reply.task_id)
 
-    response = Response(
-        frames(),
-        content_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-    response.timeout = None
-    return response
+    return sse_response(frames())

@@ -1,5 +1,5 @@
 """OpenAI request bodies (``POST /v1/chat/completions``, ``POST /v1/completions``) turned
-into tasks, or refused with every bad field named (``specs/openai.md``).
+into tasks, or refused with every bad field named (``specs/openapi/openai.yaml``).
 
 A field is accepted only where orchestra does what OpenAI documents for it; a field it
 cannot honour (``n`` > 1, ``logprobs``, audio, images, ...) is refused by name, never
@@ -24,10 +24,11 @@ from orchestra.actors import fields
 from orchestra.actors.admission import ID_RE, SEED_MAX
 from orchestra.actors.fields import Check, Problem, describe
 from orchestra.config import AdmissionConfig
-from orchestra.task import Chat, Determinism, Face, Priority, TaskRequest
+from orchestra.task import SAMPLING_FIELDS, Chat, Determinism, Face, Priority, TaskRequest
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TOKEN_ID = re.compile(r"[0-9]{1,9}")
 _MAX_MESSAGES = 4096
 _MAX_TOOLS = 128
 _MAX_LOGIT_BIAS = 300
@@ -47,6 +48,46 @@ class OpenAIRequest:
 
     def with_task(self, task: TaskRequest) -> OpenAIRequest:
         return attrs.evolve(self, task=task)
+
+
+def _lone_surrogate_at(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` a string (or an object's key) holds a lone surrogate, which JSON
+    can carry (``"\\ud800"``) but UTF-8 cannot: ``""`` for ``value`` itself, else the
+    path inside it (``[0].content``); None when there is none."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else where
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _lone_surrogate_at(item, f"{where}[{i}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return where
+            if (found := _lone_surrogate_at(item, f"{where}.{key}")) is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unicode(check: Check) -> Check:
+    """``check``, after refusing a value with a lone surrogate anywhere in it: the engine
+    is sent UTF-8, which cannot hold one."""
+
+    def checked(given: Any) -> Any:
+        where = _lone_surrogate_at(given)
+        if where is not None:
+            raise Problem(f"{where}{': ' if where else ''}must be valid Unicode (a lone surrogate)")
+        return check(given)
+
+    return checked
 
 
 def _neutral(value: Any, *, what: str) -> Check:
@@ -87,7 +128,7 @@ def _logit_bias(given: Any) -> tuple[tuple[int, float], ...]:
         raise Problem(f"may hold at most {_MAX_LOGIT_BIAS} tokens (got {len(given)})")
     pairs = []
     for token, bias in given.items():
-        if not token.isdigit() or len(token) > 9:
+        if not _TOKEN_ID.fullmatch(token):  # str.isdigit() holds for "²", which int() refuses
             raise Problem(f"keys must be token ids (got {describe(token)})")
         pairs.append((int(token), fields.number(-100.0, 100.0)(bias)))
     return tuple(pairs)
@@ -123,6 +164,8 @@ def _json_schema(given: Any) -> Mapping[str, Any]:
         raise Problem(f".json_schema.schema: must be an object (got {describe(schema)})")
     if not isinstance(spec.get("strict", False), bool | None):
         raise Problem(".json_schema.strict: must be true or false")
+    if not isinstance(spec.get("description", ""), str):
+        raise Problem(".json_schema.description: must be a string")
     return schema
 
 
@@ -333,15 +376,12 @@ def _completion_fields(limits: AdmissionConfig) -> dict[str, Check]:
     }
 
 
+def _unicode_checks(checks: Mapping[str, Check]) -> dict[str, Check]:
+    return {name: _unicode(check) for name, check in checks.items()}
+
+
 _TASK_FIELDS = (
-    "seed",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
+    *SAMPLING_FIELDS,
     "logit_bias",
     "stop",
     "session_id",
@@ -383,7 +423,8 @@ def _request(
 def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/chat/completions`` body as a task; one refusal naming every bad field."""
     problems = fields.Problems()
-    values = fields.checked(raw, _chat_fields(limits), problems, required=("model", "messages"))
+    checks = _unicode_checks(_chat_fields(limits))
+    values = fields.checked(raw, checks, problems, required=("model", "messages"))
     chat = None
     if "messages" in values:
         chat = Chat(
@@ -403,7 +444,7 @@ def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest
 def parse_completion(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/completions`` body as a task; one refusal naming every bad field."""
     problems = fields.Problems()
-    checks = _completion_fields(limits)
+    checks = _unicode_checks(_completion_fields(limits))
     values = fields.checked(raw, checks, problems, required=("model", "prompt"))
     parsed = _request(values, values.get("prompt", ""), limits, problems)
     problems.refuse_if_any()

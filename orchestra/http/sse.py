@@ -35,8 +35,14 @@ def event_stream(subscription: Subscription) -> Response:
                 if waited.cancelled_caught:
                     yield b": keepalive\n\n"
 
+    return sse_response(frames())
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> Response:
+    """A ``text/event-stream`` response sending ``frames`` as they come, for as long as
+    they take (no response timeout), unbuffered by proxies."""
     response = Response(
-        frames(),
+        frames,
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
