@@ -306,6 +306,10 @@ def test_long_values_are_shortened_in_messages() -> None:
             "replica.extra_args: --port is set by orchestra from [replica] and adapter.endpoint; use those keys instead",
         ),
         (
+            {"replica": {"extra_args": ["--no-jinja"]}},
+            "replica.extra_args: --no-jinja: orchestra always starts llama-server with --jinja (chats are rendered with the model's own template)",
+        ),
+        (
             {"replica": {"extra_args": ["-ngl", "3"]}},
             "replica.extra_args: -ngl is set by orchestra from [replica] and adapter.endpoint; use those keys instead",
         ),

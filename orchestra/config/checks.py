@@ -155,14 +155,20 @@ MANAGED_FLAGS: Final = frozenset(
     {
         "-m", "--model", "--host", "--port", "-c", "--ctx-size", "-np", "--parallel",
         "-t", "--threads", "-ngl", "--gpu-layers", "--n-gpu-layers", "--fit", "--api-key",
-        "--slot-save-path",
+        "--slot-save-path", "--jinja", "--no-jinja",
     }
 )  # fmt: skip
-"""llama-server flags orchestra sets itself from ``[replica]`` and ``[adapter]``."""
+"""llama-server flags orchestra sets itself: from ``[replica]`` and ``[adapter]``, and
+``--jinja``, which the OpenAI face needs."""
 
 
 def not_managed(value: Any) -> str | None:
     clashes = [arg.split("=", 1)[0] for arg in value if arg.split("=", 1)[0] in MANAGED_FLAGS]
+    if clashes and clashes[0] in ("--jinja", "--no-jinja"):
+        return (
+            f"{clashes[0]}: orchestra always starts llama-server with --jinja (chats are "
+            f"rendered with the model's own template)"
+        )
     if clashes:
         return (
             f"{clashes[0]} is set by orchestra from [replica] and adapter.endpoint; "
