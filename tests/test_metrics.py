@@ -89,7 +89,10 @@ async def test_completed_tasks_move_the_counters_and_histograms() -> None:
             assert kinds(await stack.stream(task["task_id"]))[-1] == "end"
         samples = await scrape(stack)
         assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 3
-        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1") == 3
+        assert (
+            value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1")
+            == 3
+        )
         assert value(samples, "orchestra_tokens_out_total") == 15
         assert value(samples, "orchestra_queue_wait_seconds_count") == 3
         assert value(samples, "orchestra_time_to_first_token_seconds_count") == 3
@@ -116,9 +119,17 @@ async def test_rejections_are_counted_by_reason() -> None:
         unready = await stack.client.post("/v1/tasks", json={"prompt": "hi", "max_tokens": 2})
         assert unready.json()["code"] == "POOL_UNREADY"
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1") == 2
-        assert value(samples, "orchestra_tasks_rejected_total", reason="CTX_LIMIT_EXCEEDED", face="v1") == 1
-        assert value(samples, "orchestra_tasks_rejected_total", reason="POOL_UNREADY", face="v1") == 1
+        assert (
+            value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1")
+            == 2
+        )
+        assert (
+            value(samples, "orchestra_tasks_rejected_total", reason="CTX_LIMIT_EXCEEDED", face="v1")
+            == 1
+        )
+        assert (
+            value(samples, "orchestra_tasks_rejected_total", reason="POOL_UNREADY", face="v1") == 1
+        )
         assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 0
         assert value(samples, "orchestra_engine_up") == 0
 
@@ -133,7 +144,10 @@ async def test_queue_full_cancels_and_gauges() -> None:
         full = await stack.client.post("/v1/tasks", json={"prompt": "one too many"})
         assert full.status_code == 429
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="ADMISSION_REJECT", face="v1") == 1
+        assert (
+            value(samples, "orchestra_tasks_rejected_total", reason="ADMISSION_REJECT", face="v1")
+            == 1
+        )
         assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 2
         assert value(samples, "orchestra_queue_depth") == 1
         assert value(samples, "orchestra_slots_busy") == 1
@@ -150,7 +164,10 @@ async def test_queue_full_cancels_and_gauges() -> None:
             samples, "orchestra_tasks_ended_total", outcome="cancelled", code="CANCELLED", face="v1"
         )
         assert cancelled == 2
-        assert value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1") == 0
+        assert (
+            value(samples, "orchestra_tasks_ended_total", outcome="completed", code="", face="v1")
+            == 0
+        )
         assert value(samples, "orchestra_tokens_out_total") == 1
         assert value(samples, "orchestra_time_to_first_token_seconds_count") == 0
         assert value(samples, "orchestra_slots_busy") == 0
@@ -164,7 +181,13 @@ async def test_a_failed_task_is_counted_with_its_code() -> None:
         assert events[-1].data["code"] == "WORKER_RESET"
         samples = await scrape(stack)
         assert (
-            value(samples, "orchestra_tasks_ended_total", outcome="failed", code="WORKER_RESET", face="v1")
+            value(
+                samples,
+                "orchestra_tasks_ended_total",
+                outcome="failed",
+                code="WORKER_RESET",
+                face="v1",
+            )
             == 1
         )
         assert value(samples, "orchestra_tokens_out_total") == 2
@@ -265,4 +288,7 @@ async def test_the_metrics_field_is_validated_strictly() -> None:
             [problem] = response.json()["problems"]
             assert problem.startswith("metrics: must be true or false")
         samples = await scrape(stack)
-        assert value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1") == 4
+        assert (
+            value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1")
+            == 4
+        )

@@ -1,7 +1,7 @@
 """The client commands of the ``orchestra`` command line, built on :class:`AsyncClient`:
 their arguments, and running each one.
 
-``submit``, ``cancel``, ``status``, ``caps``, ``health`` and ``models`` talk to a running
+``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models`` and ``chat`` talk to a running
 server at ``--url`` (default ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``) with the
 bearer token of ``$ORCHESTRA_TOKEN``. Each prints a short human-readable answer, or with
 ``--json`` the JSON of the SDK's typed object (``submit --stream --json``: one event per
@@ -9,7 +9,8 @@ line). Errors go to stderr as ``orchestra: CODE: message``; the exit status says
 of failure it was (:data:`orchestra.cli.exits.EXIT_HELP`).
 
 The output is rendered by :mod:`orchestra.cli.render`, ``submit --stream`` is
-:mod:`orchestra.cli.follow`, and the exit statuses and error reports are
+:mod:`orchestra.cli.follow`, ``chat`` (a REPL over the OpenAI face) is
+:mod:`orchestra.cli.chat`, and the exit statuses and error reports are
 :mod:`orchestra.cli.exits`.
 """
 
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 import trio
 
+from orchestra.cli import chat
 from orchestra.cli.exits import EXIT_HELP, EXIT_INTERRUPTED, EXIT_OK, report
 from orchestra.cli.follow import Follow
 from orchestra.cli.render import (
@@ -43,7 +45,7 @@ _CLIENT_EXIT_HELP: Final = "\n".join(
     line for line in EXIT_HELP.splitlines() if not line.startswith("  1 ")
 )
 
-COMMANDS: Final = frozenset({"submit", "cancel", "status", "caps", "health", "models"})
+COMMANDS: Final = frozenset({"submit", "cancel", "status", "caps", "health", "models", "chat"})
 """The subcommands this module adds and runs."""
 
 # -- the parser ----------------------------------------------------------------------------
@@ -60,7 +62,7 @@ def _http_url(value: str) -> str:
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health`` and ``models``."""
+    """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models`` and ``chat``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -113,6 +115,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     health = add("health", "show a pool's health", "Show one pool's health.")
     health.add_argument("--pool", default="default", metavar="ID", help="default: default")
     add("models", "list the model catalog", "List the models of the catalog.")
+    chat.add_arguments(
+        add("chat", "chat with the model (a REPL over the OpenAI face)", chat.DESCRIPTION)
+    )
 
 
 # -- running a command ---------------------------------------------------------------------
@@ -120,6 +125,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run one client command (``args.command`` in :data:`COMMANDS`); its exit status."""
+    if args.command == "chat":
+        return chat.run_chat(args)
     prompt: str | None = None
     if args.command == "submit":
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt

@@ -1,8 +1,9 @@
 """The ``orchestra`` command line.
 
 ``serve`` runs the service and ``engine install`` builds llama-server; the client commands
-(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``) talk to a running
-server through the SDK and live in :mod:`orchestra.cli.client`.
+(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``chat``) talk to a
+running server through the SDK and live in :mod:`orchestra.cli.client` (``chat``, a REPL
+over the OpenAI face, in :mod:`orchestra.cli.chat`).
 
 Exit status: 0 ok, 1 could not start (for example the address is in use), 2 usage or
 configuration error, 3 refused by the server (a 4xx answer), 4 server, engine or

@@ -54,6 +54,8 @@ def error_object(refusal: Refusal, status: int, correlation_id: str) -> dict[str
         error["retry_after_ms"] = refusal.retry_after_ms
     if refusal.policy_label is not None:
         error["policy_label"] = refusal.policy_label
+    if refusal.problems:
+        error["problems"] = list(refusal.problems)
     return {"error": error}
 
 

@@ -7,6 +7,13 @@
     with Client("http://127.0.0.1:8080") as client:        # or Client.embedded()
         print(client.complete("Once upon a time", max_tokens=32, seed=1).text)
 
+``chat()`` and ``stream_chat()`` talk to the OpenAI face (``POST /v1/chat/completions``)::
+
+    with Client() as client:
+        with client.stream_chat([{"role": "user", "content": "Hi"}]) as stream:
+            for delta in stream:
+                print(delta.content, end="")
+
 ``AsyncClient`` is the same API for Trio code. Every error is an
 :class:`OrchestraError`: :class:`TransportError` (no answer), :class:`ParseError` (an answer
 outside the contract) or :class:`ServerError` (the server's error envelope, with
@@ -18,6 +25,14 @@ from orchestra import API_VERSION as API_VERSION
 from orchestra import __version__ as __version__
 from orchestra.errors import ErrorCode as ErrorCode
 from orchestra.sdk._async import AsyncClient as AsyncClient
+from orchestra.sdk._chat import ChatCompletion as ChatCompletion
+from orchestra.sdk._chat import ChatDelta as ChatDelta
+from orchestra.sdk._chat import ChatMessage as ChatMessage
+from orchestra.sdk._chat import ChatRequest as ChatRequest
+from orchestra.sdk._chat import FunctionCall as FunctionCall
+from orchestra.sdk._chat import ToolCall as ToolCall
+from orchestra.sdk._chat import ToolCallDelta as ToolCallDelta
+from orchestra.sdk._chat import Usage as Usage
 from orchestra.sdk._errors import BudgetExceeded as BudgetExceeded
 from orchestra.sdk._errors import OrchestraError as OrchestraError
 from orchestra.sdk._errors import ParseError as ParseError
@@ -47,8 +62,10 @@ from orchestra.sdk._models import SessionStatus as SessionStatus
 from orchestra.sdk._models import TaskHandle as TaskHandle
 from orchestra.sdk._models import TaskRequest as TaskRequest
 from orchestra.sdk._models import TaskStatus as TaskStatus
+from orchestra.sdk._openai import ChatStream as ChatStream
 from orchestra.sdk._retry import Retry as Retry
 from orchestra.sdk._sync import Client as Client
+from orchestra.sdk._sync import SyncChatStream as SyncChatStream
 from orchestra.task import Determinism as Determinism
 from orchestra.task import Priority as Priority
 from orchestra.task import TaskState as TaskState

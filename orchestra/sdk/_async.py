@@ -7,7 +7,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -19,15 +19,15 @@ import trio
 
 from orchestra import __version__
 from orchestra.errors import ErrorCode
+from orchestra.sdk._chat import ChatCompletion, ChatRequest, Message, chat_body
 from orchestra.sdk._convert import event_from_wire, request_body, structure
 from orchestra.sdk._errors import (
-    BudgetExceeded,
     OrchestraError,
     ParseError,
-    QueueFull,
     ServerError,
     TaskFailed,
     TransportError,
+    error_class,
 )
 from orchestra.sdk._events import End, Error, Event, Started, Token
 from orchestra.sdk._models import (
@@ -42,6 +42,7 @@ from orchestra.sdk._models import (
     TaskRequest,
     TaskStatus,
 )
+from orchestra.sdk._openai import CHAT_PATH, ChatStream, openai_error
 from orchestra.sdk._retry import Retry
 from orchestra.sdk._sse import RawEvent, SSEDecoder
 
@@ -98,12 +99,7 @@ def error_from_response(response: httpx.Response) -> ServerError | ParseError:
     retry_after_ms = envelope.retry_after_ms
     if retry_after_ms is None and (header := response.headers.get("Retry-After", "")).isdigit():
         retry_after_ms = int(header) * 1000
-    cls: type[ServerError] = ServerError
-    if envelope.code is ErrorCode.BUDGET_EXCEEDED:
-        cls = BudgetExceeded
-    elif status == 429:
-        cls = QueueFull
-    return cls(
+    return error_class(envelope.code, status)(
         code=envelope.code,
         message=envelope.message,
         retriable=envelope.retriable,
@@ -213,16 +209,24 @@ class AsyncClient:
         self, method: str, path: str, cls: type[T], body: Mapping[str, Any] | None = None
     ) -> T:
         """A request, retried as :attr:`retry` allows, its answer structured as ``cls``."""
-        attempt = 1
+
+        async def once() -> T:
+            status, data = await self._send(method, path, body)
+            return structure(data, cls, what=f"{method} {path}", status=status)
+
+        return await self._retrying(once)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, tried again after an error as :attr:`retry` allows."""
+        tries = 1
         while True:
             try:
-                status, data = await self._send(method, path, body)
-                return structure(data, cls, what=f"{method} {path}", status=status)
+                return await attempt()
             except (ServerError, TransportError) as exc:
-                wait = None if self.retry is None else self.retry.wait_s(attempt, exc)
+                wait = None if self.retry is None else self.retry.wait_s(tries, exc)
                 if wait is None:
                     raise
-            attempt += 1
+            tries += 1
             await trio.sleep(wait)
 
     async def capabilities(self) -> Capabilities:
@@ -371,6 +375,64 @@ class AsyncClient:
         finally:
             if not over:
                 await self._cancel_abandoned(handle.task_id)
+
+    # -- the OpenAI face -----------------------------------------------------------------
+
+    def stream_chat(self, messages: Sequence[Message], **params: Any) -> ChatStream:
+        """A chat answer as it is generated, through the OpenAI face
+        (``POST /v1/chat/completions``); ``params`` are :class:`ChatRequest` fields
+        (OpenAI's, and orchestra's ``priority``, ``deadline_ms``, ``session_id``,
+        ``determinism``, ``task_id``)::
+
+            async with client.stream_chat(messages, max_tokens=64) as stream:
+                stream.task_id                   # the task, as soon as the answer began
+                async for delta in stream:       # ChatDelta: content, tool-call pieces,
+                    print(delta.content, end="") # then finish_reason and usage
+            messages.append(stream.completion().message)
+
+        Entering the block sends the request: a refusal raises there (the SDK's typed
+        errors, mapped from the OpenAI error's ``code``). Leaving it early (a ``break``, an
+        exception, a Trio cancel) closes the HTTP stream, which makes the server cancel
+        the task at once; without the block, close it with ``contextlib.aclosing``. A task
+        that fails or is cancelled mid-answer raises :class:`TaskFailed`.
+        """
+        request = ChatRequest(messages=messages, **params)
+        if self.retry is not None and request.task_id is None:
+            request = attrs.evolve(request, task_id=uuid.uuid4().hex)
+        body = chat_body(request)
+        return ChatStream(lambda: self._retrying(lambda: self._send_chat(body)))
+
+    async def chat(self, messages: Sequence[Message], **params: Any) -> ChatCompletion:
+        """A whole chat answer (``params`` as for :meth:`stream_chat`). It is read as a
+        stream, so a long wait in the queue is never cut by a read timeout; cancelling this
+        call cancels the task on the server. Raises :class:`TaskFailed` when the task fails
+        or is cancelled."""
+        async with self.stream_chat(messages, **params) as stream:
+            return await stream.collect()
+
+    async def _send_chat(self, body: Mapping[str, Any]) -> httpx.Response:
+        """Send a chat request; its answer, streamed and not yet read, or the mapped error."""
+        what = f"POST {CHAT_PATH}"
+        request = self._http.build_request(
+            "POST",
+            CHAT_PATH,
+            json=body,
+            headers={"Accept": "text/event-stream"},
+            timeout=self._stream_timeout,
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.RequestError as exc:
+            raise _transport_error(exc, what) from exc
+        if response.is_success:
+            return response
+        try:
+            await response.aread()
+        except httpx.RequestError as exc:
+            raise _transport_error(exc, what) from exc
+        finally:
+            await response.aclose()
+        raise openai_error(response) or error_from_response(response)
 
     async def _cancel_abandoned(self, task_id: str) -> None:
         with trio.move_on_after(CANCEL_ON_ABANDON_S, shield=True):

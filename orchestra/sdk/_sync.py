@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from orchestra.sdk._async import AsyncClient
+from orchestra.sdk._chat import ChatCompletion, ChatDelta, Message
 from orchestra.sdk._events import Event
 from orchestra.sdk._models import (
     CancelResult,
@@ -33,6 +34,7 @@ from orchestra.sdk._models import (
     TaskRequest,
     TaskStatus,
 )
+from orchestra.sdk._openai import ChatStream
 
 if TYPE_CHECKING:
     from orchestra.config import Config
@@ -130,6 +132,86 @@ class _Portal:
             raise self._failure
 
 
+class SyncChatStream:
+    """:class:`ChatStream` for blocking code: ``Client.stream_chat()``'s answer::
+
+        with client.stream_chat(messages) as stream:
+            print(stream.task_id)
+            for delta in stream:
+                print(delta.content, end="")
+        answer = stream.completion()
+
+    Entering the block sends the request; leaving it (or :meth:`close`) closes the HTTP
+    stream, which makes the server cancel the task if it has not ended. Ctrl-C while it
+    waits for the next piece raises ``KeyboardInterrupt`` in the caller; the block then
+    closes the stream.
+    """
+
+    def __init__(self, portal: _Portal, stream: ChatStream) -> None:
+        self._portal = portal
+        self._stream = stream
+
+    @property
+    def task_id(self) -> str:
+        """The orchestra task of this answer (``X-Task-Id``), once the answer began."""
+        return self._stream.task_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._stream.correlation_id
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return self._stream.text
+
+    @property
+    def done(self) -> bool:
+        """True once the whole answer was received."""
+        return self._stream.done
+
+    def open(self) -> SyncChatStream:
+        """Send the request and wait for the answer to begin (idempotent)."""
+        self._portal.call(lambda _: self._stream.open())
+        return self
+
+    def close(self) -> None:
+        """Close the HTTP stream; the server cancels the task if it has not ended."""
+        self._portal.call(lambda _: self._stream.aclose())
+
+    def __enter__(self) -> SyncChatStream:
+        try:
+            return self.open()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> SyncChatStream:
+        return self
+
+    def __next__(self) -> ChatDelta:
+        try:
+            return self._portal.call(lambda _: self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def collect(self) -> ChatCompletion:
+        """Read the rest of the stream; the whole answer."""
+        return self._portal.call(lambda _: self._stream.collect())
+
+    def completion(self) -> ChatCompletion:
+        """The whole answer; only once the stream has ended (else ``RuntimeError``)."""
+        return self._stream.completion()
+
+
 class Client:
     """The orchestra SDK for blocking code; every method is :class:`AsyncClient`'s.
 
@@ -195,6 +277,16 @@ class Client:
 
     def complete(self, prompt: str, **params: Any) -> Completion:
         return self._portal.call(lambda c: c.complete(prompt, **params))
+
+    def chat(self, messages: Sequence[Message], **params: Any) -> ChatCompletion:
+        """A whole chat answer (see :meth:`AsyncClient.chat`); Ctrl-C while it waits
+        cancels the task on the server."""
+        return self._portal.call(lambda c: c.chat(messages, **params))
+
+    def stream_chat(self, messages: Sequence[Message], **params: Any) -> SyncChatStream:
+        """A chat answer as it is generated (see :meth:`AsyncClient.stream_chat` and
+        :class:`SyncChatStream`)."""
+        return SyncChatStream(self._portal, self._portal.client.stream_chat(messages, **params))
 
     @contextmanager
     def stream(
