@@ -189,6 +189,7 @@ async def test_every_route_lets_in_only_the_token(setup: str) -> None:
                         expected = {"none": 401, "malformed": 401, "wrong": 403}[name]
                         assert status == expected, what
                         body = response.json()
+                        body = body.get("error", body)  # the OpenAI face: OpenAI's error object
                         assert body["code"] == ("FORBIDDEN" if expected == 403 else "UNAUTHORIZED")
                         assert body["correlation_id"] == response.headers["X-Correlation-Id"]
             # nothing got in: every refused submission admitted nothing (and the one with

@@ -1,20 +1,28 @@
-"""Provider verification: the running server against ``specs/openapi/{data,control}.yaml``.
+"""Provider verification: the running server against ``specs/openapi/*.yaml``.
 
-The OpenAPI documents are the source of truth for the wire contract (DESIGN §2). These tests
-start orchestra in front of the fake llama-server (and, for reloads, the real engine) on
-loopback and check that:
+The OpenAPI documents are the source of truth for the wire contract (DESIGN §2): ``data`` and
+``control`` for orchestra's own API, ``openai`` for its OpenAI-compatible face
+(``POST /v1/chat/completions``, ``POST /v1/completions``), whose errors are OpenAI's
+``{"error": {...}}`` and whose streams are ``data:``-only frames ending in ``data: [DONE]``.
+These tests start orchestra in front of the fake llama-server (and, for reloads, the real
+engine) on loopback and check that:
 
 1. every operation, fuzzed by schemathesis with valid and invalid data, is answered only as
-   documented (status, content type, headers, body; SSE streams event by event), never with
-   a 5xx but the documented, retriable 503s, and never refuses as ``INVALID_PARAMS`` what its
-   document calls valid;
+   documented (status, content type, headers, body; SSE streams frame by frame, and in the
+   documented order), never with a 5xx but the documented, retriable 503s and 504s, and
+   never refuses as ``INVALID_PARAMS`` what its document calls valid;
 2. every example in the documents is valid against its own schema, and the live server,
    driven by the producer registered for it in ``PRODUCERS``, answers with the same status
-   and a body of the same shape (same keys, recursively, and the same JSON types);
+   and a body of the same shape (same keys, recursively, and the same JSON types; a
+   stream: the same kinds of events in the same order, each shaped like one of the
+   example's of its kind);
 3. real streams (submit-and-stream, resumed with ``Last-Event-ID``, cancelled while running
-   or while queued, failed mid-stream) match the documented event schemas;
-4. both documents list exactly the error codes of :class:`orchestra.errors.ErrorCode`, each
-   with its status; and the documents agree with each other and with the server's routes.
+   or while queued, failed mid-stream; the OpenAI face's cancelled while queued, failed
+   mid-stream, refused by the engine) match the documented event schemas and order;
+4. every document lists exactly the error codes of :class:`orchestra.errors.ErrorCode`, each
+   with its status, and documents each operation's errors with their codes and headers; the
+   documents share their common components (:data:`SHARED_COMPONENTS`) and together
+   document every route of the server.
 
 schemathesis's transport is synchronous, so each server runs in a Trio run of its own on a
 background thread (:func:`serve_in_thread`); tests talk to it over HTTP and reach inside it
@@ -59,7 +67,12 @@ from .engine import open_owned, require_engine
 from .harness import Stack, open_stack
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "openapi"
-DOCUMENTS = ("data", "control")
+DOCUMENTS = ("data", "control", "openai")
+V1_DOCUMENTS = ("data", "control")
+"""orchestra's own API, whose errors are its envelope ``Error``; the OpenAI face's answer
+them as OpenAI does, ``{"error": {...}}`` (``OpenAIError``)."""
+ERROR_SCHEMAS: Mapping[str, str] = {"data": "Error", "control": "Error", "openai": "OpenAIError"}
+"""The schema every error answer of a document is built on."""
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 MAX_EXAMPLES = 30
@@ -79,20 +92,38 @@ RETRIABLE_5XX: Mapping[int, frozenset[str]] = {
     503: RETRIABLE_503,
     504: frozenset({"DEADLINE_UNMET"}),  # a deadline shorter than the predicted wait
 }
-SHARED_COMPONENTS = (
-    ("schemas", "ErrorCode"),
-    ("schemas", "Error"),
-    ("securitySchemes", "bearerAuth"),
-    ("headers", "X-Correlation-Id"),
-    ("parameters", "CorrelationIdRequest"),
-    ("responses", "Unauthorized"),
-    ("responses", "Forbidden"),
-    ("responses", "PayloadTooLarge"),
-    ("responses", "Internal"),
-)
-"""Components both documents define, which must be identical in both."""
+SHARED_COMPONENTS: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("schemas", "ErrorCode"): DOCUMENTS,
+    ("securitySchemes", "bearerAuth"): DOCUMENTS,
+    ("headers", "X-Correlation-Id"): DOCUMENTS,
+    ("parameters", "CorrelationIdRequest"): DOCUMENTS,
+    ("schemas", "Error"): V1_DOCUMENTS,
+    ("responses", "Unauthorized"): V1_DOCUMENTS,
+    ("responses", "Forbidden"): V1_DOCUMENTS,
+    ("responses", "PayloadTooLarge"): V1_DOCUMENTS,
+    ("responses", "Internal"): V1_DOCUMENTS,
+}
+"""Components several documents define, which must be identical in each of them: the error
+codes, the bearer token and the correlation id in every document; orchestra's envelope and
+the error answers made of it in its own two (the OpenAI document's answers of the same
+names carry OpenAI's error object, ``OpenAIError``, whose ``code`` is the same ``ErrorCode``)."""
 EXAMPLE_STATUSES = frozenset({"400", "404", "409", "429", "503"})
 """Error statuses that, like every 2xx, must come with at least one example."""
+RETRY_HEADERS: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "data": {"429": frozenset({"Retry-After", "X-Backoff-Ms"})},
+    "control": {"429": frozenset({"Retry-After", "X-Backoff-Ms"})},
+    "openai": {
+        "429": frozenset({"Retry-After", "retry-after-ms", "x-should-retry"}),
+        "503": frozenset({"Retry-After", "retry-after-ms", "x-should-retry"}),
+    },
+}
+"""Per document and status, the headers an operation's answer with that status documents
+(when the operation has one): orchestra's backoff headers, or those the official OpenAI SDKs
+read before they retry."""
+OPENAI_ERROR_HEADER = "x-should-retry"
+"""On every error answer of the OpenAI face: whether the official SDKs should retry it."""
+DONE = "[DONE]"
+"""The data of the last frame of an OpenAI stream that did not fail."""
 
 FAKE_PRODUCER_CONFIG: Mapping[str, Any] = {
     "adapter": {"engine_backlog": 0},
@@ -207,24 +238,68 @@ RESPONSE_EXAMPLES = [example for example in ALL_EXAMPLES if example.status != "r
 
 @attrs.frozen
 class Frame:
-    """One server-sent event as a parser reads it."""
+    """One server-sent event as a parser reads it: orchestra's own streams name every event
+    (``id:``, ``event:``); the OpenAI face's frames are ``data:`` alone."""
 
-    id: str
-    event: str
     data: str
+    id: str | None = None
+    event: str | None = None
 
     @property
     def payload(self) -> Any:
         return json.loads(self.data)
 
     def as_object(self) -> dict[str, str]:
-        return {"id": self.id, "event": self.event, "data": self.data}
+        """The event as the documents' frame schemas (and schemathesis) see it."""
+        fields = {"id": self.id, "event": self.event, "data": self.data}
+        return {name: value for name, value in fields.items() if value is not None}
+
+    @property
+    def kind(self) -> str:
+        """``event:`` of an orchestra event; what an OpenAI frame is (:func:`openai_kind`)."""
+        return self.event if self.event is not None else openai_kind(self)
+
+    def label(self, index: int) -> str:
+        return f"event {self.id}" if self.id is not None else f"frame {index}"
 
 
-def parse_frames(text: str) -> list[Frame]:
+def openai_kind(frame: Frame) -> str:
+    """What a frame of an OpenAI stream is: ``role`` (a chat's first chunk), ``content`` or
+    ``tool_calls`` (a chat's delta), ``text`` (a completion's piece), ``finish`` (the chunk
+    with the ``finish_reason``), ``usage``, ``error`` (the chunk a failed stream ends with)
+    or ``done`` (``[DONE]``)."""
+    if frame.data == DONE:
+        return "done"
+    payload = frame.payload
+    if "error" in payload:
+        return "error"
+    if not payload.get("choices"):
+        return "usage"
+    choice = payload["choices"][0]
+    if choice.get("finish_reason") is not None:
+        return "finish"
+    delta = choice.get("delta")
+    if delta is None:
+        return "text"
+    return "role" if "role" in delta else "tool_calls" if "tool_calls" in delta else "content"
+
+
+def names_events(media: Mapping[str, Any]) -> bool:
+    """Whether a stream's events have ``id:`` and ``event:`` (orchestra's, ``x-sse-events``)
+    or ``data:`` alone (the OpenAI face's, ``x-sse-data``)."""
+    return "x-sse-events" in media
+
+
+def is_stream(media: Mapping[str, Any]) -> bool:
+    return "x-sse-events" in media or "x-sse-data" in media
+
+
+def parse_frames(text: str, *, named: bool = True) -> list[Frame]:
     """The events of an SSE body, checking the framing orchestra promises on the way: every
-    event has exactly one ``id:``, one ``event:`` and one single-line ``data:``; comment lines
+    event has exactly one ``id:``, one ``event:`` and one single-line ``data:`` (``named``),
+    or exactly one single-line ``data:`` and nothing else (the OpenAI face); comment lines
     (``: keepalive``) are skipped."""
+    expected = ["data", "event", "id"] if named else ["data"]
     frames = []
     for block in re.split(r"\n\n+", text.strip("\n")):
         fields: dict[str, list[str]] = {}
@@ -236,16 +311,20 @@ def parse_frames(text: str) -> list[Frame]:
             fields.setdefault(field, []).append(value)
         if not fields:
             continue  # a block of comments only
-        assert sorted(fields) == ["data", "event", "id"], f"bad event fields: {block!r}"
+        assert sorted(fields) == expected, f"bad event fields: {block!r}"
         assert all(len(values) == 1 for values in fields.values()), f"repeated field: {block!r}"
-        frames.append(Frame(fields["id"][0], fields["event"][0], fields["data"][0]))
+        one = {name: values[0] for name, values in fields.items()}
+        frames.append(Frame(one["data"], one.get("id"), one.get("event")))
     return frames
 
 
 def sse_problems(name: str, media: Mapping[str, Any], frames: list[Frame]) -> list[str]:
     """Every way ``frames`` break the documented stream: a frame not matching the media type's
     schema, event data not matching its ``x-sse-events`` schema, ids not counting up by one,
-    or an order other than started → token/metrics* → end | error."""
+    or an order other than started → token/tool_call/metrics* → end | error. An OpenAI
+    stream (``x-sse-data``): see :func:`openai_stream_problems`."""
+    if not names_events(media):
+        return openai_stream_problems(name, media, frames)
     problems = []
     event_schemas = media["x-sse-events"]
     for frame in frames:
@@ -257,15 +336,55 @@ def sse_problems(name: str, media: Mapping[str, Any], frames: list[Frame]) -> li
             f"event {frame.id} ({frame.event}) data{error}"
             for error in schema_errors(name, event_schemas[frame.event], frame.payload)
         ]
-    ids = [int(frame.id) for frame in frames]
+    ids = [int(frame.id) if frame.id is not None else -1 for frame in frames]
     if ids and ids != list(range(ids[0], ids[0] + len(ids))):
         problems.append(f"ids do not count up by one: {ids}")
-    kinds = [frame.event for frame in frames]
+    kinds = [frame.kind for frame in frames]
     terminal = [i for i, kind in enumerate(kinds) if kind in ("end", "error")]
     if terminal and terminal != [len(kinds) - 1]:
         problems.append(f"events after the end, or two ends: {kinds}")
     if "started" in kinds[1:] or ("started" in kinds and ids and ids[0] != 0):
         problems.append(f"started is not the first event: {kinds}")
+    return problems
+
+
+def openai_stream_problems(
+    name: str, media: Mapping[str, Any], frames: list[Frame], *, whole: bool = True
+) -> list[str]:
+    """Every way the frames of an OpenAI stream break its document: a frame not matching
+    the media type's schema, or its data (but ``[DONE]``) its ``x-sse-data`` schema; chunks
+    of more than one completion (``id``, ``created``, ``model``); an order other than
+    role? → (content | tool_calls | text)* → then either finish → usage? → ``[DONE]``, or
+    one error chunk. ``whole=False``: a stream its reader left early, whose end is not
+    checked."""
+    problems = []
+    for i, frame in enumerate(frames):
+        problems += [
+            f"frame {i}{e}" for e in schema_errors(name, media["schema"], frame.as_object())
+        ]
+        if frame.data != DONE:
+            problems += [
+                f"frame {i} data{error}"
+                for error in schema_errors(name, media["x-sse-data"], frame.payload)
+            ]
+    if problems:
+        return problems
+    kinds = [frame.kind for frame in frames]
+    chunks = [frame.payload for frame in frames if frame.kind not in ("done", "error")]
+    for key in ("id", "created", "model", "object"):
+        if len({chunk[key] for chunk in chunks}) > 1:
+            problems.append(f"chunks of different {key}s: {sorted({c[key] for c in chunks})}")
+    if "role" in kinds[1:]:
+        problems.append(f"the role is not in the first chunk: {kinds}")
+    ends = [i for i, kind in enumerate(kinds) if kind in ("done", "error", "finish")]
+    body = kinds[: ends[0]] if ends else kinds
+    if not set(body) <= {"role", "content", "tool_calls", "text"}:
+        problems.append(f"usage or an error before the end: {kinds}")
+    tail = kinds[len(body) :]
+    if tail not in (["finish", "done"], ["finish", "usage", "done"], ["error"]) and (whole or tail):
+        problems.append(
+            f"the stream does not end finish → usage? → [DONE], or in an error: {kinds}"
+        )
     return problems
 
 
@@ -325,22 +444,29 @@ def shape_mismatches(example: Any, actual: Any, where: str = "$") -> list[str]:
     return []
 
 
-def sse_shape_mismatches(example_text: str, actual_text: str) -> list[str]:
+def sse_shape_mismatches(example_text: str, actual_text: str, *, named: bool = True) -> list[str]:
     """The stream counterpart of :func:`shape_mismatches`: the same order of event kinds
-    (runs of tokens merged), and each event's data shaped like the example's first event of
-    its kind."""
-    example, actual = parse_frames(example_text), parse_frames(actual_text)
-    wanted, got = collapsed([f.event for f in example]), collapsed([f.event for f in actual])
+    (runs of one kind merged), and each event's data shaped like one of the example's
+    events of its kind (a tool call's first piece has its id and name, the next ones do
+    not; ``[DONE]`` is not JSON, and only its place is compared)."""
+    example = parse_frames(example_text, named=named)
+    actual = parse_frames(actual_text, named=named)
+    wanted, got = collapsed([f.kind for f in example]), collapsed([f.kind for f in actual])
     if wanted != got:
         return [f"events: the example has {wanted}, the server sent {got}"]
-    first = {}
+    shapes: dict[str, list[Any]] = {}
     for frame in example:
-        first.setdefault(frame.event, frame.payload)
-    return [
-        problem
-        for frame in actual
-        for problem in shape_mismatches(first[frame.event], frame.payload, f"event {frame.id}")
-    ]
+        if frame.kind != "done":
+            shapes.setdefault(frame.kind, []).append(frame.payload)
+    problems = []
+    for i, frame in enumerate(actual):
+        if frame.kind == "done":
+            continue
+        where = frame.label(i)
+        tries = [shape_mismatches(shape, frame.payload, where) for shape in shapes[frame.kind]]
+        if all(tries):
+            problems += tries[0]
+    return problems
 
 
 def metric_families(text: str) -> dict[str, tuple[str, frozenset[frozenset[str]]]]:
@@ -556,15 +682,24 @@ def drain_under_way(live: Live) -> Iterator[None]:
 # -- 1. provider verification with schemathesis ---------------------------------------------
 
 
+def error_of(content: bytes) -> Any:
+    """The error an error answer carries: orchestra's envelope, or the object in OpenAI's
+    ``{"error": {...}}``; ``{}`` for a body that is neither."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"]
+    return body
+
+
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     """No 5xx, except a documented, retriable 503 ``POOL_UNREADY`` / ``POOL_UNAVAILABLE`` or
     504 ``DEADLINE_UNMET``."""
     if response.status_code < 500:
         return None
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        body = {}
+    body = error_of(response.content)
     status = response.status_code
     assert (
         status in RETRIABLE_5XX
@@ -576,9 +711,19 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
+_OPENAI_UNSAID = (
+    # A rule between two fields that JSON Schema cannot state; the document says it in words.
+    "max_completion_tokens: differs from max_tokens",
+    # The engine's own rules of a conversation (two assistant messages at its end, an
+    # assistant message with tool calls continued, ...): the document says that the engine
+    # refuses those, and how.
+    "engine refused:",
+)
 STATE_DEPENDENT_PROBLEMS: Mapping[str, tuple[str, ...]] = {
     # Whether `path` names a readable GGUF file depends on the file system, not the request.
     "POST /v1/catalog/models": ("path:",),
+    "POST /v1/chat/completions": _OPENAI_UNSAID,
+    "POST /v1/completions": _OPENAI_UNSAID,
 }
 """Per operation, the ``INVALID_PARAMS`` problems a request valid by the document can get."""
 
@@ -597,7 +742,7 @@ def valid_data_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
         return None
     if response.status_code != 400:
         return None
-    body = json.loads(response.content)
+    body = error_of(response.content)
     if body.get("code") != "INVALID_PARAMS":
         return None  # CTX_LIMIT_EXCEEDED: the prompt's tokens are the engine's to count
     allowed = STATE_DEPENDENT_PROBLEMS.get(case.operation.label, ())
@@ -609,14 +754,43 @@ def valid_data_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
+def document_of(method: str, path: str) -> str:
+    """The document that has the operation."""
+    (name,) = [name for name in DOCUMENTS if (method.upper(), path) in operations_of(name)]
+    return name
+
+
+def stream_as_documented(ctx: Any, response: Any, case: Any) -> bool | None:
+    """An event stream is the documented one as a whole (schemathesis checks each event
+    against the media type's schema alone): each event's data, and their order. A stream
+    schemathesis left early (it reads at most 20 events) is not checked at its end."""
+    content_type = (response.headers.get("content-type") or [""])[0]
+    if content_type.split(";")[0].strip() != "text/event-stream":
+        return None
+    document = document_of(case.operation.method, case.operation.path)
+    operation = raw_document(document)["paths"][case.operation.path][case.operation.method.lower()]
+    answer = resolve(document, operation["responses"][str(response.status_code)])
+    media = answer["content"]["text/event-stream"]
+    frames = parse_frames(response.content.decode(), named=names_events(media))
+    if names_events(media):
+        problems = sse_problems(document, media, frames)
+    else:
+        whole = not response.stream_cut_short
+        problems = openai_stream_problems(document, media, frames, whole=whole)
+    assert problems == [], problems
+    return None
+
+
 CONFORMANCE = [
     openapi_checks.status_code_conformance,
     openapi_checks.content_type_conformance,
     openapi_checks.response_headers_conformance,
     openapi_checks.response_schema_conformance,
+    stream_as_documented,
     no_server_error,
 ]
-"""The answer is documented: status, content type, headers, body; and not a server error."""
+"""The answer is documented: status, content type, headers, body (a stream as a whole too);
+and not a server error."""
 CHECKS = [*CONFORMANCE, openapi_checks.negative_data_rejection, valid_data_accepted]
 """For generated cases, also: invalid data is refused, valid data is not."""
 
@@ -630,8 +804,12 @@ class Known:
 
 
 def prepare(document: str, live: Live) -> Known:
-    """A completed task (data plane) or a registered model (control plane)."""
+    """A completed task (data plane) or a registered model (control plane); nothing for the
+    OpenAI face, which has no path parameters (and answers to any model name while the
+    engine's model is not in the catalog, as here)."""
     gguf = gguf_file(live.tmp, "fuzz.gguf")
+    if document == "openai":
+        return Known({}, gguf)
     if document == "data":
         task_id = run_to_end(live, prompt="hello", max_tokens=4, session_id="fuzz-session")
         return Known({"task_id": task_id, "session_id": "fuzz-session"}, gguf)
@@ -736,12 +914,55 @@ EDGES = [
         id="data:task-id-dot-dot",
     ),
     pytest.param(
+        Edge("data", "POST", "/v1/tasks", '{"prompt": "hi", "stop": ["\\ud800"]}', 400),
+        id="data:lone-surrogate-stop",
+    ),
+    pytest.param(
         Edge("control", "POST", "/v1/catalog/models", '{"id": "a", "path": "/m\\u0000.gguf"}', 400),
         id="control:model-path-with-nul",
     ),
     pytest.param(
         Edge("control", "POST", "/v1/catalog/models", '{"id": "a", "path": "/m\\ud800.gguf"}', 400),
         id="control:model-path-lone-surrogate",
+    ),
+    *(
+        pytest.param(Edge("openai", "POST", path, body, 400), id=f"openai:{name}")
+        for name, path, body in (
+            (
+                "lone-surrogate-text-part",
+                "/v1/chat/completions",
+                '{"model": "m", "messages": [{"role": "user", '
+                '"content": [{"type": "text", "text": "\\ud800"}]}]}',
+            ),
+            (
+                "lone-surrogate-stop",
+                "/v1/chat/completions",
+                '{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+                '"stop": ["\\ud800"]}',
+            ),
+            (
+                "lone-surrogate-tool-arguments",
+                "/v1/chat/completions",
+                '{"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "1", '
+                '"function": {"name": "f", "arguments": "\\udfff"}}]}]}',
+            ),
+            (
+                "superscript-digit-logit-bias",
+                "/v1/chat/completions",
+                '{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+                '"logit_bias": {"\\u00b2": 1}}',
+            ),
+            (
+                "lone-surrogate-prompt",
+                "/v1/completions",
+                '{"model": "m", "prompt": ["\\ud800"]}',
+            ),
+            (
+                "lone-surrogate-model",
+                "/v1/completions",
+                '{"model": "\\ud800", "prompt": "hi"}',
+            ),
+        )
     ),
 ]
 
@@ -774,7 +995,7 @@ def test_an_answer_before_the_body_is_read_leaves_the_connection_usable(tmp_path
             assert refused.status_code == 404
 
 
-def test_every_operation_of_both_documents_is_fuzzed() -> None:
+def test_every_operation_of_every_document_is_fuzzed() -> None:
     fuzzed = {param.values for param in OPERATIONS}
     documented = {
         (name, op.method.upper(), op.path)
@@ -805,8 +1026,8 @@ def test_every_route_of_the_server_is_documented(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("example", ALL_EXAMPLES, ids=lambda e: e.label)
 def test_example_is_valid_against_its_schema(example: Example) -> None:
-    if "x-sse-events" in example.media:
-        frames = parse_frames(example.value)
+    if is_stream(example.media):
+        frames = parse_frames(example.value, named=names_events(example.media))
         assert frames
         assert sse_problems(example.document, example.media, frames) == []
     else:
@@ -823,6 +1044,9 @@ class Producer:
     (the module's real-engine server, which producers leave serving)."""
     config: Mapping[str, Any] = attrs.field(factory=dict)
     """Config sections of the fake server beyond :data:`FAKE_PRODUCER_CONFIG`."""
+    model_in_catalog: bool = False
+    """The fake engine's model file exists before the server starts, so the server adopts
+    it into its catalog (as ``fake``) and the OpenAI face knows the model's name."""
 
 
 def _post(path: str, body: Any = None, **kwargs: Any) -> Callable[[Live], requests.Response]:
@@ -861,7 +1085,8 @@ def _deadline_unmet(live: Live) -> requests.Response:
     return live.request("POST", "/v1/tasks", json=body)
 
 
-def _pool_unready(live: Live) -> requests.Response:
+def _engine_loading(live: Live) -> None:
+    """The fake engine says it is loading its model, and the pool is unready."""
     stack: Stack = live.handle
 
     async def engine_loading() -> None:
@@ -871,6 +1096,10 @@ def _pool_unready(live: Live) -> requests.Response:
             await stack.running.actors.queue.wait_ready(False)
 
     live.call(engine_loading)
+
+
+def _pool_unready(live: Live) -> requests.Response:
+    _engine_loading(live)
     return live.request("POST", "/v1/tasks", json={"prompt": "hello", "max_tokens": 4})
 
 
@@ -909,6 +1138,13 @@ def _cancelled_stream(live: Live) -> requests.Response:
     task_id = hang(live)
     assert live.request("POST", f"/v1/tasks/{task_id}/cancel").status_code == 200
     return live.request("GET", f"/v1/tasks/{task_id}/stream")
+
+
+def _chat_task_stream(live: Live) -> requests.Response:
+    """The v1 stream of a chat task that called a tool (asked for through the OpenAI face)."""
+    answer = _ask_tools(stream=False)(live)
+    assert answer.status_code == 200, answer.text
+    return live.request("GET", f"/v1/tasks/{answer.headers['X-Task-Id']}/stream")
 
 
 def _bad_last_event_id(live: Live) -> requests.Response:
@@ -1072,6 +1308,243 @@ def _retire_served(live: Live) -> requests.Response:
     return live.request("POST", f"/v1/catalog/models/{serving}/state", json={"state": "retired"})
 
 
+# -- the OpenAI face's producers ----------------------------------------------------------------
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+OPENAI_PATHS = (CHAT, COMPLETIONS)
+OPENAI_MODEL = "smollm2-135m-q8"
+HAIKU = "Write a haiku about autumn."
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALLS_WEATHER = "[[call:get_weather]] How is the weather in Oslo?"
+"""A question the fake engine answers with a call of ``get_weather`` when it is offered."""
+OPENAI_AUTH = {"auth": {"token": "s3cret", "optional": False}}
+
+
+def openai_body(path: str, text: str = HAIKU, **fields: Any) -> dict[str, Any]:
+    """A request to one of the OpenAI face's routes: ``text`` as the user's message (chat)
+    or as the prompt (completions)."""
+    if path == CHAT:
+        return {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": text}], **fields}
+    return {"model": OPENAI_MODEL, "prompt": text, **fields}
+
+
+def _ask(path: str, text: str = HAIKU, **fields: Any) -> Callable[[Live], requests.Response]:
+    return _post(path, openai_body(path, text, **fields))
+
+
+def _ask_tools(*, stream: bool) -> Callable[[Live], requests.Response]:
+    body = openai_body(CHAT, CALLS_WEATHER, tools=[WEATHER], max_tokens=64, seed=9)
+    return _post(CHAT, {**body, "stream": stream})
+
+
+def _read_stream_then(
+    response: requests.Response, frames: int, then: Callable[[], Any]
+) -> requests.Response:
+    """Read ``frames`` frames of a streamed answer, call ``then``, read the rest; the
+    response, its whole body read (``.text`` works)."""
+    received = b""
+    chunks = response.iter_content(chunk_size=None)
+    while received.count(b"\n\n") < frames:
+        received += next(chunks)
+    then()
+    for chunk in chunks:
+        received += chunk
+    response._content = received  # what .text and .json() read
+    response.close()
+    return response
+
+
+def _openai_cancelled_stream(path: str) -> Callable[[Live], requests.Response]:
+    """A streamed answer cancelled with ``POST /v1/tasks/{id}/cancel`` after its first
+    token (a chat's stream has the role's chunk before it)."""
+
+    def make(live: Live) -> requests.Response:
+        body = openai_body(path, HANG, max_tokens=64, stream=True)
+        response = live.request("POST", path, json=body, stream=True)
+        task_id = response.headers["X-Task-Id"]
+        cancel = lambda: live.request("POST", f"/v1/tasks/{task_id}/cancel")  # noqa: E731
+        return _read_stream_then(response, 2 if path == CHAT else 1, cancel)
+
+    return make
+
+
+def _openai_cancelled_whole(path: str) -> Callable[[Live], requests.Response]:
+    """A non-streamed answer whose task is cancelled while it runs."""
+
+    def make(live: Live) -> requests.Response:
+        task_id = "cancelled-while-waited-for"
+        body = openai_body(path, HANG, max_tokens=64, task_id=task_id)
+        answer: dict[str, requests.Response] = {}
+
+        def ask() -> None:
+            with requests.Session() as own:  # requests sessions are not for sharing
+                answer["whole"] = own.post(live.base_url + path, json=body, timeout=HTTP_TIMEOUT_S)
+
+        thread = threading.Thread(target=ask, name="waits-for-the-answer")
+        thread.start()
+        try:
+            wait_until(
+                lambda: (
+                    live.request("GET", f"/v1/tasks/{task_id}").json().get("state") == "running"
+                ),
+                "the task runs",
+            )
+            live.request("POST", f"/v1/tasks/{task_id}/cancel")
+        finally:
+            thread.join(HTTP_TIMEOUT_S)
+        return answer["whole"]
+
+    return make
+
+
+def _openai_ctx_limit(path: str) -> Callable[[Live], requests.Response]:
+    return _ask(path, "word " * 2100, max_tokens=16)
+
+
+def _openai_conflict(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        first = openai_body(path, max_tokens=4, task_id="haiku-1")
+        assert live.request("POST", path, json=first).status_code == 200
+        again = openai_body(path, "Write a haiku about spring.", max_tokens=4, task_id="haiku-1")
+        return live.request("POST", path, json=again)
+
+    return make
+
+
+def _openai_session_busy(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        submit(live, prompt=HANG, max_tokens=64, session_id=SESSION)
+        return live.request("POST", path, json=openai_body(path, max_tokens=4, session_id=SESSION))
+
+    return make
+
+
+def _openai_queue_full(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        hang(live)
+        for _ in range(FAKE_PRODUCER_CONFIG["admission"]["queue_capacity"]):
+            submit(live, prompt="waiting", max_tokens=4)
+        return live.request("POST", path, json=openai_body(path, "one too many", max_tokens=4))
+
+    return make
+
+
+def _openai_turns_spent(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        _one_turn(live)
+        body = openai_body(path, "And another?", max_tokens=4, session_id=SESSION)
+        return live.request("POST", path, json=body)
+
+    return make
+
+
+def _openai_sessions_full(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        _one_turn(live)
+        body = openai_body(path, "A new conversation", max_tokens=4, session_id="chat-43")
+        return live.request("POST", path, json=body)
+
+    return make
+
+
+def _openai_deadline_unmet(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        hang(live)  # the next task waits at least one service time
+        body = openai_body(path, "hurry", max_tokens=4, deadline_ms=300)
+        return live.request("POST", path, json=body)
+
+    return make
+
+
+def _openai_pool_unready(path: str) -> Callable[[Live], requests.Response]:
+    def make(live: Live) -> requests.Response:
+        _engine_loading(live)
+        return live.request("POST", path, json=openai_body(path, max_tokens=4))
+
+    return make
+
+
+def _openai_producers() -> dict[tuple[str, str, str, str, str], Producer]:
+    """The examples of the components both OpenAI operations answer with, for each of them,
+    and those of each operation's own answers."""
+    found: dict[tuple[str, str, str, str, str], Producer] = {}
+    for path in OPENAI_PATHS:
+
+        def key(status: str, name: str, path: str = path) -> tuple[str, str, str, str, str]:
+            return ("openai", "POST", path, status, name)
+
+        found |= {
+            key("200", "answer"): Producer(_ask(path, max_tokens=3)),
+            key("200", "streamed"): Producer(_ask(path, max_tokens=3, stream=True)),
+            key("200", "with_usage"): Producer(
+                _ask(path, max_tokens=3, stream=True, stream_options={"include_usage": True})
+            ),
+            key("200", "cancelled"): Producer(_openai_cancelled_stream(path)),
+            key("400", "ctx_limit_exceeded"): Producer(_openai_ctx_limit(path)),
+            key("401", "unauthorized"): Producer(_ask(path, max_tokens=3), config=OPENAI_AUTH),
+            key("403", "forbidden"): Producer(
+                _post(path, openai_body(path), headers={"Authorization": "Bearer wrong"}),
+                config=OPENAI_AUTH,
+            ),
+            key("404", "model_not_served"): Producer(
+                _post(path, {**openai_body(path), "model": "gpt-4o"}), model_in_catalog=True
+            ),
+            key("409", "conflict"): Producer(_openai_conflict(path)),
+            key("409", "session_busy"): Producer(_openai_session_busy(path)),
+            key("409", "cancelled"): Producer(_openai_cancelled_whole(path)),
+            key("429", "queue_full"): Producer(_openai_queue_full(path)),
+            key("429", "max_sessions"): Producer(
+                _openai_sessions_full(path), config={"sessions": {"max_sessions": 1}}
+            ),
+            key("429", "budget_exceeded"): Producer(
+                _openai_turns_spent(path), config={"sessions": {"max_turns": 1}}
+            ),
+            key("502", "worker_reset"): Producer(
+                _ask(path, "[[drop:2]] the engine dies after two tokens", max_tokens=8)
+            ),
+            key("503", "pool_unready"): Producer(_openai_pool_unready(path)),
+            key("504", "deadline_unmet"): Producer(_openai_deadline_unmet(path)),
+        }
+    chat, completions = ("openai", "POST", CHAT), ("openai", "POST", COMPLETIONS)
+    found |= {
+        (*chat, "200", "tool_calls"): Producer(_ask_tools(stream=False)),
+        (*chat, "200", "streamed_tool_calls"): Producer(_ask_tools(stream=True)),
+        (*chat, "400", "invalid_params"): Producer(
+            _ask(CHAT, max_tokens=3, n=2, temperature=3, modalities=["audio"])
+        ),
+        (*chat, "400", "engine_refused"): Producer(
+            _post(
+                CHAT,
+                {
+                    "model": OPENAI_MODEL,
+                    "messages": [
+                        {"role": "user", "content": HAIKU},
+                        {"role": "assistant", "content": "Crimson leaves drift down"},
+                        {"role": "assistant", "content": "the maple sighs"},
+                    ],
+                    "max_tokens": 3,
+                },
+            )
+        ),
+        (*completions, "400", "invalid_params"): Producer(
+            _ask(COMPLETIONS, max_tokens=3, echo=True, best_of=2, suffix="!")
+        ),
+    }
+    return found
+
+
 UNKNOWN_TASK = "/v1/tasks/no-such-task"
 UNKNOWN_SESSION = "/v1/sessions/no-such-session"
 UNKNOWN_POOL = "/v1/pools/gpu-1"
@@ -1210,6 +1683,10 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("control", "POST", "/v1/catalog/models/{model_id}/state", "409", "serving"): Producer(
         _retire_served, "owned"
     ),
+    # data plane: a chat task's own stream
+    ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "tool_calls"): Producer(_chat_task_stream),
+    # the OpenAI face
+    **_openai_producers(),
 }
 """For each response example, how to make the live server answer it. Keyed by (document,
 method, path, status, example name); an example without a producer fails its test."""
@@ -1228,14 +1705,19 @@ def test_example_is_what_the_server_answers(
     if producer.server == "owned":
         response = producer.make(request.getfixturevalue("owned"))
     else:
+        if producer.model_in_catalog:
+            gguf_file(tmp_path, "fake.gguf")
         with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG, **producer.config) as live:
             response = producer.make(live)
     assert response.status_code == int(example.status), response.text
     content_type = response.headers["Content-Type"].split(";")[0].strip()
     assert content_type == example.media_type
     assert "X-Correlation-Id" in response.headers
-    if "x-sse-events" in example.media:
-        assert sse_shape_mismatches(example.value, response.text) == []
+    if is_stream(example.media):
+        named = names_events(example.media)
+        frames = parse_frames(response.text, named=named)
+        assert sse_problems(example.document, example.media, frames) == []
+        assert sse_shape_mismatches(example.value, response.text, named=named) == []
     elif example.media_type == "text/plain":
         assert metric_families(response.text) == metric_families(example.value)
     else:
@@ -1350,6 +1832,128 @@ def test_every_stream_media_type_documents_every_event() -> None:
         assert set(media["x-sse-events"]) == {str(kind) for kind in EventKind}
 
 
+def _openai_stream_media(path: str) -> Mapping[str, Any]:
+    response = resolve("openai", raw_document("openai")["paths"][path]["post"]["responses"]["200"])
+    media: Mapping[str, Any] = response["content"]["text/event-stream"]
+    return media
+
+
+def _openai_streamed(live: Live, path: str, text: str, **fields: Any) -> requests.Response:
+    body = openai_body(path, text, stream=True, **fields)
+    return live.request("POST", path, json=body)
+
+
+def _openai_queued_then_cancelled(live: Live, path: str) -> list[Frame]:
+    holder = hang(live)
+    task_id = "waits-then-cancelled"
+    body = openai_body(path, "waiting", max_tokens=4, stream=True, task_id=task_id)
+    with live.request("POST", path, json=body, stream=True) as response:
+        cancel = lambda: live.request("POST", f"/v1/tasks/{task_id}/cancel")  # noqa: E731
+        text = _read_stream_then(response, 1 if path == CHAT else 0, cancel).text
+    live.request("POST", f"/v1/tasks/{holder}/cancel")
+    return parse_frames(text, named=False)
+
+
+def _openai_engine_lost(live: Live, path: str) -> list[Frame]:
+    text = _openai_streamed(live, path, "[[drop:2]] the engine dies after two tokens", max_tokens=8)
+    return parse_frames(text.text, named=False)
+
+
+def _openai_engine_refused(live: Live, path: str) -> list[Frame]:
+    body = {
+        "model": OPENAI_MODEL,
+        "messages": [
+            {"role": "user", "content": HAIKU},
+            {"role": "assistant", "content": "Crimson leaves drift down"},
+            {"role": "assistant", "content": "the maple sighs"},
+        ],
+        "max_tokens": 3,
+        "stream": True,
+    }
+    return parse_frames(live.request("POST", path, json=body).text, named=False)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "path", "kinds", "ending"),
+    [
+        pytest.param(
+            _openai_queued_then_cancelled,
+            path,
+            (["role"] if path == CHAT else []) + ["error"],
+            {"code": "CANCELLED", "retriable": False},
+            id=f"{path}-cancelled-while-queued",
+        )
+        for path in OPENAI_PATHS
+    ]
+    + [
+        pytest.param(
+            _openai_engine_lost,
+            path,
+            (["role"] if path == CHAT else []) + [token, "error"],
+            {"code": "WORKER_RESET", "retriable": True},
+            id=f"{path}-engine-lost-mid-stream",
+        )
+        for path, token in ((CHAT, "content"), (COMPLETIONS, "text"))
+    ]
+    + [
+        pytest.param(
+            _openai_engine_refused,
+            CHAT,
+            ["role", "error"],
+            {"code": "INVALID_PARAMS", "retriable": False},
+            id=f"{CHAT}-engine-refused-the-conversation",
+        )
+    ],
+)
+def test_openai_stream_that_ends_in_error_matches_its_document(
+    scenario: Callable[[Live, str], list[Frame]],
+    path: str,
+    kinds: list[str],
+    ending: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    with fake_server(tmp_path, **FAKE_PRODUCER_CONFIG) as live:
+        frames = scenario(live, path)
+    assert openai_stream_problems("openai", _openai_stream_media(path), frames) == []
+    assert collapsed([f.kind for f in frames]) == kinds
+    error = frames[-1].payload["error"]
+    assert {key: error[key] for key in ending} == ending
+
+
+def test_a_conversation_the_engine_refuses_is_a_400_even_when_it_is_measured(
+    tmp_path: Path,
+) -> None:
+    """Tools offered and ``max_tokens`` left out (or a long conversation, or a large
+    ``max_tokens``) make Admission ask the engine to render the conversation to count its
+    tokens; a conversation the engine refuses is then still the documented 400
+    ``engine refused:``, not an unready pool that the official SDKs retry."""
+    body = {
+        "model": OPENAI_MODEL,
+        "messages": [
+            {"role": "user", "content": HAIKU},
+            {"role": "assistant", "content": "Crimson leaves drift down"},
+            {"role": "assistant", "content": "the maple sighs"},
+        ],
+        "tools": [WEATHER],
+    }
+    with fake_server(tmp_path) as live:
+        answer = live.request("POST", CHAT, json=body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "INVALID_PARAMS" and error["message"].startswith("engine refused:")
+
+
+def test_every_openai_stream_documents_its_frames() -> None:
+    """Both OpenAI operations stream, each with its frame's and its data's schemas."""
+    for path in OPENAI_PATHS:
+        media = _openai_stream_media(path)
+        assert not names_events(media)
+        data = resolve("openai", media["x-sse-data"])
+        assert {"#/components/schemas/UsageChunk", "#/components/schemas/OpenAIStreamError"} <= {
+            part["$ref"] for part in data["oneOf"]
+        }
+
+
 # -- 4. error codes, and the documents themselves --------------------------------------------
 
 
@@ -1371,10 +1975,27 @@ def test_document_is_openapi_3_1_of_this_api_version(document: str) -> None:
 
 
 @pytest.mark.parametrize("component", SHARED_COMPONENTS, ids="/".join)
-def test_shared_components_are_the_same_in_both_documents(component: tuple[str, str]) -> None:
+def test_shared_components_are_the_same_in_every_document_that_shares_them(
+    component: tuple[str, str],
+) -> None:
     kind, name = component
-    data, control = (raw_document(doc)["components"][kind][name] for doc in DOCUMENTS)
-    assert data == control
+    first, *others = (
+        raw_document(doc)["components"][kind][name] for doc in SHARED_COMPONENTS[component]
+    )
+    assert all(other == first for other in others)
+
+
+def test_the_openai_error_carries_orchestras_error_code() -> None:
+    """OpenAI's error object keeps its four fields and puts orchestra's code in ``code``;
+    orchestra's other fields ride beside them."""
+    error = resolve(
+        "openai",
+        resolve("openai", {"$ref": "#/components/schemas/OpenAIError"})["properties"]["error"],
+    )
+    assert {"message", "type", "param", "code"} <= set(error["required"])
+    assert error["properties"]["code"] == {"$ref": "#/components/schemas/ErrorCode"}
+    envelope = raw_document("data")["components"]["schemas"]["Error"]["properties"]
+    assert set(error["properties"]) - {"type", "param"} <= set(envelope)
 
 
 def refs_in(document: str, node: Any, seen: set[str] | None = None) -> set[str]:
@@ -1399,11 +2020,14 @@ def codes_allowed(document: str, schema: Any) -> set[str]:
     narrowing one another through ``allOf`` and ``$ref``)."""
     allowed = {str(code) for code in ErrorCode}
     schema = resolve(document, schema)
-    code = schema.get("properties", {}).get("code", {})
+    properties = schema.get("properties", {})
+    code = properties.get("code", {})
     if "const" in code:
         allowed &= {code["const"]}
     if "enum" in code:
         allowed &= set(code["enum"])
+    if "error" in properties:  # OpenAI's shape: the code is in the error object
+        allowed &= codes_allowed(document, properties["error"])
     for part in schema.get("allOf", []):
         allowed &= codes_allowed(document, part)
     return allowed
@@ -1428,15 +2052,19 @@ def test_operation_documents_errors_headers_and_examples(
             if status.startswith("2"):
                 continue
             assert media_type == "application/json"
-            assert "#/components/schemas/Error" in refs_in(document, media["schema"]), status
+            error_schema = f"#/components/schemas/{ERROR_SCHEMAS[document]}"
+            assert error_schema in refs_in(document, media["schema"]), status
+            if document == "openai":
+                assert OPENAI_ERROR_HEADER in response["headers"], status
             codes = codes_allowed(document, media["schema"])
             assert codes, f"{status}: no error code fits its schema"
             if status == "413":  # the body-size limit, enforced before any handler runs
                 assert codes == {"INVALID_PARAMS"}
             else:
                 assert {statuses[code] for code in codes} == {int(status)}, (status, codes)
-    if "429" in responses:
-        assert {"Retry-After", "X-Backoff-Ms"} <= set(responses["429"]["headers"])
+    for status, headers in RETRY_HEADERS[document].items():
+        if status in responses:
+            assert headers <= set(responses[status]["headers"]), status
     body = resolve(document, operation.get("requestBody", {}))
     for media in body.get("content", {}).values():
         assert resolve(document, media["schema"]).get("additionalProperties") is False

@@ -203,6 +203,8 @@ class Admission:
                 prompt = await self.tokens.render_chat(request.engine_params())
             prompt_tokens = await self.tokens.count_tokens(prompt)
         except EngineError as exc:
+            if not exc.retriable:  # the engine refused the prompt itself (it will again)
+                raise Refusal(exc.code, exc.message) from exc
             raise Refusal(
                 ErrorCode.POOL_UNREADY,
                 f"cannot measure the prompt: {exc.message}",

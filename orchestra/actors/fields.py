@@ -95,6 +95,11 @@ def stop_list(value: Any) -> tuple[str, ...]:
         raise Problem(f"must be a list of non-empty strings (got {describe(value)})")
     if len(value) > MAX_STOP:
         raise Problem(f"must hold at most {MAX_STOP} strings (got {len(value)})")
+    for text in value:
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise Problem("must be valid Unicode (a string holds a lone surrogate)") from None
     return tuple(value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,11 +10,13 @@ import attrs
 import trio
 
 from orchestra.engine.protocol import Engine, ToolCallDelta
-from orchestra.errors import EngineError
+from orchestra.errors import EngineError, ErrorCode
 from orchestra.events import EventKind, EventLog
 from orchestra.messages import Completed, Failed, Interrupted, Outcome
 from orchestra.scheduling.progress import Progress
 from orchestra.task import Endpoint
+
+log = logging.getLogger("orchestra.queue")
 
 
 @attrs.define
@@ -26,7 +29,9 @@ class StreamSession:
     :class:`Interrupted`; a piece that arrives after the Queue cancelled the scope is
     dropped, so no token is ever emitted after a cancel, and a dispatch that was put back
     (requeued, preempted) adds nothing to the log its next dispatch writes. It never
-    writes task state: it reports its :data:`Outcome` to the Queue, which does.
+    writes task state: it reports its :data:`Outcome` to the Queue, which does; an
+    unexpected exception (a bug) is reported as the task's ``INTERNAL`` failure, so it ends
+    the task and never the Queue's nursery.
     """
 
     engine: Engine
@@ -49,6 +54,10 @@ class StreamSession:
                     done = await self.engine.complete(self.params, self._on_piece)
             except EngineError as exc:
                 return Failed(exc, self.tokens_sent)
+            except Exception as exc:  # a bug here must end this task, not the service
+                log.exception("task's engine call failed unexpectedly")
+                error = EngineError(ErrorCode.INTERNAL, f"internal error: {exc!r}", retriable=False)
+                return Failed(error, self.tokens_sent)
             return Completed(
                 done.tokens_out,
                 done.decode_time_ms,
