@@ -45,8 +45,15 @@ class StreamEvent:
     """The SSE ``event:`` name."""
     data: Mapping[str, Any]
     """The JSON object sent as ``data:``."""
-    wire: bytes
-    """The encoded SSE frame, computed once and shared by every subscriber."""
+    _wire: list[bytes] = attrs.field(factory=list, eq=False, repr=False)
+
+    @property
+    def wire(self) -> bytes:
+        """The encoded SSE frame: computed when first read (a task only the OpenAI face
+        reads never needs it), then shared by every subscriber."""
+        if not self._wire:
+            self._wire.append(encode_event(self.id, self.kind, self.data))
+        return self._wire[0]
 
 
 def encode_event(event_id: int, kind: EventKind, data: Mapping[str, Any]) -> bytes:
@@ -121,7 +128,7 @@ class EventLog:
 
     def _push(self, kind: EventKind, data: Mapping[str, Any]) -> None:
         event_id = len(self._events)
-        self._events.append(StreamEvent(event_id, kind, data, encode_event(event_id, kind, data)))
+        self._events.append(StreamEvent(event_id, kind, data))
         self._notify()
 
     def _notify(self) -> None:

@@ -83,6 +83,7 @@ class Answer:
     calls: dict[int, dict[str, Any]] = attrs.field(factory=dict)
     end: Mapping[str, Any] | None = None
     error: Mapping[str, Any] | None = None
+    _around: list[bytes] = attrs.field(factory=list, repr=False)
 
     @property
     def id(self) -> str:
@@ -110,6 +111,17 @@ class Answer:
         }
         return _frame({**self._envelope("text_completion"), "choices": [choice]})
 
+    def _text_chunk(self, text: str) -> bytes:
+        """The chunk of one piece of text: :meth:`_chunk`'s bytes, with the parts around the
+        text encoded once per answer (this runs for every token)."""
+        if not self._around:
+            marker = "\x00"
+            whole = self._chunk({"content": marker}).decode()
+            before, _, after = whole.partition(json.dumps(marker))
+            self._around = [before.encode(), after.encode()]
+        head, tail = self._around
+        return head + json.dumps(text, ensure_ascii=False).encode() + tail
+
     def opening(self) -> bytes:
         """The first frame of a chat stream: the assistant's role (nothing for completions)."""
         if self.endpoint is Endpoint.CHAT:
@@ -122,7 +134,7 @@ class Answer:
         match event.kind:
             case EventKind.TOKEN:
                 self.text.append(data["t"])
-                return self._chunk({"content": data["t"]})
+                return self._text_chunk(data["t"])
             case EventKind.TOOL_CALL:
                 return self._chunk({"tool_calls": [self._tool_call(data)]})
             case EventKind.END:
