@@ -129,12 +129,14 @@ def _stream(reply: Answer, subscription: Subscription, cancel: Callable[[str], A
         finished = False
         try:
             with subscription:
-                if opening := reply.opening():
-                    yield opening
+                # The role chunk goes with the first piece, as the engine sends its own: a
+                # write while the engine evaluates the prompt takes CPU from it.
+                opening = reply.opening()
                 while True:
                     chunk = b"".join(reply.chunk_for(e) for e in subscription.take_events())
                     if chunk:
-                        yield chunk
+                        yield opening + chunk
+                        opening = b""
                     if subscription.finished:
                         finished = True
                         return
