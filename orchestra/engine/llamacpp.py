@@ -46,6 +46,11 @@ say keep-alive; a pooled connection reused at once races that close and fails be
 byte. So a stream always gets a fresh connection (a loopback connect: well under 1 ms)."""
 
 
+_KEEPALIVE_EXPIRY_S = 3.0
+"""An idle pooled connection is closed by orchestra after this long: llama-server
+(cpp-httplib) closes one idle for 5 s, and a request sent on it just then would fail."""
+
+
 def _error_from_payload(status: int, payload: Any, fallback: str) -> EngineError:
     """Map a llama-server error object (``{"code","message","type"}``) to an EngineError."""
     message = fallback
@@ -238,7 +243,11 @@ class LlamaCppAdapter:
         return httpx.AsyncClient(
             base_url=config.endpoint,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=32,
+                keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+            ),
             headers={"Accept-Encoding": "identity"}
             | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
             trust_env=False,
