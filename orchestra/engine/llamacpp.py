@@ -43,7 +43,8 @@ from orchestra.errors import EngineError, ErrorCode
 _ONE_STREAM_PER_CONNECTION = {"Connection": "close"}
 """llama-server closes the connection after every streamed response although its headers
 say keep-alive; a pooled connection reused at once races that close and fails before any
-byte. So a stream always gets a fresh connection (a loopback connect: well under 1 ms)."""
+byte. So a stream's connection is never used again: it is a fresh one (a loopback connect:
+well under 1 ms) or one a short call (a health probe) left idle in the pool."""
 
 
 _KEEPALIVE_EXPIRY_S = 3.0
