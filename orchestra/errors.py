@@ -18,6 +18,8 @@ purpose is an :class:`OrchestraError`::
     │                              each naming its key (``orchestra serve`` exits 2)
     ├── InstallError               ``orchestra engine install`` cannot go on (exits 1)
     ├── CatalogError               the model catalog's database failed (answered 500)
+    ├── Problem                    (orchestra.actors.fields) one bad request field; never
+    │                              leaves a parser: all of a body's become one Refusal
     └── the SDK's errors           (orchestra.sdk) a client's view of a call:
         ├── TransportError         no answer: could not connect, broke, timed out
         ├── ParseError             an answer that is not what the contract says

@@ -1849,7 +1849,7 @@ def _openai_queued_then_cancelled(live: Live, path: str) -> list[Frame]:
     body = openai_body(path, "waiting", max_tokens=4, stream=True, task_id=task_id)
     with live.request("POST", path, json=body, stream=True) as response:
         cancel = lambda: live.request("POST", f"/v1/tasks/{task_id}/cancel")  # noqa: E731
-        text = _read_stream_then(response, 1 if path == CHAT else 0, cancel).text
+        text = _read_stream_then(response, 0, cancel).text  # nothing comes while it waits
     live.request("POST", f"/v1/tasks/{holder}/cancel")
     return parse_frames(text, named=False)
 

@@ -11,14 +11,15 @@ from typing import Any
 
 import attrs
 
-from orchestra.errors import ErrorCode, Refusal
+from orchestra.errors import ErrorCode, OrchestraError, Refusal
 
 MAX_STOP = 16
 """Stop strings a request may give."""
 
 
-class Problem(Exception):
-    """One invalid field; gathered into a single INVALID_PARAMS answer."""
+class Problem(OrchestraError):
+    """One invalid field; gathered into a single INVALID_PARAMS answer (never raised out
+    of a parser)."""
 
 
 Check = Callable[[Any], Any]
