@@ -1390,7 +1390,12 @@ def _openai_cancelled_whole(path: str) -> Callable[[Live], requests.Response]:
 
         def ask() -> None:
             with requests.Session() as own:  # requests sessions are not for sharing
-                answer["whole"] = own.post(live.base_url + path, json=body, timeout=HTTP_TIMEOUT_S)
+                answer["whole"] = own.post(
+                    live.base_url + path,
+                    json=body,
+                    timeout=HTTP_TIMEOUT_S,
+                    headers={"Connection": "close"},  # as Live.request: the stop need not wait
+                )
 
         thread = threading.Thread(target=ask, name="waits-for-the-answer")
         thread.start()
