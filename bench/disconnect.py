@@ -100,7 +100,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "rounds": rounds,
-        "median_ms": {name: statistics.median(values) for name, values in rounds.items()},
+        "median_ms": {name: round(statistics.median(values), 2) for name, values in rounds.items()},
     }
     OUT.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     med = results["median_ms"]
