@@ -483,3 +483,24 @@ async def test_metrics_and_logs_label_the_face(caplog: pytest.LogCaptureFixture)
         )
         ended = [r for r in caplog.records if getattr(r, "outcome", None) == "completed"]
         assert sorted(getattr(r, "face", None) for r in ended) == ["openai", "v1"]
+
+
+async def test_a_cancelled_whole_answer_is_a_409_naming_its_task() -> None:
+    async with openai_stack() as (stack, client):
+        caught: list[openai.APIStatusError] = []
+
+        async def ask() -> None:
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.chat.completions.create(
+                    model="default", messages=HANG, max_tokens=20, extra_body={"task_id": "w1"}
+                )
+            caught.append(refused.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            with trio.fail_after(10):
+                await stack.fake.wait_until(lambda: stack.fake.busy_slots == 1)
+            await stack.client.post("/v1/tasks/w1/cancel")
+        (error,) = caught
+        assert error.status_code == 409 and error.response.headers["x-task-id"] == "w1"
+        assert isinstance(error.body, dict) and error.body["code"] == "CANCELLED"

@@ -123,4 +123,6 @@ def error_response(refusal: Refusal, status: int | None = None) -> Response:
     response = json_response(body, status)
     for name, value in headers.items():
         response.headers[name] = value
+    if task_id := g.get("task_id"):  # refused after it was admitted: say which task
+        response.headers["X-Task-Id"] = task_id
     return response

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from orchestra import __version__
 from orchestra.actors import fields
@@ -72,7 +72,7 @@ def openai_blueprint(actors: Actors) -> Blueprint:
             return parsed
 
         parsed, admitted = await admission.admit_with(parse, Face.OPENAI)
-        task_id = admitted.task_id
+        task_id = g.task_id = admitted.task_id  # on the answer, an error one too
         subscription = queue.subscribe(task_id)
         if subscription is None:  # forgotten already: only when retention is 0
             raise Refusal(ErrorCode.NOT_FOUND, f"task {task_id!r} ended and was forgotten")
