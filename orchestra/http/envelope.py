@@ -2,7 +2,7 @@
 envelope of DESIGN §2 (``{"code", "message", "retriable", "retry_after_ms"?,
 "policy_label"?, "correlation_id"}``, plus ``problems`` and ``details`` when there are).
 On the OpenAI face's routes (:data:`OPENAI_PATHS`) the body is OpenAI's error object
-instead (:func:`~orchestra.http.openai_answers.error_object`), with the headers the
+instead (:func:`openai_error`), with the headers the
 official SDKs read before they retry: ``retry-after-ms`` beside every ``Retry-After``,
 ``Retry-After`` on a 503 too, and ``x-should-retry``.
 
@@ -33,7 +33,6 @@ from quart import Response, g, request
 
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response
-from orchestra.http.openai_answers import error_object
 from orchestra.scheduling.admission_checks import BATCH_QUEUE_CAPACITY, QUEUE_CAPACITY
 
 STATUS: Mapping[ErrorCode, int] = {
@@ -96,6 +95,30 @@ def envelope(refusal: Refusal, correlation_id: str) -> dict[str, Any]:
     return body
 
 
+_OPENAI_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's ``type`` for an error answered with ``status``."""
+    default = "server_error" if status >= 500 else "invalid_request_error"
+    return _OPENAI_TYPES.get(status, default)
+
+
+def openai_error(refusal: Refusal, status: int, correlation_id: str) -> dict[str, Any]:
+    """OpenAI's error object for ``refusal``: ``message``, ``type`` and ``param`` as OpenAI
+    writes them, then the envelope's fields (orchestra's code in ``code``)."""
+    openai = {"message": refusal.message, "type": openai_error_type(status), "param": refusal.param}
+    return {"error": openai | envelope(refusal, correlation_id)}
+
+
 def openai_headers_for(refusal: Refusal, status: int) -> dict[str, str]:
     """The headers an OpenAI-face answer to ``refusal`` carries beyond the usual ones."""
     headers = headers_for(refusal)
@@ -116,7 +139,7 @@ def error_response(refusal: Refusal, status: int | None = None) -> Response:
     status = status_of(refusal.code) if status is None else status
     correlation_id = g.get("correlation_id", "")
     if request.path in OPENAI_PATHS:
-        body = error_object(refusal, status, correlation_id)
+        body = openai_error(refusal, status, correlation_id)
         headers = openai_headers_for(refusal, status)
     else:
         body, headers = envelope(refusal, correlation_id), headers_for(refusal)

@@ -1,5 +1,6 @@
 """A task's events as OpenAI answers: ``chat.completion`` (and its chunks) or
-``text_completion``, and refusals as OpenAI's error object (``specs/openai.md``).
+``text_completion`` (``specs/openai.md``; a refusal's error object is
+:func:`orchestra.http.envelope.openai_error`).
 
 An :class:`Answer` reads the same event log as the task's v1 stream, so the text of both
 faces is the same bytes. Streamed, every ``token`` becomes a content delta and every
@@ -23,40 +24,6 @@ from orchestra.events import EventKind, StreamEvent
 from orchestra.task import Endpoint
 
 DONE: Final = b"data: [DONE]\n\n"
-_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_type(status: int) -> str:
-    """OpenAI's ``type`` for an error answered with ``status``."""
-    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
-
-def error_object(refusal: Refusal, status: int, correlation_id: str) -> dict[str, Any]:
-    """OpenAI's error object for ``refusal``, orchestra's code in ``code`` and its other
-    fields beside OpenAI's."""
-    error: dict[str, Any] = {
-        "message": refusal.message,
-        "type": error_type(status),
-        "param": refusal.param,
-        "code": str(refusal.code),
-        "retriable": refusal.retriable,
-        "correlation_id": correlation_id,
-    }
-    if refusal.retry_after_ms is not None:
-        error["retry_after_ms"] = refusal.retry_after_ms
-    if refusal.policy_label is not None:
-        error["policy_label"] = refusal.policy_label
-    if refusal.problems:
-        error["problems"] = list(refusal.problems)
-    return {"error": error}
 
 
 def _frame(value: Mapping[str, Any]) -> bytes:
