@@ -12,7 +12,7 @@ non-streamed answer) cancels its task at once, which frees the engine slot.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -20,20 +20,17 @@ from quart import Blueprint, Response, g, request
 
 from orchestra import __version__
 from orchestra.actors import fields
-from orchestra.config import AdmissionConfig
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.events import Subscription
 from orchestra.http.bodies import json_response
 from orchestra.http.context import Actors
 from orchestra.http.openai_answers import Answer
-from orchestra.http.openai_requests import OpenAIRequest, parse_chat, parse_completion
+from orchestra.http.openai_requests import OpenAIRequest, Parser, parse_chat, parse_completion
 from orchestra.http.sse import KEEPALIVE_S, sse_response
 from orchestra.task import Endpoint, Face
 
 DEFAULT_POOL = "default"
 _CANCEL_TIMEOUT_S = 5.0
-
-Parser = Callable[[Mapping[str, Any], AdmissionConfig], OpenAIRequest]
 
 
 def openai_blueprint(actors: Actors) -> Blueprint:

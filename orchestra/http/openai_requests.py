@@ -453,3 +453,4 @@ def parse_completion(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIR
 
 
 Parser = Callable[[Mapping[str, Any], AdmissionConfig], OpenAIRequest]
+""":func:`parse_chat` or :func:`parse_completion`."""
