@@ -7,6 +7,7 @@ same server.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -20,6 +21,11 @@ import openai
 import pytest
 import trio
 from openai.lib.streaming.chat import ChatCompletionStreamState
+
+from orchestra.events import EventLog
+from orchestra.http import openai as openai_face
+from orchestra.http.openai_answers import Answer
+from orchestra.task import Endpoint
 
 from .harness import Stack, open_stack
 
@@ -504,3 +510,26 @@ async def test_a_cancelled_whole_answer_is_a_409_naming_its_task() -> None:
         (error,) = caught
         assert error.status_code == 409 and error.response.headers["x-task-id"] == "w1"
         assert isinstance(error.body, dict) and error.body["code"] == "CANCELLED"
+
+
+@pytest.mark.filterwarnings("ignore:Async generator 'orchestra.http.openai:ResourceWarning")
+async def test_a_stream_dropped_before_its_body_was_read_cancels_its_task() -> None:
+    """A client gone in the instant between the handler's answer and Quart reading its
+    body: the body is never iterated, only dropped; its task is cancelled all the same
+    (Trio finalizes the started body, whose ``finally`` cancels the task)."""
+    log = EventLog(limit=8)
+    cancelled: list[str] = []
+    done = trio.Event()
+
+    async def cancel(task_id: str) -> None:
+        cancelled.append(task_id)
+        done.set()
+
+    reply = Answer(Endpoint.CHAT, "t-dropped", "m", 0)
+    response = await openai_face._stream(reply, log.subscribe(), cancel)
+    assert log.subscribers == 1  # started: it counts as the task's reader
+    del response
+    gc.collect()
+    with trio.fail_after(5):
+        await done.wait()
+    assert cancelled == ["t-dropped"] and log.subscribers == 0

@@ -12,7 +12,7 @@ non-streamed answer) cancels its task at once, which frees the engine slot.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import trio
@@ -82,7 +82,7 @@ def openai_blueprint(actors: Actors) -> Blueprint:
             fingerprint=fingerprint,
         )
         if parsed.stream:
-            response = _stream(reply, subscription, cancel)
+            response = await _stream(reply, subscription, cancel)
         else:
             response = await _whole(reply, subscription, cancel)
         response.headers["X-Task-Id"] = task_id
@@ -119,13 +119,21 @@ async def _whole(
     return json_response(reply.whole())
 
 
-def _stream(reply: Answer, subscription: Subscription, cancel: Callable[[str], Any]) -> Response:
-    """The answer as OpenAI's stream; a client that leaves before its end cancels the task."""
+async def _stream(
+    reply: Answer, subscription: Subscription, cancel: Callable[[str], Any]
+) -> Response:
+    """The answer as OpenAI's stream; a client that leaves before its end cancels the task.
 
-    async def frames() -> AsyncIterator[bytes]:
+    The body is started here, before the response is handed to Quart: a client gone before
+    Quart reads the body (the body is then never iterated, only dropped) still has its task
+    cancelled, by the body's ``finally`` when Trio finalizes it.
+    """
+
+    async def frames() -> AsyncGenerator[bytes, None]:
         finished = False
         try:
             with subscription:
+                yield b""  # started: from here on, leaving cancels the task
                 # The role chunk goes with the first piece, as the engine sends its own: a
                 # write while the engine evaluates the prompt takes CPU from it.
                 opening = reply.opening()
@@ -145,4 +153,6 @@ def _stream(reply: Answer, subscription: Subscription, cancel: Callable[[str], A
             if not finished:
                 await cancel(reply.task_id)
 
-    return sse_response(frames())
+    body = frames()
+    await body.__anext__()
+    return sse_response(body)
