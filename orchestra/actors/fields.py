@@ -15,6 +15,7 @@ from orchestra.errors import ErrorCode, OrchestraError, Refusal
 
 MAX_STOP = 16
 """Stop strings a request may give."""
+_NOT_UTF8 = "must be valid Unicode (it holds a lone surrogate)"
 
 
 class Problem(OrchestraError):
@@ -63,10 +64,6 @@ def string(*, max_len: int, pattern: re.Pattern[str] | None = None, empty: bool 
             raise Problem("must not be empty")
         if len(value) > max_len:
             raise Problem(f"must be at most {max_len} characters (got {len(value)})")
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise Problem("must be valid Unicode (it holds a lone surrogate)") from None
         if pattern is not None and not pattern.fullmatch(value):
             raise Problem(
                 "may hold only letters, digits and . _ : - (1 to 128 of them; not . or ..)"
@@ -96,12 +93,34 @@ def stop_list(value: Any) -> tuple[str, ...]:
         raise Problem(f"must be a list of non-empty strings (got {describe(value)})")
     if len(value) > MAX_STOP:
         raise Problem(f"must hold at most {MAX_STOP} strings (got {len(value)})")
-    for text in value:
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            raise Problem("must be valid Unicode (a string holds a lone surrogate)") from None
     return tuple(value)
+
+
+def surrogate_at(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` a string (or an object's key) holds a lone surrogate, which JSON
+    can carry (``"\\ud800"``) but UTF-8, and so the engine, cannot: ``""`` for ``value``
+    itself, else the path inside it (``[0].content``); None when there is none."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else where
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := surrogate_at(item, f"{where}[{i}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return where
+            if (found := surrogate_at(item, f"{where}.{key}")) is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_object(body: bytes) -> dict[str, Any]:
@@ -154,7 +173,9 @@ def checked(
     required: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The values of ``raw`` that pass their ``checks``; a problem added per field that is
-    unknown, missing or fails its check. A null is a field not given (as on the engine)."""
+    unknown, missing or fails its check, or holds a lone surrogate anywhere inside it (the
+    one place that is checked, for every face). A null is a field not given (as on the
+    engine)."""
     values: dict[str, Any] = {}
     for name in sorted(raw):
         check = checks.get(name)
@@ -162,6 +183,9 @@ def checked(
             problems.add(name, "unknown field")
             continue
         if raw[name] is None:
+            continue
+        if (where := surrogate_at(raw[name])) is not None:
+            problems.add(name, f"{where}{': ' if where else ''}{_NOT_UTF8}")
             continue
         try:
             values[name] = check(raw[name])

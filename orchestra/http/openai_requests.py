@@ -24,15 +24,12 @@ from orchestra.actors import fields
 from orchestra.actors.admission import ID_RE, SEED_MAX
 from orchestra.actors.fields import Check, Problem, describe
 from orchestra.config import AdmissionConfig
+from orchestra.http import openai_messages
+from orchestra.http.openai_messages import FUNCTION_NAME, TEXT_LIMIT
 from orchestra.task import SAMPLING_FIELDS, Chat, Determinism, Face, Priority, TaskRequest
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
-_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOKEN_ID = re.compile(r"[0-9]{1,9}")
-_MAX_MESSAGES = 4096
-_MAX_TOOLS = 128
 _MAX_LOGIT_BIAS = 300
-_TEXT_LIMIT = 4 * 1024 * 1024
 
 
 @attrs.frozen
@@ -48,46 +45,6 @@ class OpenAIRequest:
 
     def with_task(self, task: TaskRequest) -> OpenAIRequest:
         return attrs.evolve(self, task=task)
-
-
-def _lone_surrogate_at(value: Any, where: str = "") -> str | None:
-    """Where in ``value`` a string (or an object's key) holds a lone surrogate, which JSON
-    can carry (``"\\ud800"``) but UTF-8 cannot: ``""`` for ``value`` itself, else the
-    path inside it (``[0].content``); None when there is none."""
-    if isinstance(value, str):
-        return None if value.isascii() or _encodes(value) else where
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if (found := _lone_surrogate_at(item, f"{where}[{i}]")) is not None:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not _encodes(key):
-                return where
-            if (found := _lone_surrogate_at(item, f"{where}.{key}")) is not None:
-                return found
-    return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _unicode(check: Check) -> Check:
-    """``check``, after refusing a value with a lone surrogate anywhere in it: the engine
-    is sent UTF-8, which cannot hold one."""
-
-    def checked(given: Any) -> Any:
-        where = _lone_surrogate_at(given)
-        if where is not None:
-            raise Problem(f"{where}{': ' if where else ''}must be valid Unicode (a lone surrogate)")
-        return check(given)
-
-    return checked
 
 
 def _neutral(value: Any, *, what: str) -> Check:
@@ -157,7 +114,7 @@ def _json_schema(given: Any) -> Mapping[str, Any]:
     if unknown:
         raise Problem(f".json_schema.{unknown[0]}: unknown field")
     name = spec.get("name")
-    if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
         raise Problem(".json_schema.name: required, 1 to 64 letters, digits, _ or -")
     schema = spec.get("schema", {})
     if not isinstance(schema, dict):
@@ -173,132 +130,6 @@ def _stream_options(given: Any) -> bool:
     if not isinstance(given, dict) or set(given) - {"include_usage"}:
         raise Problem('must be an object with only "include_usage"')
     return fields.boolean(given.get("include_usage", False))
-
-
-def _text(given: Any, where: str) -> str:
-    """Message content: a string, or a list of text parts (joined, as the engine does)."""
-    if isinstance(given, str):
-        return str(fields.string(max_len=_TEXT_LIMIT)(given))
-    if not isinstance(given, list):
-        raise Problem(f"{where}: must be a string or a list of text parts")
-    texts = []
-    for i, part in enumerate(given):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text":
-            what = f"{describe(kind)} parts are not supported" if kind else "must be a text part"
-            raise Problem(f"{where}[{i}]: {what} (only text)")
-        if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
-            raise Problem(f'{where}[{i}]: a text part is {{"type": "text", "text": string}}')
-        texts.append(part["text"])
-    return "\n".join(texts)
-
-
-def _tool_calls(given: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(given, list):
-        raise Problem(f"{where}: must be a list")
-    calls = []
-    for i, call in enumerate(given):
-        function = call.get("function") if isinstance(call, dict) else None
-        if (
-            not isinstance(call, dict)
-            or call.get("type", "function") != "function"
-            or set(call) - {"id", "type", "function"}
-            or not isinstance(call.get("id"), str)
-            or not isinstance(function, dict)
-            or set(function) - {"name", "arguments"}
-            or not isinstance(function.get("name"), str)
-            or not isinstance(function.get("arguments"), str)
-        ):
-            raise Problem(
-                f'{where}[{i}]: must be {{"id", "type": "function", '
-                f'"function": {{"name", "arguments"}}}}'
-            )
-        calls.append({"id": call["id"], "type": "function", "function": dict(function)})
-    return calls
-
-
-_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
-_NULL_ONLY_KEYS = frozenset({"refusal", "function_call", "audio", "annotations"})
-"""Keys the official SDKs write into an assistant message given back as history; accepted
-when null (or empty), as they say nothing."""
-
-
-def _message(given: Any, where: str) -> dict[str, Any]:
-    if not isinstance(given, dict):
-        raise Problem(f"{where}: must be an object")
-    for key in sorted(given):
-        if key in _NULL_ONLY_KEYS and given[key] in (None, []):
-            continue
-        if key not in _MESSAGE_KEYS:
-            what = "not supported" if key in _NULL_ONLY_KEYS else "unknown field"
-            raise Problem(f"{where}.{key}: {what}")
-    role = given.get("role")
-    if role not in ROLES:
-        raise Problem(f"{where}.role: must be one of {', '.join(ROLES)} (got {describe(role)})")
-    out: dict[str, Any] = {"role": "system" if role == "developer" else role}
-    content = given.get("content")
-    if content is None and not (role == "assistant" and given.get("tool_calls")):
-        raise Problem(f"{where}.content: required")
-    if content is not None:
-        out["content"] = _text(content, f"{where}.content")
-    if given.get("name") is not None:
-        out["name"] = fields.string(max_len=256, empty=False)(given["name"])
-    if given.get("tool_calls") is not None:
-        if role != "assistant":
-            raise Problem(f"{where}.tool_calls: only an assistant message calls tools")
-        out["tool_calls"] = _tool_calls(given["tool_calls"], f"{where}.tool_calls")
-    if role == "tool":
-        call_id = given.get("tool_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise Problem(f"{where}.tool_call_id: required in a tool message")
-        out["tool_call_id"] = call_id
-    elif given.get("tool_call_id") is not None:
-        raise Problem(f"{where}.tool_call_id: only a tool message answers a call")
-    return out
-
-
-def _messages(given: Any) -> tuple[dict[str, Any], ...]:
-    if not isinstance(given, list) or not given:
-        raise Problem("must be a non-empty list of messages")
-    if len(given) > _MAX_MESSAGES:
-        raise Problem(f"may hold at most {_MAX_MESSAGES} messages (got {len(given)})")
-    return tuple(_message(m, f"[{i}]") for i, m in enumerate(given))
-
-
-def _tools(given: Any) -> tuple[dict[str, Any], ...]:
-    if not isinstance(given, list) or len(given) > _MAX_TOOLS:
-        raise Problem(f"must be a list of at most {_MAX_TOOLS} tools")
-    tools = []
-    for i, tool in enumerate(given):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if (
-            not isinstance(tool, dict)
-            or tool.get("type") != "function"
-            or set(tool) - {"type", "function"}
-        ):
-            raise Problem(f'[{i}]: must be {{"type": "function", "function": {{...}}}}')
-        if not isinstance(function, dict):
-            raise Problem(f"[{i}].function: required, an object")
-        unknown = sorted(set(function) - {"name", "description", "parameters", "strict"})
-        if unknown:
-            raise Problem(f"[{i}].function.{unknown[0]}: unknown field")
-        name = function.get("name")
-        if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
-            raise Problem(f"[{i}].function.name: required, 1 to 64 letters, digits, _ or -")
-        if not isinstance(function.get("description", ""), str):
-            raise Problem(f"[{i}].function.description: must be a string")
-        if not isinstance(function.get("parameters", {}), dict):
-            raise Problem(f"[{i}].function.parameters: must be a JSON schema object")
-        if not isinstance(function.get("strict", False), bool | None):
-            raise Problem(f"[{i}].function.strict: must be true or false")
-        tools.append({"type": "function", "function": dict(function)})
-    return tuple(tools)
-
-
-def _tool_choice(given: Any) -> str:
-    if isinstance(given, dict):
-        raise Problem("naming one function is not supported; use auto, none or required")
-    return str(fields.choice(("auto", "none", "required"))(given))
 
 
 def _common(limits: AdmissionConfig) -> dict[str, Check]:
@@ -347,11 +178,11 @@ def _chat_fields(limits: AdmissionConfig) -> dict[str, Check]:
     return {
         **_common(limits),
         **dict.fromkeys(unsupported, _not_supported),
-        "messages": _messages,
+        "messages": openai_messages.messages,
         "max_completion_tokens": fields.integer(1, limits.max_tokens_limit),
         "response_format": _json_schema,
-        "tools": _tools,
-        "tool_choice": _tool_choice,
+        "tools": openai_messages.tools,
+        "tool_choice": openai_messages.tool_choice,
         "parallel_tool_calls": fields.boolean,
     }
 
@@ -363,7 +194,7 @@ def _prompt(given: Any) -> str:
         given = given[0]
     if not isinstance(given, str):
         raise Problem("must be a string (token arrays are not supported)")
-    return str(fields.string(max_len=_TEXT_LIMIT, empty=False)(given))
+    return str(fields.string(max_len=TEXT_LIMIT, empty=False)(given))
 
 
 def _completion_fields(limits: AdmissionConfig) -> dict[str, Check]:
@@ -374,10 +205,6 @@ def _completion_fields(limits: AdmissionConfig) -> dict[str, Check]:
         "best_of": _neutral(1, what="only 1 is supported"),
         "suffix": _not_supported,
     }
-
-
-def _unicode_checks(checks: Mapping[str, Check]) -> dict[str, Check]:
-    return {name: _unicode(check) for name, check in checks.items()}
 
 
 _TASK_FIELDS = (
@@ -423,7 +250,7 @@ def _request(
 def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/chat/completions`` body as a task; one refusal naming every bad field."""
     problems = fields.Problems()
-    checks = _unicode_checks(_chat_fields(limits))
+    checks = _chat_fields(limits)
     values = fields.checked(raw, checks, problems, required=("model", "messages"))
     chat = None
     if "messages" in values:
@@ -444,7 +271,7 @@ def parse_chat(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest
 def parse_completion(raw: Mapping[str, Any], limits: AdmissionConfig) -> OpenAIRequest:
     """A ``/v1/completions`` body as a task; one refusal naming every bad field."""
     problems = fields.Problems()
-    checks = _unicode_checks(_completion_fields(limits))
+    checks = _completion_fields(limits)
     values = fields.checked(raw, checks, problems, required=("model", "prompt"))
     parsed = _request(values, values.get("prompt", ""), limits, problems)
     problems.refuse_if_any()
