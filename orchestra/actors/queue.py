@@ -327,18 +327,11 @@ class Queue(QueueFace):
         ttft_s = self.figures.completed(trio.current_time(), task, done)
         if ttft_s is not None:
             self.metrics.first_token(ttft_s)
-        task.record_completion(done)
+        end = task.record_completion(done)
         if task.token_cap is not None and done.stop_type == "limit":
             message = f"the session's token budget ran out after {done.tokens_out} tokens"
             self._fail(task, ErrorCode.BUDGET_EXCEEDED, message, retriable=False)
             return
-        end = {
-            "tokens_out": done.tokens_out,
-            "decode_time_ms": task.decode_time_ms,
-            "finish_reason": done.finish_reason,
-            "tokens_in": done.tokens_in,
-            "cached_tokens": done.cached_tokens,
-        }
         self._end(task, TaskState.COMPLETED, EventKind.END, end)
 
     def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:

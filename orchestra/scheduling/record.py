@@ -91,8 +91,15 @@ class Task:
         self.log.append(EventKind.STARTED, started)
         return waited_ms
 
-    def record_completion(self, done: Completed) -> None:
-        """What the engine said when it finished it."""
+    def record_completion(self, done: Completed) -> dict[str, object]:
+        """Keep what the engine said when it finished it; the data of its ``end`` event."""
         self.tokens_out, self.tokens_in = done.tokens_out, done.tokens_in
         self.decode_time_ms = round(done.decode_time_ms, 3)
         self.cached_tokens, self.ran_on = done.cached_tokens, done.slot
+        return {
+            "tokens_out": done.tokens_out,
+            "decode_time_ms": self.decode_time_ms,
+            "finish_reason": done.finish_reason,
+            "tokens_in": done.tokens_in,
+            "cached_tokens": done.cached_tokens,
+        }

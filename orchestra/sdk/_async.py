@@ -18,16 +18,15 @@ import httpx
 import trio
 
 from orchestra import __version__
-from orchestra.errors import ErrorCode
 from orchestra.sdk._chat import ChatCompletion, ChatRequest, Message, chat_body
 from orchestra.sdk._convert import event_from_wire, request_body, structure
+from orchestra.sdk._error_answers import error_from_response
 from orchestra.sdk._errors import (
     OrchestraError,
     ParseError,
     ServerError,
     TaskFailed,
     TransportError,
-    error_class,
 )
 from orchestra.sdk._events import End, Error, Event, Started, Token
 from orchestra.sdk._models import (
@@ -42,7 +41,7 @@ from orchestra.sdk._models import (
     TaskRequest,
     TaskStatus,
 )
-from orchestra.sdk._openai import CHAT_PATH, ChatStream, openai_error
+from orchestra.sdk._openai import CHAT_PATH, ChatStream
 from orchestra.sdk._retry import Retry
 from orchestra.sdk._sse import RawEvent, SSEDecoder
 
@@ -62,18 +61,6 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @attrs.frozen
-class _Envelope:
-    code: ErrorCode
-    message: str
-    retriable: bool
-    correlation_id: str | None = None
-    retry_after_ms: int | None = None
-    policy_label: str | None = None
-    problems: tuple[str, ...] = ()
-    details: Mapping[str, Any] | None = None
-
-
-@attrs.frozen
 class _ModelList:
     """``GET /v1/models``: OpenAI's list shape, ``{"object": "list", "data": [...]}``."""
 
@@ -82,34 +69,6 @@ class _ModelList:
 
 def _quote(segment: str) -> str:
     return quote(segment, safe="")
-
-
-def error_from_response(response: httpx.Response) -> ServerError | ParseError:
-    """The exception for a non-2xx answer: a :class:`ServerError` (:class:`BudgetExceeded`
-    for ``BUDGET_EXCEEDED``, :class:`QueueFull` for any other 429) built from orchestra's
-    envelope, or a :class:`ParseError` when there is none."""
-    status = response.status_code
-    what = f"HTTP {status} from {response.request.method} {response.request.url.path}"
-    try:
-        body = response.json()
-    except ValueError:
-        snippet = response.text[:120].strip()
-        return ParseError(f"{what}: not orchestra's error envelope: {snippet!r}", status)
-    envelope = structure(body, _Envelope, what=what, status=status)
-    retry_after_ms = envelope.retry_after_ms
-    if retry_after_ms is None and (header := response.headers.get("Retry-After", "")).isdigit():
-        retry_after_ms = int(header) * 1000
-    return error_class(envelope.code, status)(
-        code=envelope.code,
-        message=envelope.message,
-        retriable=envelope.retriable,
-        status=status,
-        retry_after_ms=retry_after_ms,
-        correlation_id=envelope.correlation_id or response.headers.get("X-Correlation-Id"),
-        policy_label=envelope.policy_label,
-        problems=envelope.problems,
-        details=envelope.details,
-    )
 
 
 def _transport_error(exc: httpx.RequestError, what: str) -> TransportError:
@@ -432,7 +391,7 @@ class AsyncClient:
             raise _transport_error(exc, what) from exc
         finally:
             await response.aclose()
-        raise openai_error(response) or error_from_response(response)
+        raise error_from_response(response)
 
     async def _cancel_abandoned(self, task_id: str) -> None:
         with trio.move_on_after(CANCEL_ON_ABANDON_S, shield=True):

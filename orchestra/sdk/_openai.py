@@ -1,6 +1,7 @@
-"""The OpenAI face's wire (``specs/openapi/openai.yaml``) as the SDK reads it: the error
-object of a refused request, and :class:`ChatStream`, a chat answer's stream of chunks
-read as typed :class:`~orchestra.sdk.ChatDelta` pieces.
+"""The OpenAI face's wire (``specs/openapi/openai.yaml``) as the SDK reads it:
+:class:`ChatStream`, a chat answer's stream of chunks read as typed
+:class:`~orchestra.sdk.ChatDelta` pieces (a refusal's error object is read by
+:mod:`orchestra.sdk._error_answers`).
 
 An OpenAI stream is ``data: {chunk}`` frames (``: keepalive`` comments between), then
 ``data: [DONE]``; a task that fails or is cancelled ends it with one ``data: {"error":
@@ -32,76 +33,13 @@ from orchestra.sdk._convert import structure
 from orchestra.sdk._errors import (
     OrchestraError,
     ParseError,
-    ServerError,
     TaskFailed,
     TransportError,
-    error_class,
 )
 from orchestra.sdk._sse import RawEvent, SSEDecoder
 
 CHAT_PATH = "/v1/chat/completions"
 DONE = "[DONE]"
-
-# -- errors ----------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _ErrorObject:
-    """OpenAI's ``{"error": {...}}``, orchestra's code in ``code`` and its fields beside."""
-
-    code: ErrorCode
-    message: str
-    type: str | None = None
-    param: str | None = None
-    retriable: bool = False
-    correlation_id: str | None = None
-    retry_after_ms: int | None = None
-    policy_label: str | None = None
-    problems: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class _ErrorBody:
-    error: _ErrorObject
-
-
-def _retry_after_ms(response: httpx.Response) -> int | None:
-    if (exact := response.headers.get("retry-after-ms", "")).isdigit():
-        return int(exact)
-    if (seconds := response.headers.get("Retry-After", "")).isdigit():
-        return int(seconds) * 1000
-    return None
-
-
-def openai_error(response: httpx.Response) -> ServerError | ParseError | None:
-    """The exception for a non-2xx answer of the OpenAI face, built from OpenAI's error
-    object as :func:`~orchestra.sdk._async.error_from_response` builds it from the v1
-    envelope (the same classes: :class:`QueueFull` for a 429, ...); None when the answer
-    holds no ``{"error": {...}}`` object."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
-        return None
-    status = response.status_code
-    what = f"HTTP {status} from {response.request.method} {response.request.url.path}"
-    error = structure(body, _ErrorBody, what=what, status=status).error
-    retry_after_ms = error.retry_after_ms
-    if retry_after_ms is None:
-        retry_after_ms = _retry_after_ms(response)
-    return error_class(error.code, status)(
-        code=error.code,
-        message=error.message,
-        retriable=error.retriable,
-        status=status,
-        retry_after_ms=retry_after_ms,
-        correlation_id=error.correlation_id or response.headers.get("X-Correlation-Id"),
-        policy_label=error.policy_label,
-        problems=error.problems,
-        param=error.param,
-    )
-
 
 # -- the chunks of a stream --------------------------------------------------------------------
 
