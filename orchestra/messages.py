@@ -76,6 +76,27 @@ class EngineAlarm:
         return hung
 
 
+@attrs.define
+class Doorbell:
+    """A wake-up without a payload: many ring it, one waits on it (the Models actor,
+    rung by every Queue when a task waits for a load or a pool falls idle).
+
+    Ringing is synchronous and never blocks; rings before a wait are one wake-up, so
+    nothing rung is missed. The waiter reads the state it cares about after waking.
+    """
+
+    _rung: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def ring(self) -> None:
+        """Wake the waiter (now, or at its next :meth:`wait`)."""
+        self._rung.set()
+
+    async def wait(self) -> None:
+        """Return once rung since the last wait returned."""
+        await self._rung.wait()
+        self._rung = trio.Event()
+
+
 # -- what a StreamSession reports -------------------------------------------------------
 
 
@@ -97,6 +118,8 @@ class Completed:
     """Why the engine stopped: ``eos``, ``word``, ``limit`` (``n_predict`` reached), or
     ``tool_calls`` (a chat answer that calls tools)."""
     prompt_time_ms: float = 0.0
+    vectors: tuple[tuple[float, ...], ...] | None = None
+    """An embedding task's vectors, one per input."""
 
     @property
     def finish_reason(self) -> str:

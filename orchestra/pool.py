@@ -20,6 +20,22 @@ class PoolState(enum.StrEnum):
     """Crashed past its limit: 503 ``POOL_UNAVAILABLE`` until it recovers."""
 
 
+class Residency(enum.StrEnum):
+    """Whether the pool's model is in memory, as the Models actor decides (DESIGN §5).
+
+    Only ``loaded`` dispatches. In every other residency a submission is admitted and
+    waits (``queued``) for the next load, so a task that arrives while a pool unloads is
+    served by the next load instead of failing."""
+
+    LOADED = "loaded"
+    LOADING = "loading"
+    UNLOADED = "unloaded"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+    """Its last load failed (the tasks waiting for it ended ``MODEL_LOAD_FAILED``); the
+    next submission starts another load."""
+
+
 @attrs.frozen
 class ReplicaStatus:
     """The replica's state and slot count, from the ReplicaSupervisor."""
@@ -46,6 +62,17 @@ class PoolStatus:
     """Shutting down: every submission is refused."""
     draining: bool = False
     """Drained through the control plane: nothing is dispatched, submissions are refused."""
+    residency: Residency = Residency.LOADED
+    """Whether the model is in memory; a pool that always is (the single-model
+    configuration) stays ``loaded`` and its engine's state alone says whether it serves."""
+    load_ms: int = 0
+    """What loading the model is expected to take (the last load measured), added to the
+    predicted start of a task that waits for a load."""
+
+    @property
+    def dispatching(self) -> bool:
+        """Tasks start now: the model is loaded, the engine ready, the pool not drained."""
+        return self.residency is Residency.LOADED and self.ready and not self.draining
 
     @property
     def ready(self) -> bool:
@@ -54,13 +81,21 @@ class PoolStatus:
 
     @property
     def serving(self) -> bool:
-        """Ready and not draining: a submission would be admitted (room permitting)."""
-        return self.ready and not (self.refusing or self.draining)
+        """A submission would be admitted (room permitting): ready and not draining, or
+        not draining while the model is not in memory (the task waits for its load)."""
+        if self.refusing or self.draining:
+            return False
+        return self.ready or self.residency is not Residency.LOADED
 
     @property
     def health_state(self) -> str:
-        """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it."""
-        return "draining" if self.refusing or self.draining else str(self.state)
+        """``ready``, ``starting``, ``unavailable`` or ``draining``, as health reports it;
+        a pool whose model is not in memory reports its residency (``unloaded``...)."""
+        if self.refusing or self.draining:
+            return "draining"
+        if self.residency is not Residency.LOADED:
+            return str(self.residency)
+        return str(self.state)
 
     def refusal(self) -> Refusal | None:
         """Why a submission is refused now whatever it asks, or None when it is not."""
@@ -69,6 +104,8 @@ class PoolStatus:
                 ErrorCode.POOL_UNREADY, "orchestra is shutting down", retriable=True,
                 retry_after_ms=5000,
             )  # fmt: skip
+        if self.residency is not Residency.LOADED and not self.draining:
+            return None  # admitted: it waits for the next load
         if self.state is PoolState.UNAVAILABLE:
             return Refusal(
                 ErrorCode.POOL_UNAVAILABLE,

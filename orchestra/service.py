@@ -4,15 +4,18 @@
 
     run_service
     └── root nursery
-        ├── Queue.run               (sessions nursery inside: one StreamSession per task)
-        ├── ReplicaSupervisor.run   (attached) or OwnedReplicaSupervisor.run (owned:
-        │                            one llama-server process per life, inside)
-        ├── PoolControl.run         (drain / reload, one at a time, in its own nursery)
+        ├── per pool (one per model; the single-model configuration has one, ``default``)
+        │   ├── Queue.run           (sessions nursery inside: one StreamSession per task)
+        │   └── PoolControl.run     (drain / reload, one at a time, in its own nursery)
+        ├── Models.run              (which pools are loaded; each loaded pool's supervisor
+        │                            runs inside: ReplicaSupervisor (attached) or
+        │                            OwnedReplicaSupervisor, one llama-server per life)
         └── hypercorn.trio.serve    (the QuartTrio app; Admission runs in its handlers)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import tempfile
@@ -26,20 +29,24 @@ import trio
 from quart_trio import QuartTrio
 
 from orchestra.actors.admission import Admission
+from orchestra.actors.models import Engines, Models, ModelSpec, Pool
 from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
 from orchestra.catalog import Catalog
-from orchestra.config import Config
+from orchestra.config import AdapterConfig, Config, ConfigError, ModelConfig
 from orchestra.engine.cache import MODEL_FILE, MODEL_SHA256
 from orchestra.engine.llamacpp import LlamaCppAdapter
+from orchestra.engine.machine import machine_budget_mb
 from orchestra.engine.process import EngineCommand, resolve_command
 from orchestra.http.app import create_app
 from orchestra.http.context import Actors
-from orchestra.messages import EngineAlarm
+from orchestra.messages import Doorbell, EngineAlarm
 from orchestra.obs import logs
 from orchestra.obs.metrics import Metrics
+from orchestra.pool import Residency
+from orchestra.scheduling import placement
 from orchestra.scheduling.sessions import SessionBook
 
 log = logging.getLogger("orchestra")
@@ -115,7 +122,160 @@ async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
     return entry.id
 
 
-def _log_fields(config: Config, supervisor: Supervisor) -> dict[str, object]:
+def _queue(
+    config: Config,
+    engine: LlamaCppAdapter,
+    metrics: Metrics,
+    alarm: EngineAlarm,
+    doorbell: Doorbell,
+    pool_id: str,
+    residency: Residency,
+) -> Queue:
+    return Queue(
+        capacity=config.admission.queue_capacity,
+        batch_capacity=config.admission.batch_queue_capacity,
+        batch_every=config.admission.batch_every,
+        engine=engine,
+        retention_s=config.streams.retention_s,
+        orphan_grace_s=config.streams.orphan_grace_ms / 1000,
+        engine_backlog=config.adapter.engine_backlog,
+        metrics=metrics,
+        sessions=SessionBook(config.sessions),
+        alarm=alarm,
+        pool_id=pool_id,
+        doorbell=doorbell,
+        residency=residency,
+    )
+
+
+@attrs.frozen
+class _Wiring:
+    """What every pool of one service shares."""
+
+    config: Config
+    catalog: Catalog
+    api_key: str
+    slot_dir: Path
+    metrics: Metrics
+    doorbell: Doorbell
+    clients: contextlib.AsyncExitStack
+
+
+async def _engine(w: _Wiring, adapter: AdapterConfig) -> LlamaCppAdapter:
+    client = await w.clients.enter_async_context(
+        LlamaCppAdapter.open_client(adapter, api_key=w.api_key)
+    )
+    return LlamaCppAdapter(client, adapter)
+
+
+async def _single_pool(w: _Wiring) -> Pool:
+    """The single-model configuration: one pool, ``default``, always loaded."""
+    config = w.config
+    engine = await _engine(w, config.adapter)
+    alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
+    queue = _queue(config, engine, w.metrics, alarm, w.doorbell, "default", Residency.LOADED)
+    supervisor: Supervisor
+    model_id = None
+    if config.replica is None:
+        supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
+    else:
+        command = attrs.evolve(
+            resolve_command(config.replica, config.adapter),
+            api_key=w.api_key,
+            slot_save_path=w.slot_dir,
+        )
+        model_id = await _catalog_id(w.catalog, command)
+        supervisor = OwnedReplicaSupervisor(
+            command, config.replica, engine, queue.replica_status, queue.replica_lost,
+            alarm,
+        )  # fmt: skip
+    control = PoolControl(
+        queue,
+        supervisor,
+        w.catalog,
+        start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
+        model_id=model_id,
+    )
+    spec = ModelSpec("default", keep_loaded=True, fixed=True)
+    return Pool(spec, queue, engine, supervisor, control)
+
+
+async def _model_pool(w: _Wiring, name: str, model: ModelConfig, index: int) -> Pool:
+    """A pool of ``[models]``: unloaded until a task or ``keep_loaded`` asks for it."""
+    config = w.config
+    replica = model.replica()
+    slots = w.slot_dir / name
+    slots.mkdir()
+    command = attrs.evolve(
+        resolve_command(
+            replica, config.adapter, table=f"models.{name}", model_key="path", port_offset=index
+        ),
+        api_key=w.api_key,
+        slot_save_path=slots,
+        embeddings=model.embeddings,
+    )
+    adapter = attrs.evolve(config.adapter, endpoint=f"http://{command.host}:{command.port}")
+    engine = await _engine(w, adapter)
+    alarm = EngineAlarm()
+    queue = _queue(config, engine, w.metrics, alarm, w.doorbell, name, Residency.UNLOADED)
+    supervisor = OwnedReplicaSupervisor(
+        command, replica, engine, queue.replica_status, queue.replica_lost, alarm,
+        load_once=True,
+    )  # fmt: skip
+    control = PoolControl(
+        queue,
+        supervisor,
+        w.catalog,
+        start_timeout_s=replica.start_timeout_s,
+        model_id=name,
+        swaps_models=False,
+    )
+    memory, source = model.memory_mb, "configured"
+    if not memory:
+        size = await trio.to_thread.run_sync(lambda: command.model.stat().st_size)
+        memory, source = placement.estimate_mb(size, replica.ctx_size), "estimated"
+    spec = ModelSpec(
+        name,
+        aliases=model.aliases,
+        keep_loaded=model.keep_loaded,
+        idle_unload_s=model.idle_unload_s,
+        memory_mb=memory,
+        memory_source=source,
+        embeddings=model.embeddings,
+    )
+    return Pool(spec, queue, engine, supervisor, control)
+
+
+def _budget(config: Config, pools: list[Pool]) -> int:
+    """The memory budget in MiB; ConfigError when the keep_loaded models exceed it."""
+    budget = config.placement.memory_budget_mb
+    source = "placement.memory_budget_mb"
+    if not budget:
+        gpu = any(model.gpu_layers > 0 for model in config.models.values())
+        budget, source = machine_budget_mb(gpu)
+    kept = sum(pool.spec.memory_mb for pool in pools if pool.spec.keep_loaded)
+    if kept > budget:
+        raise ConfigError(
+            [
+                f"placement.memory_budget_mb: the keep_loaded models take {kept} MiB together "
+                f"(configured or estimated), more than the budget: {budget} MiB ({source})"
+            ]
+        )
+    if config.models:
+        log.info(
+            "models: %s; memory budget %d MiB (%s)",
+            ", ".join(
+                f"{p.id} ({p.spec.memory_mb} MiB {p.spec.memory_source}"
+                f"{', keep_loaded' if p.spec.keep_loaded else ''})"
+                for p in pools
+            ),
+            budget,
+            source,
+        )
+    return budget
+
+
+def _log_fields(config: Config, supervisor: Engines) -> dict[str, object]:
     """The fields every log line of a service carries (read when the line is written)."""
     summary = supervisor.statistics()
     return {
@@ -127,54 +287,27 @@ def _log_fields(config: Config, supervisor: Supervisor) -> dict[str, object]:
     }
 
 
-async def _actors(
-    config: Config, engine: LlamaCppAdapter, catalog: Catalog, api_key: str, slot_dir: Path
-) -> Actors:
+async def _actors(w: _Wiring) -> Actors:
     """Every actor of the service, each wired to the others when it is built."""
-    metrics = Metrics()
-    alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
-    queue = Queue(
-        capacity=config.admission.queue_capacity,
-        batch_capacity=config.admission.batch_queue_capacity,
-        batch_every=config.admission.batch_every,
-        engine=engine,
-        retention_s=config.streams.retention_s,
-        orphan_grace_s=config.streams.orphan_grace_ms / 1000,
-        engine_backlog=config.adapter.engine_backlog,
-        metrics=metrics,
-        sessions=SessionBook(config.sessions),
-        alarm=alarm,
-    )
-    supervisor: Supervisor
-    model_id = None
-    if config.replica is None:
-        supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
+    config = w.config
+    if config.models:
+        pools = [
+            await _model_pool(w, name, model, index)
+            for index, (name, model) in enumerate(config.models.items())
+        ]
+        default_id = config.default_model or pools[0].id
+        default_id = next(p.id for p in pools if default_id in (p.id, *p.spec.aliases))
     else:
-        command = attrs.evolve(
-            resolve_command(config.replica, config.adapter),
-            api_key=api_key,
-            slot_save_path=slot_dir,
-        )
-        model_id = await _catalog_id(catalog, command)
-        supervisor = OwnedReplicaSupervisor(
-            command, config.replica, engine, queue.replica_status, queue.replica_lost,
-            alarm,
-        )  # fmt: skip
-    logs.set_service_fields(partial(_log_fields, config, supervisor))
-    control = PoolControl(
-        queue,
-        supervisor,
-        catalog,
-        start_timeout_s=0.0 if config.replica is None else config.replica.start_timeout_s,
-        model_id=model_id,
-    )
-    admission = Admission(config.admission, engine, queue)
-    metrics.watch(
-        queue=queue.statistics,
-        admission=admission.statistics,
-        replica=supervisor.statistics,
-    )
-    return Actors(config, admission, queue, supervisor, control, catalog, metrics)
+        pools = [await _single_pool(w)]
+        default_id = "default"
+        logs.set_service_fields(partial(_log_fields, config, pools[0].supervisor))
+    models = Models(
+        pools, _budget(config, pools), default_id, w.doorbell, w.metrics,
+        measure=bool(config.models),
+    )  # fmt: skip
+    admission = Admission(config.admission, models)
+    w.metrics.watch(pools=models.states, admission=admission.statistics)
+    return Actors(config, admission, models, w.catalog, w.metrics)
 
 
 async def run_service(
@@ -192,7 +325,7 @@ async def run_service(
     """
     logs.redactor.add(config.auth.token)
     api_key = ""
-    if config.replica is not None:
+    if config.replica is not None or config.models:
         api_key = secrets.token_urlsafe(32)  # the engine answers orchestra and nobody else
         logs.redactor.add(api_key)
     catalog = await Catalog.open(config.data_path)
@@ -200,15 +333,18 @@ async def run_service(
     # a directory for slot files; a private one lives as long as the service.
     slot_dir = tempfile.TemporaryDirectory(prefix="orchestra-slots-")
     with slot_dir:
-        async with LlamaCppAdapter.open_client(config.adapter, api_key=api_key) as client:
-            engine = LlamaCppAdapter(client, config.adapter)
-            actors = await _actors(config, engine, catalog, api_key, Path(slot_dir.name))
+        async with contextlib.AsyncExitStack() as clients:
+            wiring = _Wiring(
+                config, catalog, api_key, Path(slot_dir.name), Metrics(), Doorbell(), clients
+            )
+            actors = await _actors(wiring)
             queue = actors.queue
             http_stop, http_stopped = trio.Event(), trio.Event()
             async with trio.open_nursery() as root:
-                await root.start(queue.run)
-                await root.start(actors.supervisor.run)
-                await root.start(actors.control.run)
+                for pool in actors.models:
+                    await root.start(pool.queue.run)
+                    await root.start(pool.control.run)
+                await root.start(actors.models.run)
                 app = create_app(actors)
                 urls: list[str] = []
                 if listen:
@@ -231,7 +367,9 @@ async def run_service(
                 task_status.started(Running(urls, actors, app))
                 await stop.wait()
                 log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
-                await drain(queue, config.shutdown_grace_s)
+                async with trio.open_nursery() as draining:
+                    for pool in actors.models:
+                        draining.start_soon(drain, pool.queue, config.shutdown_grace_s)
                 http_stop.set()
                 await http_stopped.wait()
                 root.cancel_scope.cancel()

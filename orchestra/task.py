@@ -61,6 +61,15 @@ class Endpoint(enum.StrEnum):
 
     COMPLETION = "completion"
     CHAT = "chat"
+    EMBEDDING = "embedding"
+    """llama-server's ``/v1/embeddings``: the vectors come in the task's ``end`` event."""
+
+
+@attrs.frozen
+class Embed:
+    """Texts to embed (``POST /v1/embeddings``), already validated."""
+
+    inputs: tuple[str, ...]
 
 
 @attrs.frozen
@@ -79,7 +88,7 @@ class TaskRequest:
     """A validated task: built only by :mod:`orchestra.actors.admission` (``POST /v1/tasks``)
     and by the OpenAI face's parser (:mod:`orchestra.http.openai_requests`)."""
 
-    prompt: str | Chat
+    prompt: str | Chat | Embed
     max_tokens: int
     task_id: str | None = None
     session_id: str | None = None
@@ -113,10 +122,14 @@ class TaskRequest:
     @property
     def endpoint(self) -> Endpoint:
         """The engine call this task is."""
+        if isinstance(self.prompt, Embed):
+            return Endpoint.EMBEDDING
         return Endpoint.CHAT if isinstance(self.prompt, Chat) else Endpoint.COMPLETION
 
     def engine_params(self) -> dict[str, Any]:
         """The body of the engine call for this task (:attr:`endpoint` says which)."""
+        if isinstance(self.prompt, Embed):
+            return {"input": list(self.prompt.inputs)}
         params: dict[str, Any] = {
             "n_predict": self.max_tokens,
             "cache_prompt": self.determinism is Determinism.BEST_EFFORT,

@@ -40,13 +40,20 @@ class QueueStatistics:
     tasks_known: int
     mean_service_ms: int
     ended: Mapping[str, int]
+    idle_since: float | None = None
+    """Trio time at which its last task ended with nothing else waiting or running (or
+    it was created); None while it has work."""
+    last_used: float = 0.0
+    """Trio time of its last submission or task end."""
+    oldest_wait: float | None = None
+    """Trio time at which its longest-waiting task was admitted; None when none waits."""
 
 
 @attrs.frozen
 class AdmissionStatistics:
     """A snapshot of Admission's counters."""
 
-    admitted: Mapping[str, int]
-    """Tasks admitted, by face (``v1``, ``openai``)."""
-    rejected: Mapping[tuple[str, str], int]
-    """Requests refused, by face and error code."""
+    admitted: Mapping[tuple[str, str], int]
+    """Tasks admitted, by face (``v1``, ``openai``) and model (pool id)."""
+    rejected: Mapping[tuple[str, str, str], int]
+    """Requests refused, by face, error code and model (empty: none known)."""

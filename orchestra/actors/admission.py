@@ -21,7 +21,7 @@ import attrs
 from orchestra.actors import fields
 from orchestra.config import AdmissionConfig
 from orchestra.errors import EngineError, ErrorCode, Refusal
-from orchestra.task import Chat, Determinism, Face, Priority, TaskRequest
+from orchestra.task import Chat, Determinism, Embed, Face, Priority, TaskRequest
 from orchestra.views import AdmissionStatistics
 
 if TYPE_CHECKING:
@@ -47,6 +47,46 @@ class TaskSubmitter(Protocol):
     """What Admission needs from the Queue."""
 
     async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted: ...
+
+
+class Route(Protocol):
+    """Where a task goes: a pool's id, its engine (to count tokens) and its Queue."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def engine(self) -> TokenCounter: ...
+
+    @property
+    def queue(self) -> TaskSubmitter: ...
+
+    def engine_ready(self) -> bool:
+        """The engine is loaded and answers (so it can count a prompt's tokens)."""
+        ...
+
+
+class Router(Protocol):
+    """What Admission needs from the Models actor: the pool a request's model names."""
+
+    def route(self, name: str | None) -> Route:
+        """Raises Refusal ``NOT_FOUND`` or ``MODEL_TOO_LARGE``."""
+        ...
+
+
+@attrs.frozen
+class OnePool:
+    """A router with one pool, which every model name reaches (for tests and tools)."""
+
+    engine: TokenCounter
+    queue: TaskSubmitter
+    id: str = "default"
+
+    def engine_ready(self) -> bool:
+        return True
+
+    def route(self, name: str | None) -> OnePool:
+        return self
 
 
 def _fields(limits: AdmissionConfig) -> Mapping[str, fields.Check]:
@@ -108,7 +148,7 @@ _TOOLS_ALLOWANCE = 1024
 """Tokens a chat template may add when tools are offered (instructions on calling them)."""
 
 
-def _prompt_token_bound(prompt: str | Chat) -> int:
+def _prompt_token_bound(prompt: str | Chat | Embed) -> int:
     """An upper bound on the prompt's token count without asking the engine.
 
     Every token of a llama.cpp vocabulary (BPE or SentencePiece with byte fallback) covers
@@ -117,6 +157,8 @@ def _prompt_token_bound(prompt: str | Chat) -> int:
     """
     if isinstance(prompt, str):
         return len(prompt.encode()) + 2
+    if isinstance(prompt, Embed):
+        return 0  # each text is bounded by the engine's batch, which refuses a longer one
     text = json.dumps([prompt.messages, prompt.tools], ensure_ascii=False)
     allowance = _TEMPLATE_ALLOWANCE + (_TOOLS_ALLOWANCE if prompt.tools else 0)
     return len(text.encode()) + 2 + allowance
@@ -162,46 +204,63 @@ class Admission:
     """
 
     limits: AdmissionConfig
-    tokens: TokenCounter
-    queue: TaskSubmitter
-    _admitted: Counter[str] = attrs.field(factory=Counter, init=False)
-    _rejected: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
+    router: Router
+    _admitted: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
+    _rejected: Counter[tuple[str, str, str]] = attrs.field(factory=Counter, init=False)
 
     async def admit(self, body: bytes) -> Admitted:
         """Admit a ``POST /v1/tasks`` body or raise :class:`Refusal` saying why not."""
-        _, admitted = await self.admit_with(
+        _, admitted, _ = await self.admit_with(
             lambda: V1Request(parse_task_request(body, self.limits)), Face.V1
         )
         return admitted
 
-    async def admit_with(self, parse: Callable[[], P], face: Face) -> tuple[P, Admitted]:
+    async def admit_with(self, parse: Callable[[], P], face: Face) -> tuple[P, Admitted, Route]:
         """Admit what ``parse`` makes of a request that came in through ``face``, or raise
         :class:`Refusal` saying why not. Returns the parsed request (with the task as
-        admitted) and the Queue's answer."""
+        admitted), the Queue's answer and the pool it went to (its task's ``model_ref``
+        names it; none: the default model)."""
+        pool_id = ""
         try:
             parsed = parse()
-            request = await self._fit_context(parsed.task, fit=parsed.fit_max_tokens)
+            route = self._route(parsed.task.model_ref, face)
+            pool_id = route.id
+            request = await self._fit_context(route, parsed.task, fit=parsed.fit_max_tokens)
             # Only a client's own task id can meet an earlier task: only then is the
             # fingerprint compared (and worth computing).
             mark = "" if request.task_id is None else fingerprint(request)
-            admitted = await self.queue.submit(request, mark)
+            admitted = await route.queue.submit(request, mark)
         except Refusal as exc:
-            self._rejected[str(face), str(exc.code)] += 1
+            self._rejected[str(face), str(exc.code), pool_id] += 1
             raise
-        self._admitted[str(face)] += 1
-        return parsed.with_task(request), admitted
+        self._admitted[str(face), pool_id] += 1
+        return parsed.with_task(request), admitted, route
 
-    async def _fit_context(self, request: TaskRequest, *, fit: bool) -> TaskRequest:
+    def _route(self, name: str | None, face: Face) -> Route:
+        try:
+            return self.router.route(name)
+        except Refusal as exc:
+            param = "model" if face is Face.OPENAI else "model_ref"
+            problems = tuple(p.replace("model:", f"{param}:", 1) for p in exc.problems)
+            raise attrs.evolve(exc, param=param, problems=problems) from None
+
+    async def _fit_context(self, route: Route, request: TaskRequest, *, fit: bool) -> TaskRequest:
         """``request`` if its prompt and ``max_tokens`` fit the context; with ``fit``, its
-        ``max_tokens`` lowered to what does; else a refusal."""
+        ``max_tokens`` lowered to what does; else a refusal. A model that is not loaded
+        cannot count tokens: its task is admitted on the bound alone, and the engine
+        refuses a prompt that does not fit when the task runs."""
         limit = self.limits.ctx_limit
         if _prompt_token_bound(request.prompt) + request.max_tokens <= limit:
             return request
+        if not route.engine_ready():
+            return request
+        tokens = route.engine
         try:
             prompt = request.prompt
+            assert not isinstance(prompt, Embed)  # bounded above
             if isinstance(prompt, Chat):
-                prompt = await self.tokens.render_chat(request.engine_params())
-            prompt_tokens = await self.tokens.count_tokens(prompt)
+                prompt = await tokens.render_chat(request.engine_params())
+            prompt_tokens = await tokens.count_tokens(prompt)
         except EngineError as exc:
             if not exc.retriable:  # the engine refused the prompt itself (it will again)
                 raise Refusal(exc.code, exc.message) from exc

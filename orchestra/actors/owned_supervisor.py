@@ -112,6 +112,11 @@ class OwnedReplicaSupervisor:
     alarm: EngineAlarm = attrs.field(factory=EngineAlarm)
     """Raised by the Queue when a stream lost the engine (probe it) or went silent for
     ``decode_timeout_s`` (restart it)."""
+    load_once: bool = False
+    """A load on demand: when the first process exits or times out before it is ready,
+    :meth:`run` raises :class:`EngineStartError` instead of trying again (the load
+    failed; the Models actor ends the tasks waiting for it)."""
+    _ever_ready: bool = attrs.field(default=False, init=False)
     _state: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _detail: str = attrs.field(default="not started yet", init=False)
     _props: EngineProps | None = attrs.field(default=None, init=False)
@@ -158,6 +163,8 @@ class OwnedReplicaSupervisor:
             ended, ready_for = await self._live(task_status)
             task_status = trio.TASK_STATUS_IGNORED  # started once, by the first life
             code, detail = ended
+            if self.load_once and not self._ever_ready:
+                raise EngineStartError(f"the model did not load: {detail}")
             if self._swap is not None:  # stopped to load another model: no crash
                 await self.lost(code, detail)
                 continue
@@ -261,6 +268,7 @@ class OwnedReplicaSupervisor:
                 break
             await trio.sleep(PROBE_STARTING_S)
         ready_at.append(trio.current_time())
+        self._ever_ready = True
         if self._trial is not None:  # the new model loaded: it stays
             swap = self._trial[0]
             self._trial = None

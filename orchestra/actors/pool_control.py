@@ -103,6 +103,9 @@ class PoolControl:
     model_id: str | None = None
     """The catalog id of the model being served (None: not in the catalog, or an attached
     engine serving a file that is not on this machine)."""
+    swaps_models: bool = True
+    """A reload may swap the model (the single-model configuration); a pool of
+    ``[models]`` serves its own model only, loaded and unloaded by the Models actor."""
     _operation: str | None = attrs.field(default=None, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _followed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -112,7 +115,7 @@ class PoolControl:
         adopted each time the engine comes up (:meth:`_follow_attached_model`)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if not self.can_reload:
+            if self.attached:
                 nursery.start_soon(self._follow_attached_model)
             task_status.started()
             await trio.sleep_forever()
@@ -135,7 +138,7 @@ class PoolControl:
     async def wait_model_known(self) -> None:
         """Return once :attr:`model_id` says what the ready engine serves (at once for an
         owned engine, whose model is known from its configuration)."""
-        if not self.can_reload:
+        if self.attached:
             await self._followed.wait()
 
     async def _adopt(self, path: Path) -> str | None:
@@ -149,9 +152,14 @@ class PoolControl:
         return entry.id if entry.path == str(path) else None
 
     @property
+    def attached(self) -> bool:
+        """The engine is someone else's (attached mode)."""
+        return not isinstance(self.supervisor, OwnedReplicaSupervisor)
+
+    @property
     def can_reload(self) -> bool:
         """True when orchestra owns the engine and so can restart it on another model."""
-        return isinstance(self.supervisor, OwnedReplicaSupervisor)
+        return self.swaps_models and isinstance(self.supervisor, OwnedReplicaSupervisor)
 
     # -- operations --------------------------------------------------------------------
 
@@ -174,6 +182,12 @@ class PoolControl:
         Raises Refusal: ``NOT_FOUND`` (unknown id), ``CONFLICT`` (attached mode, retired,
         digest mismatch, another operation), ``MODEL_LOAD_FAILED`` (rolled back).
         """
+        if not self.swaps_models:
+            raise Refusal(
+                ErrorCode.CONFLICT,
+                "this pool serves one model of [models]; load another model by naming it "
+                "(POST /v1/models/{id}/load, or a task's model)",
+            )
         if not self.can_reload:
             raise Refusal(
                 ErrorCode.CONFLICT,

@@ -28,9 +28,9 @@ from orchestra.config import SessionsConfig
 from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog
-from orchestra.messages import Completed, EngineAlarm, Failed, Interrupted, Outcome
+from orchestra.messages import Completed, Doorbell, EngineAlarm, Failed, Interrupted, Outcome
 from orchestra.obs.metrics import Metrics
-from orchestra.pool import PoolState, PoolStatus
+from orchestra.pool import PoolState, PoolStatus, Residency
 from orchestra.scheduling import admission_checks, preemption
 from orchestra.scheduling.cuts import Cut, Cuts
 from orchestra.scheduling.figures import QueueFigures, log_limit
@@ -54,6 +54,7 @@ _CANCELLED = {
     "orphaned": "cancelled: every reader left and none came back in time",
     "shutdown": "cancelled: orchestra is shutting down",
     "session": "cancelled: its session was deleted",
+    "unload": "cancelled: its model was unloaded by force",
 }
 
 
@@ -102,6 +103,13 @@ class Queue(QueueFace):
     """While batch tasks wait, at least one dispatch in every ``batch_every`` is a batch one."""
     sessions: SessionBook = attrs.field(factory=lambda: SessionBook(SessionsConfig()))
     """Sessions: their slots, turns and budgets (:mod:`orchestra.scheduling.sessions`)."""
+    pool_id: str = "default"
+    """The pool it is the line of; the ``model`` label of its metrics."""
+    doorbell: Doorbell = attrs.field(factory=Doorbell)
+    """Rung when a task waits for its model's load and when the pool falls idle, so the
+    Models actor plans again."""
+    residency: Residency = Residency.LOADED
+    """Its model's residency at the start (``unloaded`` for a pool loaded on demand)."""
     _table: TaskTable = attrs.field(init=False)
     _waiting: WaitingLine = attrs.field(init=False)
     _cuts: Cuts = attrs.field(factory=Cuts, init=False)
@@ -113,6 +121,8 @@ class Queue(QueueFace):
     """Set while no session runs."""
     _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
+    _idle_since: float | None = attrs.field(default=None, init=False)
+    _last_used: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -120,6 +130,8 @@ class Queue(QueueFace):
         self._table = TaskTable(self.retention_s)
         self._idle.set()
         self._quiet.set()
+        self._pool = PoolStatus(residency=self.residency)
+        self._idle_since = self._last_used = trio.current_time()
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -142,8 +154,15 @@ class Queue(QueueFace):
                 self._table.expire(now)
                 self.sessions.expire(now)
                 self._dispatch()
-                self._idle = _flag(self._idle, not self._waiting and self._running.busy == 0)
+                self._note_idle(now)
                 self._quiet = _flag(self._quiet, self._running.busy == 0)
+
+    def _note_idle(self, now: float) -> None:
+        idle = not self._waiting and self._running.busy == 0
+        if idle != self._idle.is_set():
+            self._idle_since = now if idle else None
+            self.doorbell.ring()  # an idle pool may be unloaded or evicted
+        self._idle = _flag(self._idle, idle)
 
     def _apply(self, message: QueueMsg) -> None:
         """Apply one message (the run loop then enforces cuts and dispatches)."""
@@ -183,6 +202,11 @@ class Queue(QueueFace):
             case msg.SetDraining(on, reply):
                 self._pool = attrs.evolve(self._pool, draining=on)
                 reply.send(msg.DrainStart(len(self._running), len(self._waiting)))
+            case msg.SetResidency(residency, load_ms, fail_waiting, reply):
+                self._set_residency(residency, load_ms, fail_waiting)
+                reply.send(None)
+            case msg.BeginUnload(mode, reply):
+                reply.send(self._begin_unload(mode))
 
     # -- state changes (only ever called from the run loop) ------------------------------
 
@@ -229,6 +253,9 @@ class Queue(QueueFace):
             self.sessions.open(request.session_id, task, now, self._slots_total)
         if request.deadline_ms is not None:
             self._cuts.add(now + request.deadline_ms / 1000, task, 0, "deadline")
+        self._last_used = now
+        if self._pool.residency is not Residency.LOADED:
+            self.doorbell.ring()  # it waits for a load
         return Admitted(task.id, task.queue_position, task.predicted_start_ms)
 
     def _enforce_cuts(self, now: float) -> None:
@@ -242,7 +269,7 @@ class Queue(QueueFace):
                 task.scope.cancel()
 
     def _dispatch(self) -> None:
-        if not self._pool.ready or self._pool.draining:
+        if not self._pool.dispatching:
             return
         room = self._slots_total + (self.engine_backlog if self._slots_total else 0)
         while self._running.busy < room and self._waiting:
@@ -268,7 +295,9 @@ class Queue(QueueFace):
             waited_ms = task.first_dispatch(now)
             self.figures.dispatched(task.predicted_start_ms, waited_ms)
             self.metrics.task_dispatched(
-                now - task.submitted_at, abs(waited_ms - task.predicted_start_ms) / 1000
+                now - task.submitted_at,
+                abs(waited_ms - task.predicted_start_ms) / 1000,
+                model=self.pool_id,
             )
         progress = Progress.of(task.request, task.submitted_at, self._waiting.__len__)
         params = self._engine_params(task)
@@ -326,7 +355,7 @@ class Queue(QueueFace):
     def _completed(self, task: Task, done: Completed) -> None:
         ttft_s = self.figures.completed(trio.current_time(), task, done)
         if ttft_s is not None:
-            self.metrics.first_token(ttft_s)
+            self.metrics.first_token(ttft_s, model=self.pool_id)
         end = task.record_completion(done)
         if task.token_cap is not None and done.stop_type == "limit":
             message = f"the session's token budget ran out after {done.tokens_out} tokens"
@@ -351,6 +380,31 @@ class Queue(QueueFace):
                 self._fail(task, code, detail, retriable=True, state=state)
         self._waiting.extendleft(reversed(requeue))
         return len(requeue), len(running) - len(requeue)
+
+    def _set_residency(
+        self, residency: Residency, load_ms: int, fail_waiting: tuple[ErrorCode, str] | None
+    ) -> None:
+        if residency is not Residency.LOADED and self._pool.state is PoolState.READY:
+            self._set_pool(PoolState.STARTING, f"the model is {residency}")
+        self._pool = attrs.evolve(self._pool, residency=residency, load_ms=load_ms)
+        self._pool_changed.set()
+        self._pool_changed = trio.Event()
+        if fail_waiting is not None:
+            code, message = fail_waiting
+            while self._waiting:
+                self._fail(self._waiting.popleft(), code, message, retriable=True)
+
+    def _begin_unload(self, mode: msg.UnloadMode) -> tuple[bool, int]:
+        busy = bool(self._waiting) or self._running.busy > 0
+        if mode == "idle" and busy:
+            return False, 0
+        self._set_residency(Residency.UNLOADING, self._pool.load_ms, None)
+        cancelled = 0
+        if mode == "force":
+            for task in list(self._running):
+                self._cancel(task.id, "unload")
+                cancelled += 1
+        return True, cancelled
 
     def _set_pool(self, state: PoolState, detail: str) -> None:
         if self._pool.ready and state is not PoolState.READY:
@@ -397,8 +451,11 @@ class Queue(QueueFace):
         now = trio.current_time()
         self._running.leave(task)
         self._table.end(task, state, kind, data, now)
+        self._last_used = now
         tokens_out = task.tokens_out or task.log.tokens
-        self.metrics.task_ended(state, task.error_code, tokens_out, task.request.face)
+        self.metrics.task_ended(
+            state, task.error_code, tokens_out, task.request.face, model=self.pool_id
+        )
         self.sessions.turn_ended(task, now, tokens_out)
         log.info("task %s %s", task.id, state, extra=task.log_fields())
 

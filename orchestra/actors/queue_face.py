@@ -19,6 +19,7 @@ import trio
 
 from orchestra.actors.queue_messages import (
     Admitted,
+    BeginUnload,
     Cancel,
     CancelAll,
     CancelReason,
@@ -30,8 +31,10 @@ from orchestra.actors.queue_messages import (
     ReplicaLost,
     SessionEnded,
     SetDraining,
+    SetResidency,
     StopRunning,
     Submit,
+    UnloadMode,
 )
 from orchestra.actors.stream_session import StreamSession
 from orchestra.engine.protocol import Engine
@@ -39,7 +42,7 @@ from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventLog, Subscription
 from orchestra.messages import Reply
 from orchestra.obs import logs
-from orchestra.pool import PoolState, PoolStatus, ReplicaStatus
+from orchestra.pool import PoolState, PoolStatus, ReplicaStatus, Residency
 from orchestra.scheduling import admission_checks
 from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
 from orchestra.scheduling.record import Task
@@ -84,6 +87,8 @@ class QueueFace:
     _running: Running
     _slots_total: int
     _sessions: trio.Nursery | None
+    _idle_since: float | None
+    _last_used: float
 
     def __attrs_post_init__(self) -> None:
         self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
@@ -97,9 +102,13 @@ class QueueFace:
         return self.figures.retry_ms(self._slots_total)
 
     def _predicted_start_ms(self, ahead: list[Task]) -> int:
-        """When a task behind ``ahead`` would be dispatched, from what runs now."""
+        """When a task behind ``ahead`` would be dispatched, from what runs now (and the
+        load it waits for, when the model is not in memory)."""
         backlog = self.engine_backlog if self._slots_total else 0
-        return self.figures.predicted_start_ms(self._running, ahead, self._slots_total, backlog)
+        load_ms = 0 if self._pool.residency is Residency.LOADED else self._pool.load_ms
+        return load_ms + self.figures.predicted_start_ms(
+            self._running, ahead, self._slots_total, backlog
+        )
 
     async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
         """Admit a task or raise :class:`Refusal`; never waits for queue space (a full
@@ -176,6 +185,25 @@ class QueueFace:
         """Start or end a drain; what was running and waiting at that moment."""
         reply: Reply[DrainStart] = Reply()
         await self._inbox.send(SetDraining(on, reply))
+        return await reply.receive()
+
+    async def set_residency(
+        self,
+        residency: Residency,
+        load_ms: int = 0,
+        fail_waiting: tuple[ErrorCode, str] | None = None,
+    ) -> None:
+        """Say whether the model is in memory (the Models actor's word); see
+        :class:`~orchestra.actors.queue_messages.SetResidency`."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(SetResidency(residency, load_ms, fail_waiting, reply))
+        await reply.receive()
+
+    async def begin_unload(self, mode: UnloadMode) -> tuple[bool, int]:
+        """Stop dispatching for an unload; whether it began and how many running tasks a
+        ``force`` cancelled (see :class:`~orchestra.actors.queue_messages.BeginUnload`)."""
+        reply: Reply[tuple[bool, int]] = Reply()
+        await self._inbox.send(BeginUnload(mode, reply))
         return await reply.receive()
 
     # -- the session tasks' reports (run in the Queue's sessions nursery) ------------------
@@ -275,6 +303,9 @@ class QueueFace:
             tasks_known=len(self._table),
             mean_service_ms=ms(self.figures.rate.mean_service_s),
             ended=self._table.ended(),
+            idle_since=self._idle_since,
+            last_used=self._last_used,
+            oldest_wait=min((t.submitted_at for t in self._waiting.order()), default=None),
         )
 
     def service_figures(self) -> ServiceFigures:

@@ -9,12 +9,15 @@ import attrs
 
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.messages import Outcome, Reply
-from orchestra.pool import ReplicaStatus
+from orchestra.pool import ReplicaStatus, Residency
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionView
 from orchestra.task import TaskRequest, TaskState
 
-CancelReason = Literal["client", "orphaned", "shutdown", "session"]
+CancelReason = Literal["client", "orphaned", "shutdown", "session", "unload"]
+UnloadMode = Literal["idle", "drain", "force"]
+"""How an unload begins: ``idle`` only when nothing runs or waits (an idle timer, an
+eviction); ``drain`` lets the running tasks finish; ``force`` cancels them."""
 
 
 @attrs.frozen
@@ -126,7 +129,30 @@ class SetDraining:
     reply: Reply[DrainStart]
 
 
+@attrs.frozen
+class SetResidency:
+    """The Models actor's word on the pool's model: in memory or not, and the load time a
+    waiting task should expect; ``fail_waiting`` ends every waiting task with that code
+    and message (a load that failed). Answered once applied."""
+
+    residency: Residency
+    load_ms: int
+    fail_waiting: tuple[ErrorCode, str] | None
+    reply: Reply[None]
+
+
+@attrs.frozen
+class BeginUnload:
+    """Stop dispatching because the model is to be unloaded (see :data:`UnloadMode`);
+    answered with whether it began (``idle``: only when the pool has no work, checked in
+    the same step, so no task admitted meanwhile is stranded) and how many running tasks
+    a ``force`` cancelled."""
+
+    mode: UnloadMode
+    reply: Reply[tuple[bool, int]]
+
+
 QueueMsg = (
     Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
-    | SetDraining | StopRunning | DeleteSession
+    | SetDraining | StopRunning | DeleteSession | SetResidency | BeginUnload
 )  # fmt: skip

@@ -48,6 +48,11 @@ class StreamSession:
         """Generate until the engine ends, fails, or the scope is cancelled."""
         with self.scope:
             try:
+                if self.endpoint is Endpoint.EMBEDDING:
+                    embedded = await self.engine.embed(self.params["input"])
+                    return Completed(
+                        0, 0.0, tokens_in=embedded.prompt_tokens, vectors=embedded.vectors
+                    )
                 if self.endpoint is Endpoint.CHAT:
                     done = await self.engine.chat(self.params, self._on_piece)
                 else:

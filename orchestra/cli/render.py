@@ -1,6 +1,6 @@
 """The output of the client commands: stdout writes, the queue-position line, JSON of the
 SDK's typed objects and events, and the human-readable answers of ``status``, ``cancel``,
-``health``, ``caps`` and ``models``.
+``health``, ``caps``, ``models``, ``ps``, ``load`` and ``unload``.
 """
 
 from __future__ import annotations
@@ -8,11 +8,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
 
-from orchestra.sdk import Capabilities, CatalogModel, End, Error, Event, Started, Token
+from orchestra.sdk import (
+    Capabilities,
+    CatalogModel,
+    End,
+    Error,
+    Event,
+    Started,
+    Token,
+    UnloadedModel,
+)
 from orchestra.sdk._convert import converter
 
 
@@ -85,37 +95,135 @@ def capability_lines(caps: Capabilities) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def model_table(answer: Mapping[str, Any]) -> str:
-    """``orchestra models``: one row per model of ``answer["data"]`` (``GET /v1/models``)."""
-    models: Sequence[CatalogModel] = answer["data"]
-    if not models:
-        return "no models in the catalog\n"
-    header = ("ID", "LOADED", "CONTEXT", "TRUST", "STATE", "SIZE", "PATH")
-    rows = [header] + [
-        (
-            m.id,
-            _value(m.loaded),
-            _value(m.context),
-            m.trust_state,
-            m.state,
-            _size(m.size_bytes),
-            m.path,
-        )
-        for m in models
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell (the last one not padded)."""
+    lines = [header, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "".join(
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) + "\n"
-        for row in rows
+        "  ".join(
+            [*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]
+        ).rstrip()
+        + "\n"
+        for line in lines
     )
 
 
-def _size(size_bytes: int | None) -> str:
-    if size_bytes is None:
+def model_table(answer: Mapping[str, Any], now: datetime | None = None) -> str:
+    """``orchestra models``: one row per model of ``answer["data"]`` (``GET /v1/models``):
+    its id (``*`` the default model), aliases, residency, memory (``~`` estimated), pool
+    and when it was last used; then why each failed load failed."""
+    models: Sequence[CatalogModel] = answer["data"]
+    if not models:
+        return "no models in the catalog\n"
+    header = ("ID", "ALIASES", "RESIDENCY", "MEMORY", "POOL", "LAST USED")
+    rows = [
+        (
+            m.id + ("*" if m.default else ""),
+            ",".join(m.aliases) or "-",
+            residency(m),
+            memory(m),
+            _value(m.pool),
+            ago(m.last_used, now),
+        )
+        for m in models
+    ]
+    notes = [f"{m.id}: load failed: {m.error}\n" for m in models if m.error is not None]
+    if any(m.default for m in models):
+        notes.append("* the default model\n")
+    return _table(header, rows) + "".join(notes)
+
+
+def ps_table(answer: Mapping[str, Any]) -> str:
+    """``orchestra ps``: the models of ``answer["data"]`` loaded or loading: memory, tasks
+    running and waiting, how long idle, until when (the idle unload), pool."""
+    models: Sequence[CatalogModel] = answer["data"]
+    if not models:
+        return "no model loaded\n"
+    header = ("ID", "STATE", "MEMORY", "RUNNING", "WAITING", "IDLE", "UNTIL", "POOL")
+    rows = [
+        (
+            m.id,
+            residency(m),
+            memory(m),
+            str(m.running),
+            str(m.waiting),
+            "-" if m.idle_s is None else duration(m.idle_s),
+            until(m),
+            _value(m.pool),
+        )
+        for m in models
+    ]
+    return _table(header, rows)
+
+
+def residency(model: CatalogModel) -> str:
+    """Its residency; from an older server (none said), what ``loaded`` says."""
+    if model.residency is not None:
+        return model.residency
+    return "loaded" if model.loaded else "unloaded"
+
+
+def resident(model: CatalogModel) -> bool:
+    """Whether ``orchestra ps`` shows it: loaded, or being loaded."""
+    return residency(model) in ("loaded", "loading")
+
+
+def loaded_line(model: CatalogModel, elapsed_s: float) -> str:
+    """``orchestra load``'s answer: the model, its load time (the server's, else how long
+    the call took), memory and pool."""
+    took = elapsed_s if model.load_ms is None else model.load_ms / 1000
+    what = [f"memory {memory(model)}"] if model.memory_mb is not None else []
+    what += [f"pool {model.pool}"] if model.pool is not None else []
+    detail = f" ({', '.join(what)})" if what else ""
+    return f"{model.id} {residency(model)} in {took:.1f} s{detail}\n"
+
+
+def unloaded_line(model: UnloadedModel) -> str:
+    """``orchestra unload``'s answer."""
+    tasks = "task" if model.cancelled == 1 else "tasks"
+    cancelled = f", {model.cancelled} {tasks} cancelled" if model.cancelled else ""
+    return f"{model.id} {residency(model)}{cancelled}\n"
+
+
+def memory(model: CatalogModel) -> str:
+    """Its memory, ``~`` before an estimate; ``-`` when not known."""
+    if model.memory_mb is None:
         return "-"
-    size = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    mib = model.memory_mb
+    shown = f"{mib} MiB" if mib < 1024 else f"{mib / 1024:.1f} GiB"
+    return ("~" if model.memory_source == "estimated" else "") + shown
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``4m05s``, ``2h07m``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def until(model: CatalogModel) -> str:
+    """When an idle model is unloaded: ``kept`` (``keep_loaded``), ``never`` (no idle
+    unload), in how long, or ``-`` (busy, loading, or the server did not say)."""
+    if model.keep_loaded:
+        return "kept"
+    if model.idle_unload_s == 0:
+        return "never"
+    if model.idle_unload_s is None or model.idle_s is None or residency(model) != "loaded":
+        return "-"
+    return "in " + duration(max(0.0, model.idle_unload_s - model.idle_s))
+
+
+def ago(rfc3339: str | None, now: datetime | None = None) -> str:
+    """``3m05s ago`` for an RFC 3339 time (as it is, if it is not one); ``-`` for None."""
+    if rfc3339 is None:
+        return "-"
+    try:
+        then = datetime.fromisoformat(rfc3339)
+    except ValueError:
+        return rfc3339
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return duration(((now or datetime.now(UTC)) - then).total_seconds()) + " ago"

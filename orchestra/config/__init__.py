@@ -47,6 +47,8 @@ from orchestra.config.tables import AdmissionConfig as AdmissionConfig
 from orchestra.config.tables import AuthConfig as AuthConfig
 from orchestra.config.tables import Config as Config
 from orchestra.config.tables import LogConfig as LogConfig
+from orchestra.config.tables import ModelConfig as ModelConfig
+from orchestra.config.tables import PlacementConfig as PlacementConfig
 from orchestra.config.tables import ReplicaConfig as ReplicaConfig
 from orchestra.config.tables import SessionsConfig as SessionsConfig
 from orchestra.config.tables import StreamsConfig as StreamsConfig
@@ -58,6 +60,8 @@ __all__ = [
     "AuthConfig",
     "Config",
     "ConfigError",
+    "ModelConfig",
+    "PlacementConfig",
     "ReplicaConfig",
     "StreamsConfig",
     "converter",

@@ -175,3 +175,18 @@ def not_managed(value: Any) -> str | None:
             f"use those keys instead"
         )
     return None
+
+
+_MODEL_ID = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:-]{1,128}")
+
+
+def model_ids(value: Any) -> str | None:
+    """Model ids and aliases (the keys of ``[models]``, or an ``aliases`` array): what a
+    URL path segment can carry, 1..128 of ``A-Z a-z 0-9 . _ : -``."""
+    for name in value:
+        if not _MODEL_ID.fullmatch(name):
+            return (
+                f"{show(name)} is not a model id: use 1 to 128 letters, digits, '.', '_', "
+                f"':' or '-'"
+            )
+    return None

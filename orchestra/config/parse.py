@@ -47,6 +47,9 @@ def _salvage(data: Mapping[str, Any], *path: str) -> Any:
             return _INVALID
         if name not in table:
             value = field.default
+            factory: Any = value
+            if isinstance(factory, attrs.Factory):  # type: ignore[arg-type]
+                value = factory.factory()
             for rest in path[depth + 1 :]:
                 value = getattr(value, rest)
             return value
@@ -108,16 +111,59 @@ def _cross_checks(data: Mapping[str, Any], problems: list[str]) -> str | _Invali
             "sessions.cost_budget: needs sessions.cost_per_token (a cost per generated token)"
         )
     endpoint = _salvage(data, "adapter", "endpoint")
-    if "replica" in data and endpoint is not _INVALID:
+    owned = "replica" in data or "models" in data
+    if owned and endpoint is not _INVALID:
         parts = urlsplit(endpoint)
         host_ok = re.fullmatch(r"127(\.[0-9]{1,3}){3}", parts.hostname or "") is not None
         if parts.scheme != "http" or not host_ok or parts.port is None:
             problems.append(
-                f"adapter.endpoint: with [replica], orchestra starts llama-server on this "
-                f"address, so it must be http://127.0.0.1:PORT with an explicit port "
+                f"adapter.endpoint: with [replica] or [models], orchestra starts llama-server "
+                f"on this address, so it must be http://127.0.0.1:PORT with an explicit port "
                 f"(got {show(endpoint)})"
             )
+    _model_checks(data, problems)
     return token
+
+
+def _model_checks(data: Mapping[str, Any], problems: list[str]) -> None:
+    """``[models]`` against ``[replica]``, ``default_model`` and ``[placement]``."""
+    models = _salvage(data, "models")
+    default = _salvage(data, "default_model")
+    if models is _INVALID:
+        return
+    if models and "replica" in data:
+        problems.append(
+            "models: use either [replica] (one model) or [models.ID] tables (several), not both"
+        )
+    names: dict[str, str] = {name: name for name in models}
+    for name, model in models.items():
+        for alias in model.aliases:
+            if alias in names:
+                problems.append(
+                    f"models.{name}.aliases: {show(alias)} already names model {show(names[alias])}"
+                )
+            names.setdefault(alias, name)
+    if default not in (_INVALID, "") and default not in names:
+        known = ", ".join(models) if models else "none: there is no [models] table"
+        problems.append(
+            f"default_model: {show(default)} is not the id or alias of a model in [models] "
+            f"(known: {known})"
+        )
+    budget = _salvage(data, "placement", "memory_budget_mb")
+    if budget in (_INVALID, 0):
+        return
+    for name, model in models.items():
+        if model.memory_mb > budget:
+            problems.append(
+                f"models.{name}.memory_mb: {model.memory_mb} MiB does not fit "
+                f"placement.memory_budget_mb ({budget} MiB) even alone"
+            )
+    kept = sum(model.memory_mb for model in models.values() if model.keep_loaded)
+    if kept > budget:
+        problems.append(
+            f"placement.memory_budget_mb: the keep_loaded models take {kept} MiB together, "
+            f"more than the budget ({budget} MiB)"
+        )
 
 
 # -- entry points -----------------------------------------------------------------------------

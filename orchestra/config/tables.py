@@ -1,7 +1,8 @@
 """The configuration's tables (DESIGN §3): one frozen attrs class per TOML table.
 
 :class:`Config` is the whole file; the other classes are its ``[auth]``, ``[log]``,
-``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]`` and ``[replica]`` tables.
+``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]``, ``[replica]``, ``[models.ID]``
+and ``[placement]`` tables.
 Each field carries its default, its documentation and, in ``metadata={CHECK: ...}``, the
 per-key check from :mod:`orchestra.config.checks` that
 :mod:`orchestra.config.structure` runs after the field's type check. The classes only
@@ -25,6 +26,7 @@ from orchestra.config.checks import (
     llamacpp_only,
     log_format,
     log_level,
+    model_ids,
     more_than_zero,
     non_empty,
     not_managed,
@@ -170,6 +172,66 @@ class ReplicaConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ModelConfig:
+    """``[models.ID]``: one model orchestra owns a pool for, loaded on demand (DESIGN §5).
+
+    The engine keys are those of ``[replica]`` (``path`` is its ``model``)."""
+
+    path: str = ""
+    """Path to the GGUF model; empty means the small model ``orchestra engine install``
+    cached."""
+    aliases: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: model_ids})
+    """Other names a request may use for this model (``model`` / ``model_ref``)."""
+    keep_loaded: bool = False
+    """Load at start and never unload or evict it (a manual unload still may)."""
+    idle_unload_s: float = attrs.field(default=300.0, metadata={CHECK: at_least(0)})
+    """Seconds after its last task ended that an idle pool is unloaded (0 = never)."""
+    memory_mb: int = attrs.field(default=0, metadata={CHECK: at_least(0)})
+    """What the loaded model takes, in MiB; 0 = estimated from the file size and context,
+    then corrected from what the process really uses once loaded."""
+    embeddings: bool = False
+    """Serve ``POST /v1/embeddings`` (llama-server's ``--embeddings``)."""
+    binary: str = ""
+    """As ``replica.binary``."""
+    ctx_size: int = attrs.field(default=2048, metadata={CHECK: at_least(16)})
+    """As ``replica.ctx_size``."""
+    parallel: int = attrs.field(default=1, metadata={CHECK: between(1, 256)})
+    """As ``replica.parallel``."""
+    threads: int = attrs.field(default=2, metadata={CHECK: at_least(1)})
+    """As ``replica.threads``."""
+    gpu_layers: int = attrs.field(default=0, metadata={CHECK: at_least(0)})
+    """As ``replica.gpu_layers``."""
+    extra_args: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: not_managed})
+    """As ``replica.extra_args``."""
+    start_timeout_s: float = attrs.field(default=300.0, metadata={CHECK: more_than_zero})
+    """Seconds a load may take; longer fails the load (``MODEL_LOAD_FAILED``)."""
+    stop_grace_s: float = attrs.field(default=10.0, metadata={CHECK: at_least(0)})
+    """As ``replica.stop_grace_s``."""
+    crash_limit: int = attrs.field(default=5, metadata={CHECK: at_least(1)})
+    """As ``replica.crash_limit``."""
+    crash_window_s: float = attrs.field(default=300.0, metadata={CHECK: more_than_zero})
+    """As ``replica.crash_window_s``."""
+    restart_backoff_max_s: float = attrs.field(default=30.0, metadata={CHECK: more_than_zero})
+    """As ``replica.restart_backoff_max_s``."""
+
+    def replica(self) -> ReplicaConfig:
+        """The engine keys as a ``[replica]`` table (what starts its llama-server)."""
+        keys = attrs.asdict(self, recurse=False)
+        for name in ("path", "aliases", "keep_loaded", "idle_unload_s", "memory_mb", "embeddings"):
+            del keys[name]
+        return ReplicaConfig(model=self.path, **keys)
+
+
+@attrs.frozen(kw_only=True)
+class PlacementConfig:
+    """``[placement]``: how much memory the loaded models may take together."""
+
+    memory_budget_mb: int = attrs.field(default=0, metadata={CHECK: at_least(0)})
+    """MiB the loaded models may take in all; 0 = the machine's: its RAM, or with
+    ``gpu_layers`` the GPU's memory."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file."""
 
@@ -194,6 +256,14 @@ class Config:
     """``[adapter]``."""
     replica: ReplicaConfig | None = None
     """``[replica]``: None in attached mode; a table here means orchestra owns the engine."""
+    models: dict[str, ModelConfig] = attrs.field(factory=dict, metadata={CHECK: model_ids})
+    """``[models.ID]``: several models, each with a pool of its own, loaded on demand
+    (instead of ``[replica]``)."""
+    default_model: str = ""
+    """The model a request that names none goes to (an id or alias of ``[models]``); empty
+    means the first one."""
+    placement: PlacementConfig = PlacementConfig()
+    """``[placement]``."""
 
     @property
     def bind_host(self) -> str:

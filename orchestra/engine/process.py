@@ -74,6 +74,8 @@ class EngineCommand:
     environment as ``LLAMA_API_KEY``, so no other user sees it in the process list); empty
     for none."""
 
+    embeddings: bool = False
+    """Serve ``/v1/embeddings`` (``--embeddings``)."""
     slot_save_path: Path | None = None
     """A private directory for llama-server's slot files (``--slot-save-path``); setting it
     is what enables ``POST /slots/N?action=erase``, which deleting a session uses."""
@@ -100,15 +102,25 @@ class EngineCommand:
             "--jinja",  # the model's own chat template, and tool calls (the OpenAI face)
             "--no-ui",
             *(("--slot-save-path", str(self.slot_save_path)) if self.slot_save_path else ()),
+            *(("--embeddings", "--pooling", "mean") if self.embeddings else ()),
             *self.extra_args,
         ]  # fmt: skip
 
 
-def resolve_command(replica: ReplicaConfig, adapter: AdapterConfig) -> EngineCommand:
+def resolve_command(
+    replica: ReplicaConfig,
+    adapter: AdapterConfig,
+    *,
+    table: str = "replica",
+    model_key: str = "model",
+    port_offset: int = 0,
+) -> EngineCommand:
     """The command ``[replica]`` asks for, with the binary and model found on disk.
 
     An empty ``binary`` or ``model`` means what ``orchestra engine install`` cached. Raises
-    :class:`ConfigError` naming each key whose file is missing, and what to do about it.
+    :class:`ConfigError` naming each key whose file is missing (as ``table.key``; a
+    ``[models.ID]`` table calls the model ``path``), and what to do about it. The engine
+    listens on ``adapter.endpoint``'s port plus ``port_offset``.
     """
     problems: list[str] = []
     backend: engine_cache.Backend = "cuda" if replica.gpu_layers > 0 else "cpu"
@@ -118,33 +130,33 @@ def resolve_command(replica: ReplicaConfig, adapter: AdapterConfig) -> EngineCom
         installed = engine_cache.installed_engine(backend)
         if installed is None:
             problems.append(
-                f"replica.binary: not set, and no {backend} build of llama-server is cached "
-                f"yet: run `{install_hint}`, or set replica.binary"
+                f"{table}.binary: not set, and no {backend} build of llama-server is cached "
+                f"yet: run `{install_hint}`, or set {table}.binary"
             )
         else:
             binary = installed.binary
     elif "/" not in replica.binary:
         found = shutil.which(replica.binary)
         if found is None:
-            problems.append(f"replica.binary: {replica.binary!r} is not on PATH")
+            problems.append(f"{table}.binary: {replica.binary!r} is not on PATH")
         else:
             binary = Path(found)
     else:
         binary = Path(replica.binary).expanduser()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
-            problems.append(f"replica.binary: {binary} is not an executable file")
+            problems.append(f"{table}.binary: {binary} is not an executable file")
     model: Path | None = None
     if not replica.model:
         model = engine_cache.installed_model()
         if model is None:
             problems.append(
-                f"replica.model: not set, and the small model is not cached yet: run "
-                f"`{install_hint}`, or set replica.model to a GGUF file"
+                f"{table}.{model_key}: not set, and the small model is not cached yet: run "
+                f"`{install_hint}`, or set {table}.{model_key} to a GGUF file"
             )
     else:
         model = Path(replica.model).expanduser()
         if not model.is_file():
-            problems.append(f"replica.model: {model} is not a file")
+            problems.append(f"{table}.{model_key}: {model} is not a file")
     if problems:
         raise ConfigError(problems)
     assert binary is not None and model is not None
@@ -154,7 +166,7 @@ def resolve_command(replica: ReplicaConfig, adapter: AdapterConfig) -> EngineCom
         binary=binary,
         model=model.resolve(),
         host=endpoint.hostname,
-        port=endpoint.port,
+        port=endpoint.port + port_offset,
         ctx_size=replica.ctx_size,
         parallel=replica.parallel,
         threads=replica.threads,

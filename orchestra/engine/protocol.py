@@ -6,7 +6,7 @@ real one, the tests script others. Nothing here imports ``httpx``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -50,6 +50,18 @@ class Completion:
 
 
 @attrs.frozen
+class Embeddings:
+    """What ``/v1/embeddings`` answered for some inputs: one vector per input, in the
+    inputs' order, and the prompt tokens the engine evaluated for all of them together."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    """One vector per input, each as long as the model's embedding size (``n_embd``);
+    llama-server normalizes them (Euclidean norm 1)."""
+    prompt_tokens: int
+    """``usage.prompt_tokens``: the tokens of every input, summed."""
+
+
+@attrs.frozen
 class EngineProps:
     """What ``/props`` says about the running engine."""
 
@@ -83,3 +95,20 @@ class Engine(Protocol):
     async def render_chat(self, params: Mapping[str, Any]) -> str: ...
 
     async def erase_slot(self, slot: int) -> bool: ...
+
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """One embedding vector per string of ``inputs`` (one or more, none empty), in
+        their order, from the engine's ``POST /v1/embeddings``.
+
+        Raises :class:`~orchestra.errors.EngineError`, like the other calls:
+        ``WORKER_RESET`` (retriable; ``unreachable`` when no connection could be made) when
+        the engine cannot be reached, the connection breaks or the answer is malformed;
+        ``DECODE_TIMEOUT`` (retriable) when it stays silent too long; ``POOL_UNREADY``
+        (retriable) while it loads; ``INVALID_PARAMS`` (not retriable) when it refuses the
+        inputs (an empty one, none at all) or does not serve embeddings at all (started
+        without ``--embeddings``: the message names the ``embeddings = true`` key; or with
+        no pooling, ``--pooling none``: the message says to pass ``--pooling mean``);
+        ``CTX_LIMIT_EXCEEDED`` (not retriable) when an input has more tokens than the
+        engine can embed at once (its batch size).
+        """
+        ...

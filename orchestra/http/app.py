@@ -6,7 +6,8 @@
     ├── before every request   correlation id (yours, echoed, or a new one), the auth gate
     ├── tasks blueprint        the data plane (orchestra.http.tasks)
     ├── control blueprint      the control plane (orchestra.http.control)
-    ├── catalog blueprint      models and the catalog (orchestra.http.catalog)
+    ├── catalog blueprint      the model catalog (orchestra.http.catalog)
+    ├── models blueprint       the models: list, load, unload (orchestra.http.models)
     ├── openai blueprint       the OpenAI-compatible face (orchestra.http.openai)
     └── error handlers         a Refusal, an HTTP error or a bug: the envelope
                                (orchestra.http.envelope), always
@@ -32,6 +33,7 @@ from orchestra.http.catalog import catalog_blueprint
 from orchestra.http.context import Actors
 from orchestra.http.control import control_blueprint
 from orchestra.http.envelope import error_response
+from orchestra.http.models import models_blueprint
 from orchestra.http.openai import openai_blueprint
 from orchestra.http.tasks import tasks_blueprint
 from orchestra.obs import logs
@@ -100,5 +102,6 @@ def create_app(actors: Actors) -> QuartTrio:
     app.register_blueprint(tasks_blueprint(actors))
     app.register_blueprint(control_blueprint(actors))
     app.register_blueprint(catalog_blueprint(actors))
+    app.register_blueprint(models_blueprint(actors))
     app.register_blueprint(openai_blueprint(actors))
     return app

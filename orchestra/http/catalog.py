@@ -1,11 +1,10 @@
-"""The model catalog's routes: ``GET /v1/models`` and ``/v1/catalog/models...``
+"""The model catalog's routes: ``/v1/catalog/models...``
 (``specs/openapi/control.yaml``), over :class:`~orchestra.catalog.Catalog`.
 
-``GET /v1/models`` answers in OpenAI's list shape, ``{"object": "list", "data": [...]}``,
-so that OpenAI clients can list the models. Every model body, there and on the catalog's
-own routes, is one shape: OpenAI's fields (``id``, ``object: "model"``, ``created``,
-``owned_by``) and orchestra's beside them (the catalog entry, ``loaded`` and ``context``);
-see :func:`model_body`.
+Every model body, here and in ``GET /v1/models`` (:mod:`orchestra.http.models`), starts
+from one shape: OpenAI's fields (``id``, ``object: "model"``, ``created``, ``owned_by``) and
+orchestra's beside them (the catalog entry, ``loaded`` and ``context``); see
+:func:`model_body`.
 """
 
 from __future__ import annotations
@@ -64,11 +63,6 @@ def catalog_blueprint(actors: Actors) -> Blueprint:
 
     def shown(entry: CatalogModel) -> dict[str, Any]:
         return model_body(entry, actors)
-
-    @routes.get("/v1/models")
-    async def models() -> Response:
-        entries = await catalog.list()
-        return json_response({"object": "list", "data": [shown(entry) for entry in entries]})
 
     @routes.post("/v1/catalog/models")
     async def register_model() -> Response:

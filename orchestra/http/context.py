@@ -6,9 +6,9 @@ from __future__ import annotations
 import attrs
 
 from orchestra.actors.admission import Admission
+from orchestra.actors.models import Engines, Models
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
-from orchestra.actors.supervisor import Supervisor
 from orchestra.catalog import Catalog
 from orchestra.config import Config
 from orchestra.obs.metrics import Metrics
@@ -20,8 +20,21 @@ class Actors:
 
     config: Config
     admission: Admission
-    queue: Queue
-    supervisor: Supervisor
-    control: PoolControl
+    models: Models
     catalog: Catalog
     metrics: Metrics
+
+    @property
+    def queue(self) -> Queue:
+        """The default model's Queue."""
+        return self.models.default.queue
+
+    @property
+    def supervisor(self) -> Engines:
+        """The default model's supervisor."""
+        return self.models.default.supervisor
+
+    @property
+    def control(self) -> PoolControl:
+        """The default model's PoolControl."""
+        return self.models.default.control

@@ -47,6 +47,7 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.POOL_UNREADY: 503,
     ErrorCode.POOL_UNAVAILABLE: 503,
     ErrorCode.MODEL_LOAD_FAILED: 422,
+    ErrorCode.MODEL_TOO_LARGE: 503,
     ErrorCode.DEADLINE_UNMET: 504,
     ErrorCode.DECODE_TIMEOUT: 504,
     ErrorCode.WORKER_RESET: 502,
@@ -57,7 +58,7 @@ STATUS: Mapping[ErrorCode, int] = {
 CHALLENGE = 'Bearer realm="orchestra"'
 """The ``WWW-Authenticate`` of a 401."""
 _BACKOFF_LABELS = frozenset({QUEUE_CAPACITY, BATCH_QUEUE_CAPACITY})
-OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 """The routes whose errors are OpenAI's error object rather than orchestra's envelope."""
 
 

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible face (``specs/openapi/openai.yaml``): ``POST /v1/chat/completions``
-and ``POST /v1/completions`` over the same Admission and Queue as ``POST /v1/tasks``.
+"""The OpenAI-compatible face (``specs/openapi/openai.yaml``): ``POST /v1/chat/completions``,
+``POST /v1/completions`` and ``POST /v1/embeddings`` over the same Admission and Queues as
+``POST /v1/tasks``; ``model`` names the pool (:meth:`Models.route`).
 
 Each request is a task: it waits in the same bounded line (a full one is 429 with
 ``Retry-After`` and ``retry-after-ms``), its id is in ``X-Task-Id`` (``GET /v1/tasks/{id}``
@@ -12,71 +13,61 @@ non-streamed answer) cancels its task at once, which frees the engine slot.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
+import attrs
 import trio
 from quart import Blueprint, Response, g, request
 
 from orchestra import __version__
 from orchestra.actors import fields
+from orchestra.actors.admission import V1Request
+from orchestra.actors.models import Models, Pool
+from orchestra.engine.protocol import Embeddings
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.events import Subscription
+from orchestra.events import EventKind, Subscription
 from orchestra.http.bodies import json_response
 from orchestra.http.context import Actors
 from orchestra.http.openai_answers import Answer
+from orchestra.http.openai_embeddings import embeddings_body, parse_embeddings
 from orchestra.http.openai_requests import OpenAIRequest, Parser, parse_chat, parse_completion
 from orchestra.http.sse import KEEPALIVE_S, sse_response
-from orchestra.task import Endpoint, Face
+from orchestra.task import Embed, Endpoint, Face, TaskRequest
 
-DEFAULT_POOL = "default"
 _CANCEL_TIMEOUT_S = 5.0
 
 
 def openai_blueprint(actors: Actors) -> Blueprint:
     """The OpenAI face's routes over ``actors``."""
     routes = Blueprint("openai", __name__)
-    queue, admission, control = actors.queue, actors.admission, actors.control
+    admission, models = actors.admission, actors.models
     limits = actors.config.admission
     fingerprint = f"orchestra-{__version__}"
-
-    def served_model(asked: str) -> str:
-        """The model a request names, as answers name it: the pool's model (by its catalog
-        id, or the pool's name); any name while the pool's model has no catalog id."""
-        served = control.model_id
-        if served is None or asked in (served, DEFAULT_POOL):
-            return served or asked
-        raise Refusal(
-            ErrorCode.NOT_FOUND,
-            f"model {asked!r} is not served here; GET /v1/models lists {served!r}",
-            problems=(f"model: {asked!r} is not served (the model is {served!r})",),
-            param="model",
-        )
-
-    async def cancel(task_id: str) -> None:
-        """Cancel a task whose client left; runs even while the handler is cancelled."""
-        with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_TIMEOUT_S):
-            await queue.cancel(task_id)
 
     async def answer(endpoint: Endpoint, parser: Parser) -> Response:
         raw = await request.get_data(cache=False)
         assert isinstance(raw, bytes)
-        asked: list[str] = []
 
         def parse() -> OpenAIRequest:
-            parsed = parser(fields.load_object(raw), limits)
-            asked.append(served_model(parsed.model))
-            return parsed
+            return parser(fields.load_object(raw), limits)
 
-        parsed, admitted = await admission.admit_with(parse, Face.OPENAI)
+        parsed, admitted, route = await admission.admit_with(parse, Face.OPENAI)
+        pool = models.pool(route.id)
         task_id = g.task_id = admitted.task_id  # on the answer, an error one too
-        subscription = queue.subscribe(task_id)
+        subscription = pool.queue.subscribe(task_id)
         if subscription is None:  # forgotten already: only when retention is 0
             raise Refusal(ErrorCode.NOT_FOUND, f"task {task_id!r} ended and was forgotten")
+
+        async def cancel(task_id: str) -> None:
+            """Cancel a task whose client left; runs even while the handler is cancelled."""
+            with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_TIMEOUT_S):
+                await pool.queue.cancel(task_id)
+
         reply = Answer(
             endpoint,
             task_id,
-            asked[0],
+            models.answer_name(pool, parsed.model),
             int(time.time()),
             include_usage=parsed.include_usage,
             fingerprint=fingerprint,
@@ -96,7 +87,76 @@ def openai_blueprint(actors: Actors) -> Blueprint:
     async def completions() -> Response:
         return await answer(Endpoint.COMPLETION, parse_completion)
 
+    @routes.post("/v1/embeddings")
+    async def embeddings() -> Response:
+        raw = await request.get_data(cache=False)
+        assert isinstance(raw, bytes)
+        asked = parse_embeddings(raw)
+        pool = _embedding_pool(models, asked.model)
+        task = TaskRequest(
+            prompt=Embed(asked.inputs), max_tokens=1, face=Face.OPENAI, model_ref=pool.id
+        )
+        _, admitted, _ = await admission.admit_with(lambda: V1Request(task), Face.OPENAI)
+        task_id = g.task_id = admitted.task_id
+        subscription = pool.queue.subscribe(task_id)
+        if subscription is None:
+            raise Refusal(ErrorCode.NOT_FOUND, f"task {task_id!r} ended and was forgotten")
+        end = await _end_of(subscription, pool.queue.cancel, task_id)
+        result = Embeddings(
+            tuple(tuple(v) for v in end.get("embeddings", ())), int(end.get("tokens_in") or 0)
+        )
+        name = models.answer_name(pool, asked.model or pool.id)
+        response = json_response(embeddings_body(name, result, asked.encoding_format))
+        response.headers["X-Task-Id"] = task_id
+        return response
+
     return routes
+
+
+def _embedding_pool(models: Models, name: str | None) -> Pool:
+    """The pool an embeddings request names, when it serves embeddings."""
+    try:
+        pool = models.route(name)
+    except Refusal as exc:
+        raise attrs.evolve(exc, param="model") from None
+    if not pool.spec.embeddings and not pool.spec.fixed:
+        served = [p.id for p in models if p.spec.embeddings]
+        hint = f" (these do: {', '.join(served)})" if served else ""
+        raise Refusal(
+            ErrorCode.INVALID_PARAMS,
+            f"model {pool.id!r} does not serve embeddings: set embeddings = true in "
+            f"[models.{pool.id}]{hint}",
+            problems=(f"model: {pool.id!r} does not serve embeddings{hint}",),
+            param="model",
+        )
+    return pool
+
+
+async def _end_of(
+    subscription: Subscription, cancel: Callable[[str], Any], task_id: str
+) -> Mapping[str, Any]:
+    """The data of the task's ``end`` event; its ``error`` event raised as a refusal. A
+    client that leaves first cancels the task."""
+    finished = False
+    try:
+        with subscription:
+            while True:
+                for event in subscription.take_events():
+                    if event.kind is EventKind.END:
+                        finished = True
+                        return event.data
+                    if event.kind is EventKind.ERROR:
+                        finished = True
+                        raise Refusal(
+                            ErrorCode(event.data["code"]),
+                            str(event.data.get("message", "")),
+                            retriable=bool(event.data.get("retriable", False)),
+                        )
+                await subscription.wait()
+    finally:
+        if not finished:
+            with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_TIMEOUT_S):
+                await cancel(task_id)
 
 
 async def _whole(

@@ -236,6 +236,7 @@ def _request(
         determinism=Determinism(values.get("determinism", default)),
         json_schema=values.get("response_format") or None,
         face=Face.OPENAI,
+        model_ref=values.get("model"),
         **{k: values[k] for k in _TASK_FIELDS if k in values},
     )
     return OpenAIRequest(

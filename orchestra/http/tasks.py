@@ -12,11 +12,14 @@ from typing import Any
 import attrs
 from quart import Blueprint, Response, request
 
+from orchestra.actors.admission import V1Request, parse_task_request
+from orchestra.actors.queue import Queue
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response
 from orchestra.http.context import Actors
 from orchestra.http.sse import event_stream
 from orchestra.scheduling.sessions import SessionView
+from orchestra.task import Face
 
 
 def _session_body(view: SessionView) -> dict[str, Any]:
@@ -47,16 +50,31 @@ def _unknown(task_id: str) -> Refusal:
 def tasks_blueprint(actors: Actors) -> Blueprint:
     """The data plane's routes over ``actors``."""
     routes = Blueprint("tasks", __name__)
-    queue, admission = actors.queue, actors.admission
+    models, admission = actors.models, actors.admission
+    limits = actors.config.admission
+
+    def queue_of(task_id: str) -> Queue:
+        queue = models.find(task_id)
+        if queue is None:
+            raise _unknown(task_id)
+        return queue
+
+    def session_queue(session_id: str) -> Queue:
+        queue = models.find_session(session_id)
+        if queue is None:
+            raise Refusal(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+        return queue
 
     @routes.post("/v1/tasks")
     async def submit_task() -> Response:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
-        admitted = await admission.admit(body)
+        _, admitted, route = await admission.admit_with(
+            lambda: V1Request(parse_task_request(body, limits)), Face.V1
+        )
         stream_url = f"/v1/tasks/{admitted.task_id}/stream"
         if "text/event-stream" in request.headers.get("Accept", ""):
-            subscription = queue.subscribe(admitted.task_id)
+            subscription = models.pool(route.id).queue.subscribe(admitted.task_id)
             if subscription is not None:
                 # Submit and stream in one round trip: the same events, ids and resume as
                 # GET stream_url, which a client that loses this stream reconnects to.
@@ -76,36 +94,34 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/tasks/<task_id>")
     async def task_status(task_id: str) -> Response:
-        view = queue.view(task_id)
+        view = queue_of(task_id).view(task_id)
         if view is None:
             raise _unknown(task_id)
         return json_response(attrs.asdict(view))
 
     @routes.post("/v1/tasks/<task_id>/cancel")
     async def cancel_task(task_id: str) -> Response:
-        state = await queue.cancel(task_id)
+        state = await queue_of(task_id).cancel(task_id)
         if state is None:
             raise _unknown(task_id)
         return json_response({"task_id": task_id, "state": str(state)})
 
     @routes.get("/v1/tasks/<task_id>/stream")
     async def stream_task(task_id: str) -> Response:
-        if queue.subscribe(task_id) is None:
-            raise _unknown(task_id)
-        subscription = queue.subscribe(task_id, _last_event_id() + 1)
+        subscription = queue_of(task_id).subscribe(task_id, _last_event_id() + 1)
         assert subscription is not None  # nothing ran in between: the task is still known
         return event_stream(subscription)
 
     @routes.get("/v1/sessions/<session_id>")
     async def session_status(session_id: str) -> Response:
-        view = queue.session_view(session_id)
+        view = session_queue(session_id).session_view(session_id)
         if view is None:
             raise Refusal(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
         return json_response(_session_body(view))
 
     @routes.delete("/v1/sessions/<session_id>")
     async def delete_session(session_id: str) -> Response:
-        deleted = await queue.delete_session(session_id)
+        deleted = await session_queue(session_id).delete_session(session_id)
         if deleted is None:
             raise Refusal(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
         view, erased = deleted

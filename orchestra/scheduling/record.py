@@ -96,10 +96,13 @@ class Task:
         self.tokens_out, self.tokens_in = done.tokens_out, done.tokens_in
         self.decode_time_ms = round(done.decode_time_ms, 3)
         self.cached_tokens, self.ran_on = done.cached_tokens, done.slot
-        return {
+        end: dict[str, object] = {
             "tokens_out": done.tokens_out,
             "decode_time_ms": self.decode_time_ms,
             "finish_reason": done.finish_reason,
             "tokens_in": done.tokens_in,
             "cached_tokens": done.cached_tokens,
         }
+        if done.vectors is not None:
+            end["embeddings"] = [list(vector) for vector in done.vectors]
+        return end

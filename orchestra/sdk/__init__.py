@@ -14,6 +14,14 @@
             for delta in stream:
                 print(delta.content, end="")
 
+Several models: ``models()`` lists them with their residency, ``load_model(id_or_path)`` and
+``unload_model(id)`` move them in and out of memory, ``model=`` on a call (or
+``default_model=`` on the client) picks one, and ``embed(texts)`` returns vectors::
+
+    with Client(default_model="gemma3") as client:
+        client.chat(messages, model="qwen")       # this call only
+        client.embed(["a", "b"], model="nomic").vectors
+
 ``AsyncClient`` is the same API for Trio code. Every error is an
 :class:`OrchestraError`: :class:`TransportError` (no answer), :class:`ParseError` (an answer
 outside the contract) or :class:`ServerError` (the server's error envelope, with
@@ -52,6 +60,7 @@ from orchestra.sdk._models import Capabilities as Capabilities
 from orchestra.sdk._models import CatalogModel as CatalogModel
 from orchestra.sdk._models import Completion as Completion
 from orchestra.sdk._models import DeletedSession as DeletedSession
+from orchestra.sdk._models import Embeddings as Embeddings
 from orchestra.sdk._models import EngineInfo as EngineInfo
 from orchestra.sdk._models import Health as Health
 from orchestra.sdk._models import Limits as Limits
@@ -62,6 +71,7 @@ from orchestra.sdk._models import SessionStatus as SessionStatus
 from orchestra.sdk._models import TaskHandle as TaskHandle
 from orchestra.sdk._models import TaskRequest as TaskRequest
 from orchestra.sdk._models import TaskStatus as TaskStatus
+from orchestra.sdk._models import UnloadedModel as UnloadedModel
 from orchestra.sdk._openai import ChatStream as ChatStream
 from orchestra.sdk._retry import Retry as Retry
 from orchestra.sdk._sync import Client as Client

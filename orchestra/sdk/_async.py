@@ -35,11 +35,13 @@ from orchestra.sdk._models import (
     CatalogModel,
     Completion,
     DeletedSession,
+    Embeddings,
     Health,
     SessionStatus,
     TaskHandle,
     TaskRequest,
     TaskStatus,
+    UnloadedModel,
 )
 from orchestra.sdk._openai import CHAT_PATH, ChatStream
 from orchestra.sdk._retry import Retry
@@ -57,6 +59,10 @@ STREAM_IDLE_S = 45.0
 """A stream silent this long (three missed keep-alives) counts as dropped and is resumed."""
 CANCEL_ON_ABANDON_S = 5.0
 """How long ``complete()``, when cancelled, tries to cancel its task on the server."""
+LOAD_TIMEOUT_S = 600.0
+"""The least read timeout of a call that may wait for a model to load (or its tasks to end):
+``load_model()``, ``unload_model()``, ``embed()``."""
+EMBEDDINGS_PATH = "/v1/embeddings"
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -65,6 +71,37 @@ class _ModelList:
     """``GET /v1/models``: OpenAI's list shape, ``{"object": "list", "data": [...]}``."""
 
     data: tuple[CatalogModel, ...]
+
+
+@attrs.frozen(kw_only=True)
+class _Embedding:
+    index: int
+    embedding: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class _EmbeddingUsage:
+    prompt_tokens: int
+
+
+@attrs.frozen(kw_only=True)
+class _EmbeddingList:
+    """``POST /v1/embeddings``: OpenAI's shape."""
+
+    data: tuple[_Embedding, ...]
+    model: str
+    usage: _EmbeddingUsage
+
+
+def model_file(path_or_id: str) -> tuple[str, str | None]:
+    """What ``load_model(path_or_id)`` loads: the model id, and the absolute path of the
+    file to register under it first (None for an id). A path has a path separator or ends
+    with ``.gguf``; its id is the file's name without ``.gguf``."""
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if not path_or_id.endswith(".gguf") and not separators & set(path_or_id):
+        return path_or_id, None
+    path = os.path.abspath(os.path.expanduser(path_or_id))
+    return os.path.basename(path).removesuffix(".gguf"), path
 
 
 def _quote(segment: str) -> str:
@@ -82,8 +119,10 @@ class AsyncClient:
     ``url`` defaults to ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``; ``token`` to
     ``$ORCHESTRA_TOKEN`` (sent as ``Authorization: Bearer``). ``retry`` is off unless
     given (see :class:`Retry`); a dropped stream is always resumed, up to
-    ``resume_attempts`` failed reconnections in a row. Use it as an async context manager,
-    or call :meth:`aclose`. ``AsyncClient.embedded(config)`` gives the same API over an
+    ``resume_attempts`` failed reconnections in a row. ``default_model`` is the model (an
+    id or alias) of every call that names none (a call's ``model=`` wins); without either,
+    the server's default model serves it. Use it as an async context manager, or call
+    :meth:`aclose`. ``AsyncClient.embedded(config)`` gives the same API over an
     orchestrator running in this process.
     """
 
@@ -96,8 +135,10 @@ class AsyncClient:
         retry: Retry | None = None,
         resume_attempts: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
+        default_model: str | None = None,
     ) -> None:
         self.url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+        self.default_model = default_model
         token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         headers = {"User-Agent": f"orchestra-sdk/{__version__}"}
         if token:
@@ -105,6 +146,7 @@ class AsyncClient:
         self.retry = retry
         self.resume_attempts = resume_attempts
         self._stream_timeout = httpx.Timeout(timeout_s, read=STREAM_IDLE_S)
+        self._load_timeout = httpx.Timeout(timeout_s, read=max(timeout_s, LOAD_TIMEOUT_S))
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
         )
@@ -117,8 +159,10 @@ class AsyncClient:
 
         ``config`` is a :class:`~orchestra.config.Config`, a TOML file, or None for the
         embedded default: owned llama-server on the small CPU model that ``orchestra engine
-        install`` cached, on a free port. The client is yielded once the engine is ready;
-        leaving the block cancels what still runs and stops the engine.
+        install`` cached, on a free port; a config with several ``[models]`` works as it
+        does for ``orchestra serve``. ``options`` are the constructor's (``default_model``,
+        ``retry``, ...). The client is yielded once the engine is ready; leaving the block
+        cancels what still runs and stops the engine.
         """
         from orchestra.sdk._embedded import EMBEDDED_URL, open_embedded  # loads the service
 
@@ -149,12 +193,24 @@ class AsyncClient:
     # -- requests ------------------------------------------------------------------------
 
     async def _send(
-        self, method: str, path: str, body: Mapping[str, Any] | None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        params: Mapping[str, str] | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> tuple[int, Any]:
         """One request; its status and JSON answer, or the mapped error."""
         what = f"{method} {path}"
         try:
-            response = await self._http.request(method, path, json=body)
+            response = await self._http.request(
+                method,
+                path,
+                json=body,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
+            )
         except httpx.RequestError as exc:
             raise _transport_error(exc, what) from exc
         if not response.is_success:
@@ -165,12 +221,21 @@ class AsyncClient:
             raise ParseError(f"{what}: the answer is not JSON", response.status_code) from exc
 
     async def _call(
-        self, method: str, path: str, cls: type[T], body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        cls: type[T],
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> T:
         """A request, retried as :attr:`retry` allows, its answer structured as ``cls``."""
 
         async def once() -> T:
-            status, data = await self._send(method, path, body)
+            status, data = await self._send(
+                method, path, body, params=params, http_timeout=http_timeout
+            )
             return structure(data, cls, what=f"{method} {path}", status=status)
 
         return await self._retrying(once)
@@ -197,14 +262,70 @@ class AsyncClient:
         return await self._call("GET", f"/v1/pools/{_quote(pool)}/health", Health)
 
     async def models(self) -> tuple[CatalogModel, ...]:
-        """The models of the catalog (the one being served has ``loaded`` true)."""
+        """The models of the catalog, each with its ``residency`` (``loaded``,
+        ``loading``, ...), memory, pool, tasks and idle time (``loaded`` is true for those
+        loaded now)."""
         return (await self._call("GET", "/v1/models", _ModelList)).data
 
-    async def submit(self, request: TaskRequest) -> TaskHandle:
+    async def load_model(self, path_or_id: str) -> CatalogModel:
+        """Load a model, waiting (up to :data:`LOAD_TIMEOUT_S` at least) until it is
+        loaded; the model as it is then. A path (one with a path separator, or ending with
+        ``.gguf``) is registered first in the catalog under its file name without
+        ``.gguf`` (again is harmless); see :func:`model_file`. Raises :class:`ServerError`:
+        ``NOT_FOUND`` (404) for an unknown id, ``MODEL_LOAD_FAILED`` (503) when it did not
+        load, ``MODEL_TOO_LARGE`` (503) when it cannot fit the memory budget."""
+        model_id, path = model_file(path_or_id)
+        if path is not None:
+            await self._call(
+                "POST", "/v1/catalog/models", CatalogModel, {"id": model_id, "path": path}
+            )
+        path_of = f"/v1/models/{_quote(model_id)}/load"
+        return await self._call("POST", path_of, CatalogModel, {}, http_timeout=self._load_timeout)
+
+    async def unload_model(self, model_id: str, *, force: bool = False) -> UnloadedModel:
+        """Unload a model once its running tasks have ended, or with ``force`` at once,
+        cancelling them (``cancelled`` says how many); the model as it is then."""
+        return await self._call(
+            "POST",
+            f"/v1/models/{_quote(model_id)}/unload",
+            UnloadedModel,
+            {},
+            params={"force": "true"} if force else None,
+            http_timeout=self._load_timeout,
+        )
+
+    async def embed(self, input: str | Sequence[str], *, model: str | None = None) -> Embeddings:
+        """Embedding vectors of a text, or of each of several (``POST /v1/embeddings``), in
+        their order, from ``model`` (else the client's ``default_model``, else the
+        server's default). The model is loaded first if it is not (the call waits)."""
+        texts: str | list[str] = input if isinstance(input, str) else list(input)
+        body: dict[str, Any] = {"input": texts, "encoding_format": "float"}
+        chosen = self._model(model)
+        if chosen is not None:
+            body["model"] = chosen
+        answer = await self._call(
+            "POST", EMBEDDINGS_PATH, _EmbeddingList, body, http_timeout=self._load_timeout
+        )
+        return Embeddings(
+            vectors=tuple(item.embedding for item in sorted(answer.data, key=lambda e: e.index)),
+            model=answer.model,
+            prompt_tokens=answer.usage.prompt_tokens,
+        )
+
+    def _model(self, model: str | None) -> str | None:
+        """The model a call asks for: its own ``model``, else the client's default."""
+        return model if model is not None else self.default_model
+
+    async def submit(self, request: TaskRequest, *, model: str | None = None) -> TaskHandle:
         """Submit a task: its handle (queue position, predicted start), or an error
         (:class:`QueueFull` when the queue is full, :class:`BudgetExceeded` when its
-        session's turn cap or a budget is spent). With retry on, a task without
-        ``task_id`` is given one, so that sending it again is idempotent."""
+        session's turn cap or a budget is spent). ``model`` (an id or alias) is sent as
+        its ``model_ref``, winning over the request's own and the client's
+        ``default_model``. With retry on, a task without ``task_id`` is given one, so that
+        sending it again is idempotent."""
+        model_ref = self._model(model if model is not None else request.model_ref)
+        if model_ref != request.model_ref:
+            request = attrs.evolve(request, model_ref=model_ref)
         if self.retry is not None and request.task_id is None:
             request = attrs.evolve(request, task_id=uuid.uuid4().hex)
         return await self._call("POST", "/v1/tasks", TaskHandle, request_body(request))
@@ -291,12 +412,12 @@ class AsyncClient:
                 )
             await trio.sleep(min(0.05 * 2**drops, 2.0))
 
-    async def complete(self, prompt: str, **params: Any) -> Completion:
+    async def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> Completion:
         """Submit a task and wait for its whole text (``params`` are :class:`TaskRequest`
-        fields). Raises :class:`TaskFailed` when its stream ends with an error. Cancelling
-        this call cancels the task on the server."""
+        fields; ``model`` as for :meth:`submit`). Raises :class:`TaskFailed` when its
+        stream ends with an error. Cancelling this call cancels the task on the server."""
         began = time.perf_counter()
-        handle = await self.submit(TaskRequest(prompt=prompt, **params))
+        handle = await self.submit(TaskRequest(prompt=prompt, **params), model=model)
         return await self._collect(handle, began)
 
     async def _collect(self, handle: TaskHandle, began: float) -> Completion:
@@ -337,11 +458,14 @@ class AsyncClient:
 
     # -- the OpenAI face -----------------------------------------------------------------
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> ChatStream:
+    def stream_chat(
+        self, messages: Sequence[Message], *, model: str | None = None, **params: Any
+    ) -> ChatStream:
         """A chat answer as it is generated, through the OpenAI face
-        (``POST /v1/chat/completions``); ``params`` are :class:`ChatRequest` fields
-        (OpenAI's, and orchestra's ``priority``, ``deadline_ms``, ``session_id``,
-        ``determinism``, ``task_id``)::
+        (``POST /v1/chat/completions``); ``model`` (an id or alias) wins over the client's
+        ``default_model`` (without either, ``default``: the server's default model);
+        ``params`` are :class:`ChatRequest` fields (OpenAI's, and orchestra's
+        ``priority``, ``deadline_ms``, ``session_id``, ``determinism``, ``task_id``)::
 
             async with client.stream_chat(messages, max_tokens=64) as stream:
                 stream.task_id                   # the task, as soon as the answer began
@@ -355,18 +479,23 @@ class AsyncClient:
         the task at once; without the block, close it with ``contextlib.aclosing``. A task
         that fails or is cancelled mid-answer raises :class:`TaskFailed`.
         """
+        chosen = self._model(model)
+        if chosen is not None:
+            params["model"] = chosen
         request = ChatRequest(messages=messages, **params)
         if self.retry is not None and request.task_id is None:
             request = attrs.evolve(request, task_id=uuid.uuid4().hex)
         body = chat_body(request)
         return ChatStream(lambda: self._retrying(lambda: self._send_chat(body)))
 
-    async def chat(self, messages: Sequence[Message], **params: Any) -> ChatCompletion:
-        """A whole chat answer (``params`` as for :meth:`stream_chat`). It is read as a
-        stream, so a long wait in the queue is never cut by a read timeout; cancelling this
-        call cancels the task on the server. Raises :class:`TaskFailed` when the task fails
-        or is cancelled."""
-        async with self.stream_chat(messages, **params) as stream:
+    async def chat(
+        self, messages: Sequence[Message], *, model: str | None = None, **params: Any
+    ) -> ChatCompletion:
+        """A whole chat answer (``model`` and ``params`` as for :meth:`stream_chat`). It is
+        read as a stream, so a long wait in the queue is never cut by a read timeout;
+        cancelling this call cancels the task on the server. Raises :class:`TaskFailed`
+        when the task fails or is cancelled."""
+        async with self.stream_chat(messages, model=model, **params) as stream:
             return await stream.collect()
 
     async def _send_chat(self, body: Mapping[str, Any]) -> httpx.Response:

@@ -103,7 +103,7 @@ class ChatRequest:
 
     messages: tuple[Message, ...] = attrs.field(converter=_messages)
     model: str = "default"
-    """The served model's catalog id, or the pool's name (``default``)."""
+    """The model: a catalog id or alias, or ``default`` (the server's default model)."""
     max_tokens: int | None = None
     """Tokens to generate at most (server default: the limit, lowered to what fits)."""
     temperature: float | None = None

@@ -58,6 +58,15 @@ def _structure_mapping(value: Any, _: Any) -> Mapping[str, Any]:
     return value
 
 
+def _structure_floats(value: Any, _: Any) -> tuple[float, ...]:
+    """A list of numbers (an embedding: thousands of them) in one pass, not one hook each."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    if not all(type(item) is float or type(item) is int for item in value):
+        raise TypeError("expected an array of numbers")
+    return tuple(map(float, value))
+
+
 def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -74,6 +83,7 @@ converter.register_structure_hook(bool, _structure_strict_bool)
 converter.register_structure_hook_func(
     lambda t: t in (Mapping[str, Any], Mapping[str, float | None]), _structure_mapping
 )
+converter.register_structure_hook_func(lambda t: t == tuple[float, ...], _structure_floats)
 converter.register_structure_hook(
     Token,
     make_dict_structure_fn(Token, converter, text=override(rename="t"), index=override(rename="i")),

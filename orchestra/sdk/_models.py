@@ -244,7 +244,8 @@ class DeletedSession(SessionStatus):
 @attrs.frozen(kw_only=True)
 class CatalogModel:
     """A model of the catalog (an entry of ``GET /v1/models``'s ``data``): OpenAI's fields
-    (``id``, ``object``, ``created``, ``owned_by``), then orchestra's."""
+    (``id``, ``object``, ``created``, ``owned_by``), then orchestra's: the catalog entry,
+    and whether (and how) it is loaded now."""
 
     id: str
     object: str
@@ -264,10 +265,66 @@ class CatalogModel:
     registered_at: str
     verified_at: str | None
     loaded: bool
-    """True for the model the engine serves now."""
+    """True while it is loaded (an engine serves it now)."""
     context: int | None
     """While loaded: the tokens a task may span (prompt plus ``max_tokens``), the smaller of
     the server's ``ctx_limit`` and the engine's per-slot context; None when not loaded."""
+    # a server serving several models adds these; an older one does not (the defaults)
+    aliases: tuple[str, ...] = ()
+    """Other names a request may use for it (``model`` / ``model_ref``)."""
+    residency: str | None = None
+    """``loaded``, ``loading``, ``unloaded``, ``unloading`` or ``failed``; None from an older
+    server (then :attr:`loaded` says). Not :attr:`state`, which is the catalog's."""
+    error: str | None = None
+    """Why its last load failed (``residency`` ``failed``)."""
+    memory_mb: int | None = None
+    """What it takes (or would take) when loaded, in MiB; None when not known."""
+    memory_source: str | None = None
+    """Where :attr:`memory_mb` comes from: ``configured``, ``estimated`` or ``measured``."""
+    last_used: str | None = None
+    """When a task on it last ended (RFC 3339); None if none has."""
+    idle_s: float | None = None
+    """While loaded with nothing to do: seconds since its last task ended; else None."""
+    idle_unload_s: float | None = None
+    """Seconds idle after which the server unloads it (0: never); None when not said."""
+    pool: str | None = None
+    """The pool that serves it (its llama-server), when it has one."""
+    default: bool = False
+    """True for the model a request that names none goes to."""
+    keep_loaded: bool = False
+    """Kept loaded: never unloaded when idle nor evicted for another model."""
+    embeddings: bool = False
+    """Serves ``POST /v1/embeddings``."""
+    running: int = 0
+    """Its tasks running now."""
+    waiting: int = 0
+    """Its tasks waiting in the queue."""
+    load_ms: int | None = None
+    """How long its last load took; None if it was never measured."""
+
+
+@attrs.frozen(kw_only=True)
+class UnloadedModel(CatalogModel):
+    """The answer to ``unload_model()``: the model as it is now (``residency`` ``unloaded``),
+    and how many of its tasks were cancelled (only with ``force``)."""
+
+    cancelled: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Embeddings:
+    """What ``embed()`` returns: one vector per input, in the order of the inputs."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    model: str
+    """The model that computed them."""
+    prompt_tokens: int
+    """Tokens of the inputs, in all."""
+
+    @property
+    def vector(self) -> tuple[float, ...]:
+        """The first vector (the only one, for a single string)."""
+        return self.vectors[0]
 
 
 @attrs.frozen(kw_only=True)

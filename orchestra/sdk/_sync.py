@@ -28,11 +28,13 @@ from orchestra.sdk._models import (
     CatalogModel,
     Completion,
     DeletedSession,
+    Embeddings,
     Health,
     SessionStatus,
     TaskHandle,
     TaskRequest,
     TaskStatus,
+    UnloadedModel,
 )
 from orchestra.sdk._openai import ChatStream
 
@@ -220,6 +222,9 @@ class Client:
     """
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
+        """A client of the server at ``url``; ``options`` are :class:`AsyncClient`'s
+        (``token``, ``timeout_s``, ``retry``, ``resume_attempts``, ``transport``,
+        ``default_model``)."""
         self._portal = _Portal(lambda: AsyncClient(url, **options))
 
     @classmethod
@@ -249,44 +254,82 @@ class Client:
 
     @property
     def url(self) -> str:
+        """The server's base URL."""
         return self._portal.client.url
 
+    @property
+    def default_model(self) -> str | None:
+        """The model of every call that names none (see :class:`AsyncClient`)."""
+        return self._portal.client.default_model
+
+    @default_model.setter
+    def default_model(self, model: str | None) -> None:
+        self._portal.client.default_model = model
+
     def capabilities(self) -> Capabilities:
+        """What the box can do (see :meth:`AsyncClient.capabilities`)."""
         return self._portal.call(lambda c: c.capabilities())
 
     def health(self, pool: str = "default") -> Health:
+        """One pool's health."""
         return self._portal.call(lambda c: c.health(pool))
 
     def models(self) -> tuple[CatalogModel, ...]:
+        """The models of the catalog and their residency (see :meth:`AsyncClient.models`)."""
         return self._portal.call(lambda c: c.models())
 
-    def submit(self, request: TaskRequest) -> TaskHandle:
-        return self._portal.call(lambda c: c.submit(request))
+    def load_model(self, path_or_id: str) -> CatalogModel:
+        """Load a model by id, or register a file and load it (see
+        :meth:`AsyncClient.load_model`); Ctrl-C stops waiting."""
+        return self._portal.call(lambda c: c.load_model(path_or_id))
+
+    def unload_model(self, model_id: str, *, force: bool = False) -> UnloadedModel:
+        """Unload a model (see :meth:`AsyncClient.unload_model`)."""
+        return self._portal.call(lambda c: c.unload_model(model_id, force=force))
+
+    def embed(self, input: str | Sequence[str], *, model: str | None = None) -> Embeddings:
+        """Embedding vectors of a text or of several (see :meth:`AsyncClient.embed`)."""
+        return self._portal.call(lambda c: c.embed(input, model=model))
+
+    def submit(self, request: TaskRequest, *, model: str | None = None) -> TaskHandle:
+        """Submit a task (see :meth:`AsyncClient.submit`)."""
+        return self._portal.call(lambda c: c.submit(request, model=model))
 
     def status(self, task_id: str) -> TaskStatus:
+        """A snapshot of a task."""
         return self._portal.call(lambda c: c.status(task_id))
 
     def cancel(self, task_id: str) -> CancelResult:
+        """Cancel a task (idempotent)."""
         return self._portal.call(lambda c: c.cancel(task_id))
 
     def session(self, session_id: str) -> SessionStatus:
+        """A snapshot of a session."""
         return self._portal.call(lambda c: c.session(session_id))
 
     def delete_session(self, session_id: str) -> DeletedSession:
+        """End a session (see :meth:`AsyncClient.delete_session`)."""
         return self._portal.call(lambda c: c.delete_session(session_id))
 
-    def complete(self, prompt: str, **params: Any) -> Completion:
-        return self._portal.call(lambda c: c.complete(prompt, **params))
+    def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> Completion:
+        """Submit a task and wait for its whole text (see :meth:`AsyncClient.complete`);
+        Ctrl-C while it waits cancels the task on the server."""
+        return self._portal.call(lambda c: c.complete(prompt, model=model, **params))
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> ChatCompletion:
+    def chat(
+        self, messages: Sequence[Message], *, model: str | None = None, **params: Any
+    ) -> ChatCompletion:
         """A whole chat answer (see :meth:`AsyncClient.chat`); Ctrl-C while it waits
         cancels the task on the server."""
-        return self._portal.call(lambda c: c.chat(messages, **params))
+        return self._portal.call(lambda c: c.chat(messages, model=model, **params))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> SyncChatStream:
+    def stream_chat(
+        self, messages: Sequence[Message], *, model: str | None = None, **params: Any
+    ) -> SyncChatStream:
         """A chat answer as it is generated (see :meth:`AsyncClient.stream_chat` and
         :class:`SyncChatStream`)."""
-        return SyncChatStream(self._portal, self._portal.client.stream_chat(messages, **params))
+        stream = self._portal.client.stream_chat(messages, model=model, **params)
+        return SyncChatStream(self._portal, stream)
 
     @contextmanager
     def stream(

@@ -9,6 +9,11 @@ shapes and behaviours of ``shared/llama-server-reference.md``:
   ``POST /v1/chat/completions`` (also ``/chat/completions``) in OpenAI's shape as the engine
   writes it, streamed with ``[DONE]``, with ``stop`` strings, ``include_usage`` and tool
   calls (``[[call:NAME]]``, :mod:`.toolcall`), on the same slots and words;
+- with ``embeddings`` (``--embeddings``), ``POST /v1/embeddings`` in OpenAI's shape as the
+  engine writes it, with deterministic vectors of :data:`EMBEDDING_DIM` floats (mean pooling
+  over fixed token vectors, normalized: :func:`embedding`), ``encoding_format`` ``float``
+  or ``base64``, the engine's refusals, a slot per request (:mod:`.embeddings`); without
+  it, 501 ``This server does not support embeddings. Start it with `--embeddings```;
 - with ``api_key`` (``--api-key``), 401 ``Invalid API Key`` on every route but ``/health``
   without ``Authorization: Bearer KEY`` (or ``X-Api-Key``);
 - 503 ``Loading model`` on every route while loading (:meth:`FakeLlamaServer.set_loading`);
@@ -43,7 +48,11 @@ as words when tokenizing, like any other text):
 ``[[call:NAME]]``            (chat, in the last user message, with ``tools`` offering NAME)
                              answer with a call of NAME instead of text
 
-Run it alone with ``python -m orchestra.testing.fake_llama --port 8081 --slots 2``.
+In an embeddings ``input``, ``[[error-before:STATUS]]`` acts as above and ``[[hang:N]]``
+(any N) holds the slot with no answer until the client goes away.
+
+Run it alone with ``python -m orchestra.testing.fake_llama --port 8081 --slots 2``
+(``--embeddings`` to serve embeddings).
 
 What is where:
 
@@ -56,6 +65,7 @@ What is where:
 - :mod:`.chat`: a ``/v1/chat/completions`` body turned into a job and its text answer;
 - :mod:`.oai`: the OpenAI-shaped objects and stream chunks the chat answers share;
 - :mod:`.toolcall`: when the chat answer is a tool call, and how it is streamed;
+- :mod:`.embeddings`: a ``/v1/embeddings`` body turned into prompts, their vectors, the answer;
 - :mod:`.slots`: the slots and the FIFO of requests waiting for one;
 - :mod:`.server`: :class:`FakeLlamaServer`, its knobs, counters, routes and generation;
 - :mod:`.cli` (and :mod:`.__main__`): the command line.
@@ -66,18 +76,21 @@ This package imports nothing of the rest of orchestra.
 from .asgi import Message, Receive, Scope, Send, error_body
 from .cli import main
 from .completion import DEFAULT_N_PREDICT
+from .embeddings import EMBEDDING_DIM, embedding
 from .server import FakeLlamaServer
 from .words import BOS_TOKEN, WORDS, generated_word, token_id, tokenize
 
 __all__ = [
     "BOS_TOKEN",
     "DEFAULT_N_PREDICT",
+    "EMBEDDING_DIM",
     "WORDS",
     "FakeLlamaServer",
     "Message",
     "Receive",
     "Scope",
     "Send",
+    "embedding",
     "error_body",
     "generated_word",
     "main",

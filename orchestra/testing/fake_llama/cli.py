@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ctx-size", type=int, default=2048, help="whole context (-c)")
     parser.add_argument("--model", default="models/fake.gguf", help="reported model path")
     parser.add_argument("--api-key", default="", help="keys (comma-separated) every route wants")
+    parser.add_argument("--embeddings", action="store_true", help="serve POST /v1/embeddings")
     args = parser.parse_args(argv)
     fake = FakeLlamaServer(
         total_slots=args.slots,
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         n_ctx=args.ctx_size,
         model_path=args.model,
         api_key=args.api_key,
+        embeddings=args.embeddings,
     )
 
     async def run() -> None:

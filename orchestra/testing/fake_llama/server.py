@@ -35,6 +35,7 @@ from .asgi import (
 )
 from .chat import accept_chat
 from .completion import Face, Job, NativeFace, abort, accept, send_final, send_mid_error, timings
+from .embeddings import OFF_MESSAGE, EmbeddingJob, accept_embeddings
 from .slots import SlotTable, Waiter
 from .template import ChatRequestError, render
 from .words import generated_word, tokenize
@@ -71,9 +72,13 @@ class FakeLlamaServer(SlotTable):
     api_key: str = ""
     """``--api-key``: when set (keys separated by commas), every route but ``/health``
     wants ``Authorization: Bearer KEY`` (or ``X-Api-Key: KEY``), else 401."""
+    embeddings: bool = False
+    """``--embeddings``: whether ``POST /v1/embeddings`` works (else 501
+    ``not_supported_error``, whatever the body)."""
 
     disconnects: int = attrs.field(default=0, init=False)
-    """Completion requests whose client went away before their response ended."""
+    """Completion (and embedding) requests whose client went away before their response
+    ended."""
     completions_started: int = attrs.field(default=0, init=False)
     """Completions that got a slot and began generating."""
     completions_finished: int = attrs.field(default=0, init=False)
@@ -88,6 +93,11 @@ class FakeLlamaServer(SlotTable):
     """The request headers (names lower-cased) of each ``/completion`` request."""
     chat_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     """Every JSON object body received on ``/v1/chat/completions``, in arrival order."""
+    embedding_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    """Every JSON object body received on ``/v1/embeddings`` (with embeddings on)."""
+    embeddings_served: int = attrs.field(default=0, init=False)
+    """Embedding requests answered 200: counted, with the slot freed, just before the
+    answer is sent."""
 
     _loading: bool = attrs.field(default=False, init=False)
     _slot_tasks: dict[int, int] = attrs.field(factory=dict, init=False)
@@ -186,6 +196,8 @@ class FakeLlamaServer(SlotTable):
             await self._chat(receive, send)
         elif path == "/apply-template" and method == "POST":
             await self._apply_template(receive, send)
+        elif path == "/v1/embeddings" and method == "POST":
+            await self._embeddings(receive, send)
         else:
             await read_json(receive)
             await respond(send, 404, error_body(404, "File Not Found"))
@@ -272,6 +284,58 @@ class FakeLlamaServer(SlotTable):
             await respond(send, error.status, error_body(error.status, error.message))
             return
         await respond(send, 200, dumps({"prompt": prompt}))
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    async def _embeddings(self, receive: Receive, send: Send) -> None:
+        body = await read_json(receive)
+        if not self.embeddings:
+            await respond(send, 501, error_body(501, OFF_MESSAGE, "not_supported_error"))
+            return
+        if isinstance(body, dict):
+            self.embedding_bodies.append(body)
+            self._notify()
+        job = accept_embeddings(body, self.model_path)
+        if isinstance(job, tuple):
+            await respond(send, *job)
+            return
+        await self._embed(job, receive, send)
+
+    async def _embed(self, job: EmbeddingJob, receive: Receive, send: Send) -> None:
+        """Embed ``job`` on a slot (all its prompts on one), unless its client leaves."""
+        computing = trio.CancelScope()
+        response = Response(send, computing)
+        slot: int | None = None
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            response.client_left()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect)
+                answer = b""
+                with computing:
+                    slot = await self._take_slot(completion=False)
+                    if job.hang:
+                        await trio.sleep_forever()
+                    answer = job.answer()
+                if slot is not None:
+                    self._release(slot)
+                    slot = None
+                if response.gone:
+                    self.disconnects += 1
+                else:
+                    self.embeddings_served += 1
+                self._notify()
+                if not response.gone:
+                    await response.whole(200, answer)
+                nursery.cancel_scope.cancel()
+        finally:
+            if slot is not None:  # cancelled from outside (the server is stopping)
+                self._release(slot)
+                self._notify()
 
     # -- completions -----------------------------------------------------------------------
 

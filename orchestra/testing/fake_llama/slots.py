@@ -22,6 +22,8 @@ class Waiter:
     slot: int | None = None
     wants: int | None = None
     """The slot it asked for (``id_slot``), or None for any."""
+    completion: bool = True
+    """It counts in ``completions_started`` (an embedding request does not)."""
 
 
 class SlotTable:
@@ -46,10 +48,11 @@ class SlotTable:
     def _free_slot(self, total: int) -> int | None:
         return next((i for i in range(total) if i not in self._slot_tasks), None)
 
-    def _occupy(self, slot: int) -> None:
+    def _occupy(self, slot: int, completion: bool = True) -> None:
         self._slot_tasks[slot] = self._next_task
         self._next_task += 1
-        self.completions_started += 1
+        if completion:
+            self.completions_started += 1
 
     def _dispatch(self, total: int) -> None:
         """Hand free slots to waiting requests: a free slot goes to the oldest request that
@@ -63,7 +66,7 @@ class SlotTable:
             if waiter is None:
                 continue
             self._waiters.remove(waiter)
-            self._occupy(slot)
+            self._occupy(slot, waiter.completion)
             self.deferred -= 1
             waiter.slot = slot
             waiter.ready.set()
@@ -76,20 +79,21 @@ class SlotTable:
         del self._slot_tasks[slot]
         self._dispatch(self.total_slots)
 
-    async def _take_slot(self, wants: int | None = None) -> int:
+    async def _take_slot(self, wants: int | None = None, *, completion: bool = True) -> int:
         """Occupy a slot (slot ``wants`` if given, modulo the slot count), waiting FIFO
-        behind earlier requests while none is free."""
+        behind earlier requests while none is free; ``completion``: the slot is taken by a
+        generation (counted in ``completions_started``)."""
         if wants is not None:
             wants %= max(self.total_slots, 1)
             if wants not in self._slot_tasks and all(w.wants != wants for w in self._waiters):
-                self._occupy(wants)
+                self._occupy(wants, completion)
                 self._notify()
                 return wants
         elif not self._waiters and (slot := self._free_slot(self.total_slots)) is not None:
-            self._occupy(slot)
+            self._occupy(slot, completion)
             self._notify()
             return slot
-        waiter = Waiter(wants=wants)
+        waiter = Waiter(wants=wants, completion=completion)
         self._waiters.append(waiter)
         self.deferred += 1
         self._notify()
