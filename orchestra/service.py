@@ -220,7 +220,7 @@ async def _model_pool(w: _Wiring, name: str, model: ModelConfig, index: int) -> 
     queue = _queue(config, engine, w.metrics, alarm, w.doorbell, name, Residency.UNLOADED)
     supervisor = OwnedReplicaSupervisor(
         command, replica, engine, queue.replica_status, queue.replica_lost, alarm,
-        load_once=True,
+        load_once=True, pool_id=name,
     )  # fmt: skip
     control = PoolControl(
         queue,
@@ -355,15 +355,28 @@ async def run_service(
                     )
                 else:
                     http_stopped.set()
-                log.info(
-                    "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
-                    f"listening on {', '.join(urls)}" if urls else "embedded (no listener)",
-                    config.adapter.engine,
-                    config.adapter.endpoint,
-                    "attached" if config.replica is None else "owned",
-                    "ready" if queue.statistics().pool.ready else queue.statistics().pool.detail,
-                    config.admission.queue_capacity,
-                )
+                where = f"listening on {', '.join(urls)}" if urls else "embedded (no listener)"
+                if config.models:
+                    log.info(
+                        "orchestra %s; %d model(s), default %s, loaded on demand "
+                        "(GET /v1/models); queue capacity %d per model",
+                        where,
+                        len(config.models),
+                        actors.models.default_id,
+                        config.admission.queue_capacity,
+                    )
+                else:
+                    log.info(
+                        "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
+                        where,
+                        config.adapter.engine,
+                        config.adapter.endpoint,
+                        "attached" if config.replica is None else "owned",
+                        "ready"
+                        if queue.statistics().pool.ready
+                        else queue.statistics().pool.detail,
+                        config.admission.queue_capacity,
+                    )
                 task_status.started(Running(urls, actors, app))
                 await stop.wait()
                 log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)

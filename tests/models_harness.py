@@ -52,14 +52,17 @@ class ModelFile:
         log = Path(f"{self.path}.log")
         if not log.exists():
             return []
-        return [(kind, int(pid)) for kind, pid in (line.split() for line in log.read_text().splitlines())]
+        return [
+            (kind, int(pid))
+            for kind, pid in (line.split() for line in log.read_text().splitlines())
+        ]
 
 
 def fake_binary(directory: Path) -> Path:
     """An executable that runs the fake as llama-server."""
     script = directory / "llama-server"
     script.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -m orchestra.testing.fake_llama.as_llama_server \"$@\"\n"
+        f'#!/bin/sh\nexec {sys.executable} -m orchestra.testing.fake_llama.as_llama_server "$@"\n'
     )
     script.chmod(0o755)
     return script

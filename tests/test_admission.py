@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.actors.admission import Admission, fingerprint, parse_task_request
+from orchestra.actors.admission import Admission, OnePool, fingerprint, parse_task_request
 from orchestra.actors.queue import Admitted
 from orchestra.config import AdmissionConfig
 from orchestra.errors import EngineError, ErrorCode, Refusal
@@ -168,14 +168,14 @@ class AcceptAll:
 
 async def test_short_prompts_are_not_sent_to_tokenize() -> None:
     engine = CountingEngine(tokens=10)
-    admission = Admission(LIMITS, engine, AcceptAll())
+    admission = Admission(LIMITS, OnePool(engine, AcceptAll()))
     await admission.admit(b'{"prompt": "hello", "max_tokens": 100}')
     assert engine.calls == 0
 
 
 async def test_long_prompts_are_measured_by_the_engine() -> None:
     engine = CountingEngine(tokens=400)
-    admission = Admission(LIMITS, engine, AcceptAll())
+    admission = Admission(LIMITS, OnePool(engine, AcceptAll()))
     body = json.dumps({"prompt": "word " * 100, "max_tokens": 100}).encode()
     await admission.admit(body)  # 400 + 100 <= 512
     assert engine.calls == 1
@@ -184,12 +184,12 @@ async def test_long_prompts_are_measured_by_the_engine() -> None:
         await admission.admit(body)
     assert caught.value.code is ErrorCode.CTX_LIMIT_EXCEEDED
     assert "450 tokens" in caught.value.message
-    assert admission.statistics().rejected == {("v1", "CTX_LIMIT_EXCEEDED"): 1}
-    assert admission.statistics().admitted == {"v1": 1}
+    assert admission.statistics().rejected == {("v1", "CTX_LIMIT_EXCEEDED", "default"): 1}
+    assert admission.statistics().admitted == {("v1", "default"): 1}
 
 
 async def test_an_unreachable_engine_during_measuring_is_retriable() -> None:
-    admission = Admission(LIMITS, CountingEngine(tokens=None), AcceptAll())
+    admission = Admission(LIMITS, OnePool(CountingEngine(tokens=None), AcceptAll()))
     with pytest.raises(Refusal) as caught:
         await admission.admit(json.dumps({"prompt": "w " * 500, "max_tokens": 10}).encode())
     assert caught.value.code is ErrorCode.POOL_UNREADY
@@ -212,7 +212,7 @@ def openai_chat(body: dict[str, Any]) -> Any:
 
 async def test_a_long_chat_is_rendered_by_the_engine_then_measured() -> None:
     engine, queue = CountingEngine(tokens=300), Recording()
-    admission = Admission(LIMITS, engine, queue)
+    admission = Admission(LIMITS, OnePool(engine, queue))
     messages = [{"role": "user", "content": "word " * 100}]
     body = {"model": "m", "messages": messages, "max_tokens": 100}
     await admission.admit_with(openai_chat(body), Face.OPENAI)
@@ -221,15 +221,15 @@ async def test_a_long_chat_is_rendered_by_the_engine_then_measured() -> None:
     with pytest.raises(Refusal) as caught:
         await admission.admit_with(openai_chat(body), Face.OPENAI)
     assert caught.value.code is ErrorCode.CTX_LIMIT_EXCEEDED
-    assert admission.statistics().rejected == {("openai", "CTX_LIMIT_EXCEEDED"): 1}
-    assert admission.statistics().admitted == {"openai": 1}
+    assert admission.statistics().rejected == {("openai", "CTX_LIMIT_EXCEEDED", "default"): 1}
+    assert admission.statistics().admitted == {("openai", "default"): 1}
 
 
 async def test_without_max_tokens_a_chat_gets_what_fits_the_context() -> None:
     engine, queue = CountingEngine(tokens=450), Recording()
-    admission = Admission(LIMITS, engine, queue)
+    admission = Admission(LIMITS, OnePool(engine, queue))
     body = {"model": "m", "messages": [{"role": "user", "content": "word " * 100}]}
-    parsed, _ = await admission.admit_with(openai_chat(body), Face.OPENAI)
+    parsed, _, _ = await admission.admit_with(openai_chat(body), Face.OPENAI)
     assert queue.requests[0].max_tokens == parsed.task.max_tokens == 512 - 450
     short = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     await admission.admit_with(openai_chat(short), Face.OPENAI)

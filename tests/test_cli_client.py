@@ -310,15 +310,21 @@ async def test_caps_health_models_human_and_json(tmp_path: Path) -> None:
     mine = json.loads(models_json.stdout)
     assert mine["object"] == wire_models["object"] == "list"
     assert len(mine["data"]) == len(wire_models["data"]) > 0
-    assert_within(mine["data"], wire_models["data"])
+    moving = ("idle_s", "last_used")  # the clock moves between the two reads
+    assert_within(
+        [{k: v for k, v in m.items() if k not in moving} for m in mine["data"]],
+        wire_models["data"],
+    )
     header, *rows = models.stdout.splitlines()
-    assert header.split() == ["ID", "LOADED", "CONTEXT", "TRUST", "STATE", "SIZE", "PATH"]
+    assert rows[-1] == "* the default model"
+    rows = rows[:-1]
+    assert header.split() == ["ID", "ALIASES", "RESIDENCY", "MEMORY", "POOL", "LAST", "USED"]
     assert len(rows) == len(wire_models["data"])
-    tiny = next(row.split() for row in rows if row.startswith("tiny "))
+    tiny = next(row.split() for row in rows if row.startswith("tiny"))
     served = wire_models["data"][0]
     assert served["loaded"] is True and isinstance(served["context"], int)
-    assert tiny[1:5] == ["yes", str(served["context"]), served["trust_state"], "active"]
-    assert tiny[5:7] == ["2.0", "KiB"] and tiny[-1] == str(model)
+    assert served["residency"] == "loaded" and served["pool"] == "default"
+    assert tiny[0].rstrip("*") == "tiny" and tiny[1:3] == ["-", "loaded"] and "default" in tiny
 
     assert no_pool.returncode == EXIT_REFUSED
     assert no_pool.stderr.startswith("orchestra: NOT_FOUND: ")

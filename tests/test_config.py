@@ -317,11 +317,11 @@ def test_long_values_are_shortened_in_messages() -> None:
         ({"replica": {"stop_grace_s": -1}}, "replica.stop_grace_s: must be at least 0 (got -1)"),
         (
             {"replica": {}, "adapter": {"endpoint": "http://10.0.0.2:8081"}},
-            'adapter.endpoint: with [replica], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://10.0.0.2:8081")',
+            'adapter.endpoint: with [replica] or [models], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://10.0.0.2:8081")',
         ),
         (
             {"replica": {}, "adapter": {"endpoint": "http://127.0.0.1"}},
-            'adapter.endpoint: with [replica], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://127.0.0.1")',
+            'adapter.endpoint: with [replica] or [models], orchestra starts llama-server on this address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://127.0.0.1")',
         ),
         (
             {"auth": {"token": "has space"}},

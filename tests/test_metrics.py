@@ -35,6 +35,8 @@ async def scrape(stack: Stack) -> dict[tuple[str, Labels], float]:
 
 
 def value(samples: Mapping[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    """A sample's value; every series has a ``model`` label (``default`` here)."""
+    labels.setdefault("model", "default")
     return samples[(name, frozenset(labels.items()))]
 
 
@@ -63,6 +65,12 @@ async def test_metrics_parse_and_name_every_family() -> None:
             "orchestra_time_to_first_token_seconds": "histogram",
             "orchestra_queue_wait_seconds": "histogram",
             "orchestra_predicted_start_error_seconds": "histogram",
+            "orchestra_model_loaded": "gauge",
+            "orchestra_model_memory_bytes": "gauge",
+            "orchestra_model_loads": "counter",
+            "orchestra_model_load_seconds": "histogram",
+            "orchestra_model_evictions": "counter",
+            "orchestra_model_unloads": "counter",
         }
         samples = await scrape(stack)
         assert value(samples, "orchestra_slots_total") == 2
@@ -119,10 +127,9 @@ async def test_rejections_are_counted_by_reason() -> None:
         unready = await stack.client.post("/v1/tasks", json={"prompt": "hi", "max_tokens": 2})
         assert unready.json()["code"] == "POOL_UNREADY"
         samples = await scrape(stack)
-        assert (
-            value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1")
-            == 2
-        )
+        # A body that does not parse names no model: its refusal has an empty model label.
+        invalid = {"reason": "INVALID_PARAMS", "face": "v1", "model": ""}
+        assert value(samples, "orchestra_tasks_rejected_total", **invalid) == 2
         assert (
             value(samples, "orchestra_tasks_rejected_total", reason="CTX_LIMIT_EXCEEDED", face="v1")
             == 1
@@ -288,7 +295,5 @@ async def test_the_metrics_field_is_validated_strictly() -> None:
             [problem] = response.json()["problems"]
             assert problem.startswith("metrics: must be true or false")
         samples = await scrape(stack)
-        assert (
-            value(samples, "orchestra_tasks_rejected_total", reason="INVALID_PARAMS", face="v1")
-            == 4
-        )
+        invalid = {"reason": "INVALID_PARAMS", "face": "v1", "model": ""}
+        assert value(samples, "orchestra_tasks_rejected_total", **invalid) == 4

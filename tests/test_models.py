@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from .models_harness import open_models
 
 TWO = {"a": {"memory_mb": 300}, "b": {"memory_mb": 300, "aliases": ["bee"]}}

@@ -29,6 +29,22 @@ ORCHESTRA_FIELDS = (
     "verified_at",
     "loaded",
     "context",
+    # What the Models actor says of it (specs/models.md):
+    "aliases",
+    "residency",
+    "error",
+    "memory_mb",
+    "memory_source",
+    "last_used",
+    "idle_s",
+    "pool",
+    "default",
+    "keep_loaded",
+    "idle_unload_s",
+    "embeddings",
+    "running",
+    "waiting",
+    "load_ms",
 )
 """Orchestra's fields beside OpenAI's four in each entry, in order."""
 ENTRY_KEYS = ("id", "object", "created", "owned_by", *ORCHESTRA_FIELDS)

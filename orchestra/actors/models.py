@@ -317,9 +317,13 @@ class Models:
                     failure = str(_first(group))
                 except* OSError as group:
                     failure = f"cannot start the engine: {_first(group)}"
+            if failure is not None:
+                await self._failed(entry, failure)
         finally:
-            if failure is not None or not entry.loaded.is_set():
-                await self._failed(entry, failure or "the load was cancelled")
+            if not entry.loaded.is_set():  # cancelled while loading: the service stops
+                entry.error = "the load was cancelled"
+                self._set(entry, Residency.FAILED)
+                entry.loaded.set()
             entry.exited.set()
         self.doorbell.ring()
 
@@ -348,17 +352,18 @@ class Models:
         self.doorbell.ring()
 
     async def _failed(self, entry: _Entry, why: str) -> None:
-        with trio.CancelScope(shield=True):
-            entry.error = why
-            self._set(entry, Residency.FAILED)
-            message = f"model {entry.pool.id!r} did not load: {why}"
-            await entry.pool.queue.set_residency(
-                Residency.FAILED, entry.load_ms or LOAD_GUESS_MS,
-                (ErrorCode.MODEL_LOAD_FAILED, message),
-            )  # fmt: skip
-            entry.loaded.set()
-            self.metrics.model_loaded(entry.pool.id, None)
-            log.error("%s; the tasks waiting for it failed", message)
+        # The Queue first: until its waiting tasks have failed, the pool stays "loading",
+        # so no plan starts another load for tasks that are about to fail.
+        message = f"model {entry.pool.id!r} did not load: {why}"
+        log.error("%s; the tasks waiting for it fail", message)
+        await entry.pool.queue.set_residency(
+            Residency.FAILED, entry.load_ms or LOAD_GUESS_MS,
+            (ErrorCode.MODEL_LOAD_FAILED, message),
+        )  # fmt: skip
+        entry.error = why
+        self._set(entry, Residency.FAILED)
+        entry.loaded.set()
+        self.metrics.model_loaded(entry.pool.id, None)
 
     async def _refuse_waiting(self, entry: _Entry, reason: str) -> None:
         await entry.pool.queue.set_residency(
@@ -508,7 +513,7 @@ class Models:
             fixed = self._fixed_route(name)
             if fixed is not None:
                 return fixed
-            known = ", ".join(self._entries)
+            known = ", ".join(self._known())
             raise Refusal(
                 ErrorCode.NOT_FOUND,
                 f"no model {name!r}; the models are: {known} (GET /v1/models)",
@@ -522,6 +527,12 @@ class Models:
             figures = {"memory_mb": view.memory_mb, "budget_mb": self.budget_mb}
             raise Refusal(ErrorCode.MODEL_TOO_LARGE, reason, details=figures)
         return entry.pool
+
+    def _known(self) -> list[str]:
+        """The model ids a request may name (the single-model pool's: its catalog id)."""
+        if len(self.pools) == 1 and self.pools[0].spec.fixed:
+            return [self.pools[0].control.model_id or "default"]
+        return list(self._entries)
 
     def _fixed_route(self, name: str | None) -> Pool | None:
         """The single-model pool answers to its catalog id, ``default``, and any name

@@ -43,7 +43,7 @@ from orchestra.pool import PoolState, ReplicaStatus
 log = logging.getLogger("orchestra.supervisor")
 engine_log = logging.getLogger("orchestra.engine")
 
-PROBE_STARTING_S = 0.1
+PROBE_STARTING_S = 0.025
 """Health probe interval while the engine loads."""
 PROBE_READY_S = 2.0
 """Health probe interval while it serves."""
@@ -116,7 +116,11 @@ class OwnedReplicaSupervisor:
     """A load on demand: when the first process exits or times out before it is ready,
     :meth:`run` raises :class:`EngineStartError` instead of trying again (the load
     failed; the Models actor ends the tasks waiting for it)."""
+    pool_id: str = "default"
+    """The pool it is the engine of: every line it logs carries it."""
     _ever_ready: bool = attrs.field(default=False, init=False)
+    _log: logging.LoggerAdapter[logging.Logger] = attrs.field(init=False)
+    _engine_log: logging.LoggerAdapter[logging.Logger] = attrs.field(init=False)
     _state: PoolState = attrs.field(default=PoolState.STARTING, init=False)
     _detail: str = attrs.field(default="not started yet", init=False)
     _props: EngineProps | None = attrs.field(default=None, init=False)
@@ -134,6 +138,11 @@ class OwnedReplicaSupervisor:
     """The swap being tried, with the command and digest to roll back to."""
     _swap_asked: trio.Event = attrs.field(factory=trio.Event, init=False)
 
+    def __attrs_post_init__(self) -> None:
+        fields = {"pool_id": self.pool_id, "replica_id": f"{self.pool_id}/0"}
+        self._log = logging.LoggerAdapter(log, fields)
+        self._engine_log = logging.LoggerAdapter(engine_log, fields)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep an engine running until cancelled; started once the first process is.
 
@@ -141,7 +150,7 @@ class OwnedReplicaSupervisor:
         """
         self._engine_version = await engine_version(self.command.binary)
         self._model_digest = await model_digest(self.command.model)
-        log.info(
+        self._log.info(
             "engine %s, model %s (%s), on %s:%d",
             self._engine_version,
             self.command.model,
@@ -179,7 +188,7 @@ class OwnedReplicaSupervisor:
             # A life that served for a while starts the doubling over.
             failures = 1 if ready_for >= self.policy.restart_backoff_max_s else failures + 1
             backoff = min(BACKOFF_FIRST_S * 2 ** (failures - 1), self.policy.restart_backoff_max_s)
-            log.error("%s; restarting in %.2f s", detail, backoff)
+            self._log.error("%s; restarting in %.2f s", detail, backoff)
             await self.lost(code, detail)
             if len(self._crashes) >= self.policy.crash_limit:
                 detail = (
@@ -192,20 +201,20 @@ class OwnedReplicaSupervisor:
             with trio.move_on_after(backoff):
                 await self._swap_asked.wait()  # a reload does not wait out the backoff
             while port_in_use(self.command.host, self.command.port):
-                log.error("port %d is taken by another process; waiting", self.command.port)
+                self._log.error("port %d is taken by another process; waiting", self.command.port)
                 await trio.sleep(self.policy.restart_backoff_max_s)
 
     def _begin_trial(self, swap: _Swap) -> None:
         self._trial = (swap, self.command, self._model_digest)
         self._swap = None
         self.command, self._model_digest = swap.command, swap.digest
-        log.info("loading model %s (%s)", swap.command.model, swap.digest)
+        self._log.info("loading model %s (%s)", swap.command.model, swap.digest)
 
     def _roll_back(self, detail: str) -> None:
         assert self._trial is not None
         swap, self.command, self._model_digest = self._trial
         self._trial = None
-        log.error(
+        self._log.error(
             "model %s did not load (%s); rolling back to %s",
             swap.command.model,
             detail,
@@ -242,7 +251,9 @@ class OwnedReplicaSupervisor:
                 self._last_exit = detail
                 return (ErrorCode.WORKER_RESET, detail), 0.0
             self._starts += 1
-            log.info("llama-server started (pid %d): %s", self._process.pid, self.command.argv())
+            self._log.info(
+                "llama-server started (pid %d): %s", self._process.pid, self.command.argv()
+            )
             task_status.started()
             life.start_soon(self._watch, ready_at)
         self._life = None
@@ -275,7 +286,7 @@ class OwnedReplicaSupervisor:
             self._crashes.clear()
             swap.reply.send(None)
         await self._set(PoolState.READY, "ready")
-        log.info("engine ready: %d slot(s)", self._slots())
+        self._log.info("engine ready: %d slot(s)", self._slots())
         while True:
             with trio.move_on_after(PROBE_READY_S):
                 await self.alarm.wait()
@@ -332,7 +343,7 @@ class OwnedReplicaSupervisor:
                 level = logging.DEBUG
         elif line.startswith("warning:"):
             level = logging.WARNING
-        engine_log.log(level, "llama-server %s: %s", stream, line)
+        self._engine_log.log(level, "llama-server %s: %s", stream, line)
 
     # -- messages from the Queue (synchronous, never block) ------------------------------
 

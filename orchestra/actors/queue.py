@@ -123,6 +123,7 @@ class Queue(QueueFace):
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
     _idle_since: float | None = attrs.field(default=None, init=False)
     _last_used: float = attrs.field(default=0.0, init=False)
+    """0: never used."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -131,7 +132,6 @@ class Queue(QueueFace):
         self._idle.set()
         self._quiet.set()
         self._pool = PoolStatus(residency=self.residency)
-        self._idle_since = self._last_used = trio.current_time()
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -139,6 +139,7 @@ class Queue(QueueFace):
         """Apply messages until cancelled; ready as soon as it is receiving."""
         async with trio.open_nursery() as sessions:
             self._sessions = sessions
+            self._idle_since = trio.current_time()
             task_status.started()
             while True:
                 message: QueueMsg | None = None
@@ -457,7 +458,7 @@ class Queue(QueueFace):
             state, task.error_code, tokens_out, task.request.face, model=self.pool_id
         )
         self.sessions.turn_ended(task, now, tokens_out)
-        log.info("task %s %s", task.id, state, extra=task.log_fields())
+        log.info("task %s %s", task.id, state, extra={**task.log_fields(), "pool_id": self.pool_id})
 
     def _delete_session(self, session_id: str) -> tuple[SessionView, int | None] | None:
         session = self.sessions.get(session_id)

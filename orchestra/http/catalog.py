@@ -4,13 +4,13 @@
 Every model body, here and in ``GET /v1/models`` (:mod:`orchestra.http.models`), starts
 from one shape: OpenAI's fields (``id``, ``object: "model"``, ``created``, ``owned_by``) and
 orchestra's beside them (the catalog entry, ``loaded`` and ``context``); see
-:func:`model_body`.
+:func:`orchestra.http.models.model_body`; beside it, what the Models actor says of it
+(:func:`orchestra.http.models.entry_body`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from quart import Blueprint, Response
 
@@ -18,37 +18,7 @@ from orchestra.catalog import CatalogModel, ModelState
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, optional_string, read_body, string
 from orchestra.http.context import Actors
-
-OWNED_BY: Final = "orchestra"
-"""OpenAI's ``owned_by`` of every model: the catalog is this box's own."""
-
-
-def unix_seconds(rfc3339: str) -> int:
-    """``2026-11-23T10:00:00Z`` as seconds since the epoch (OpenAI's ``created``)."""
-    return int(datetime.fromisoformat(rfc3339).timestamp())
-
-
-def model_body(entry: CatalogModel, actors: Actors) -> dict[str, Any]:
-    """One model as every route shows it: OpenAI's ``id``, ``object``, ``created`` (when it
-    was registered, Unix seconds) and ``owned_by``; the catalog entry's fields; ``loaded``
-    (the engine serves this file now); and ``context``, the tokens a task on it may span
-    (prompt plus ``max_tokens``) while it is loaded: the smaller of ``admission.ctx_limit``
-    and the engine's per-slot context (``/props``), else null."""
-    props = actors.supervisor.statistics().props
-    loaded = props is not None and entry.path == props.model_path
-    context = None
-    if props is not None and loaded:
-        ctx_limit = actors.config.admission.ctx_limit
-        context = min(ctx_limit, props.n_ctx) if props.n_ctx > 0 else ctx_limit
-    return {
-        "id": entry.id,
-        "object": "model",
-        "created": unix_seconds(entry.registered_at),
-        "owned_by": OWNED_BY,
-        **entry.to_json(),
-        "loaded": loaded,
-        "context": context,
-    }
+from orchestra.http.models import entry_body
 
 
 def _model_state(value: Any) -> str | None:
@@ -59,10 +29,10 @@ def _model_state(value: Any) -> str | None:
 def catalog_blueprint(actors: Actors) -> Blueprint:
     """The catalog's routes over ``actors``."""
     routes = Blueprint("catalog", __name__)
-    control, catalog = actors.control, actors.catalog
+    catalog = actors.catalog
 
     def shown(entry: CatalogModel) -> dict[str, Any]:
-        return model_body(entry, actors)
+        return entry_body(entry, actors)
 
     @routes.post("/v1/catalog/models")
     async def register_model() -> Response:
@@ -87,7 +57,8 @@ def catalog_blueprint(actors: Actors) -> Blueprint:
     async def set_model_state(model_id: str) -> Response:
         given = await read_body({"state": _model_state}, ("state",))
         state = ModelState(given["state"])
-        if state is ModelState.RETIRED and model_id == control.model_id:
+        served = {pool.control.model_id for pool in actors.models}
+        if state is ModelState.RETIRED and model_id in served:
             raise Refusal(
                 ErrorCode.CONFLICT,
                 f"model {model_id!r} is being served; reload the pool on another model "

@@ -16,6 +16,7 @@ import attrs
 from quart import Blueprint, Response
 
 from orchestra import API_VERSION, __version__
+from orchestra.actors.models import Pool
 from orchestra.actors.pool_control import DrainReport, ReloadFailed, ReloadReport
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, read_body, string
@@ -23,7 +24,7 @@ from orchestra.http.context import Actors
 from orchestra.obs.metrics import CONTENT_TYPE
 
 POOL_ID = "default"
-"""The one pool of the single-replica configuration."""
+"""The one pool of the single-model configuration."""
 MAX_DEADLINE_MS = 3_600_000
 """The longest drain deadline a request may ask for (one hour)."""
 
@@ -36,9 +37,11 @@ def _deadline(value: Any) -> str | None:
     return None
 
 
-def _pool(pool_id: str) -> None:
-    if pool_id != POOL_ID:
-        raise Refusal(ErrorCode.NOT_FOUND, f"no pool {pool_id!r} (there is only {POOL_ID!r})")
+def _pool(actors: Actors, pool_id: str) -> Pool:
+    known = [pool.id for pool in actors.models]
+    if pool_id not in known:
+        raise Refusal(ErrorCode.NOT_FOUND, f"no pool {pool_id!r} (the pools: {', '.join(known)})")
+    return actors.models.pool(pool_id)
 
 
 def drain_body(report: DrainReport, pool_id: str) -> dict[str, Any]:
@@ -58,45 +61,58 @@ def reload_body(report: ReloadReport, pool_id: str) -> dict[str, Any]:
     }
 
 
-def served_model_id(actors: Actors) -> str | None:
-    """The catalog id of the model the pool serves (attached: what the engine reports)."""
-    control, config = actors.control, actors.config
-    if control.model_id is not None or config.replica is not None:
+def served_model_id(actors: Actors, pool: Pool) -> str | None:
+    """The id of the model the pool serves: its catalog id (attached: what the engine
+    reports), or a ``[models]`` id."""
+    control, config = pool.control, actors.config
+    if control.model_id is not None or config.replica is not None or config.models:
         return control.model_id
-    path = actors.supervisor.statistics().model_path
+    path = pool.supervisor.statistics().model_path
     return PurePath(path).stem if path else None
+
+
+def _mode(actors: Actors) -> str:
+    return "attached" if actors.config.replica is None and not actors.config.models else "owned"
 
 
 def capabilities_body(actors: Actors) -> dict[str, Any]:
     """The body of ``GET /v1/capabilities``."""
     config = actors.config
-    q = actors.queue.statistics()
-    s = actors.supervisor.statistics()
-    models = []
-    if s.model_path:
-        ctx_max = s.props.n_ctx if s.props is not None else None
-        models.append({"id": served_model_id(actors), "digest": s.model_digest, "ctx_max": ctx_max})
-    return {
-        "api_version": API_VERSION,
-        "orchestra_version": __version__,
-        "engines": [
+    models, pools = [], []
+    version = None
+    for pool in actors.models:
+        q = pool.queue.statistics()
+        s = pool.supervisor.statistics()
+        version = version or s.engine_version
+        if s.model_path or pool.spec.fixed is False:
+            ctx_max = s.props.n_ctx if s.props is not None else None
+            models.append(
+                {
+                    "id": served_model_id(actors, pool),
+                    "digest": s.model_digest,
+                    "ctx_max": ctx_max,
+                    "pool": pool.id,
+                    "residency": str(q.pool.residency),
+                }
+            )
+        pools.append(
             {
-                "engine": config.adapter.engine,
-                "engine_version": s.engine_version,
-                "mode": "attached" if config.replica is None else "owned",
-            }
-        ],
-        "models": models,
-        "pools": [
-            {
-                "id": POOL_ID,
+                "id": pool.id,
                 "ready": q.pool.serving,
                 "state": q.pool.health_state,
                 "slots_total": q.slots_total,
                 "slots_busy": q.slots_busy,
                 "queue_depth": q.queue_depth,
             }
+        )
+    return {
+        "api_version": API_VERSION,
+        "orchestra_version": __version__,
+        "engines": [
+            {"engine": config.adapter.engine, "engine_version": version, "mode": _mode(actors)}
         ],
+        "models": models,
+        "pools": pools,
         "limits": {
             "queue_capacity": config.admission.queue_capacity,
             "batch_queue_capacity": config.admission.batch_queue_capacity,
@@ -110,9 +126,11 @@ def capabilities_body(actors: Actors) -> dict[str, Any]:
             "stream_on_submit": True,
             "idempotent_task_id": True,
             "determinism": ["strict", "best_effort"],
-            "owned_engine": config.replica is not None,
+            "owned_engine": _mode(actors) == "owned",
             "drain": True,
             "reload": actors.control.can_reload,
+            "several_models": bool(config.models),
+            "embeddings": any(pool.spec.embeddings for pool in actors.models),
             "model_catalog": True,
             "priorities": True,
             "sessions": True,
@@ -121,10 +139,11 @@ def capabilities_body(actors: Actors) -> dict[str, Any]:
     }
 
 
-def health_body(actors: Actors, pool_id: str) -> dict[str, Any]:
+def health_body(actors: Actors, pool: Pool) -> dict[str, Any]:
     """The body of ``GET /v1/pools/{id}/health``: one snapshot of the pool's one state."""
-    q = actors.queue.statistics()
-    s = actors.supervisor.statistics()
+    q = pool.queue.statistics()
+    s = pool.supervisor.statistics()
+    pool_id = pool.id
     health: dict[str, Any] = {
         "pool_id": pool_id,
         "live": True,
@@ -133,8 +152,9 @@ def health_body(actors: Actors, pool_id: str) -> dict[str, Any]:
         "engine": actors.config.adapter.engine,
         "state": q.pool.health_state,
         "engine_version": s.engine_version,
-        "model_id": served_model_id(actors),
+        "model_id": served_model_id(actors, pool),
         "model_digest": s.model_digest,
+        "residency": str(q.pool.residency),
         "slots_total": q.slots_total,
         "slots_busy": q.slots_busy,
         "queue_depth": q.queue_depth,
@@ -147,33 +167,34 @@ def health_body(actors: Actors, pool_id: str) -> dict[str, Any]:
 
 
 def replicasets_body(actors: Actors) -> dict[str, Any]:
-    """The body of ``GET /v1/replicasets``."""
-    config = actors.config
-    q = actors.queue.statistics()
-    s = actors.supervisor.statistics()
-    figures = actors.queue.service_figures()
-    replica = {
-        "id": f"{POOL_ID}-0",
-        "engine": config.adapter.engine,
-        "engine_version": s.engine_version,
-        "mode": "attached" if config.replica is None else "owned",
-        "state": q.pool.health_state,
-        "pid": s.pid,
-        "model": {"id": served_model_id(actors), "digest": s.model_digest},
-        "slots_total": q.slots_total,
-        "slots_busy": q.slots_busy,
-        "queue_depth": q.queue_depth,
-        "restarts": s.restarts,
-        "slo": attrs.asdict(figures.slo),
-        "predicted_start": dict(figures.predicted_start),
-    }
-    return {"replicasets": [{"id": POOL_ID, "pool_id": POOL_ID, "replicas": [replica]}]}
+    """The body of ``GET /v1/replicasets``: one replica set per pool."""
+    sets = []
+    for pool in actors.models:
+        q = pool.queue.statistics()
+        s = pool.supervisor.statistics()
+        figures = pool.queue.service_figures()
+        replica = {
+            "id": f"{pool.id}-0",
+            "engine": actors.config.adapter.engine,
+            "engine_version": s.engine_version,
+            "mode": _mode(actors),
+            "state": q.pool.health_state,
+            "pid": s.pid,
+            "model": {"id": served_model_id(actors, pool), "digest": s.model_digest},
+            "slots_total": q.slots_total,
+            "slots_busy": q.slots_busy,
+            "queue_depth": q.queue_depth,
+            "restarts": s.restarts,
+            "slo": attrs.asdict(figures.slo),
+            "predicted_start": dict(figures.predicted_start),
+        }
+        sets.append({"id": pool.id, "pool_id": pool.id, "replicas": [replica]})
+    return {"replicasets": sets}
 
 
 def control_blueprint(actors: Actors) -> Blueprint:
     """The control plane's routes over ``actors``."""
     routes = Blueprint("control", __name__)
-    queue, control = actors.queue, actors.control
 
     @routes.get("/v1/capabilities")
     async def capabilities() -> Response:
@@ -181,12 +202,11 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/pools/<pool_id>/health")
     async def pool_health(pool_id: str) -> Response:
-        _pool(pool_id)
-        return json_response(health_body(actors, pool_id))
+        return json_response(health_body(actors, _pool(actors, pool_id)))
 
     @routes.post("/v1/pools/<pool_id>/drain")
     async def drain_pool(pool_id: str) -> Response:
-        _pool(pool_id)
+        control = _pool(actors, pool_id).control
         given = await read_body({"deadline_ms": _deadline})
         deadline_ms = given.get("deadline_ms")
         report = await (
@@ -196,14 +216,15 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.post("/v1/pools/<pool_id>/resume")
     async def resume_pool(pool_id: str) -> Response:
-        _pool(pool_id)
+        pool = _pool(actors, pool_id)
         await read_body({})
-        await control.resume()
-        return json_response({"pool_id": pool_id, "state": queue.statistics().pool.health_state})
+        await pool.control.resume()
+        state = pool.queue.statistics().pool.health_state
+        return json_response({"pool_id": pool_id, "state": state})
 
     @routes.post("/v1/pools/<pool_id>/reload")
     async def reload_pool(pool_id: str) -> Response:
-        _pool(pool_id)
+        control = _pool(actors, pool_id).control
         given = await read_body({"model_ref": string, "deadline_ms": _deadline}, ("model_ref",))
         deadline_ms = given.get("deadline_ms")
         model_ref = given["model_ref"]

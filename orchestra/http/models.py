@@ -13,16 +13,47 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from quart import Blueprint, Response, request
 
 from orchestra.actors.models import ModelState
 from orchestra.catalog import CatalogModel
 from orchestra.http.bodies import json_response, read_body
-from orchestra.http.catalog import OWNED_BY, model_body
 from orchestra.http.context import Actors
 from orchestra.pool import Residency
+
+OWNED_BY: Final = "orchestra"
+"""OpenAI's ``owned_by`` of every model: the catalog is this box's own."""
+
+
+def unix_seconds(rfc3339: str) -> int:
+    """``2026-11-23T10:00:00Z`` as seconds since the epoch (OpenAI's ``created``)."""
+    return int(datetime.fromisoformat(rfc3339).timestamp())
+
+
+def model_body(entry: CatalogModel, actors: Actors) -> dict[str, Any]:
+    """One model as every route shows it: OpenAI's ``id``, ``object``, ``created`` (when it
+    was registered, Unix seconds) and ``owned_by``; the catalog entry's fields; ``loaded``
+    (the engine serves this file now); and ``context``, the tokens a task on it may span
+    (prompt plus ``max_tokens``) while it is loaded: the smaller of ``admission.ctx_limit``
+    and the engine's per-slot context (``/props``), else null."""
+    serving = (pool.supervisor.statistics().props for pool in actors.models)
+    props = next((p for p in serving if p is not None and p.model_path == entry.path), None)
+    loaded = props is not None
+    context = None
+    if props is not None and loaded:
+        ctx_limit = actors.config.admission.ctx_limit
+        context = min(ctx_limit, props.n_ctx) if props.n_ctx > 0 else ctx_limit
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": unix_seconds(entry.registered_at),
+        "owned_by": OWNED_BY,
+        **entry.to_json(),
+        "loaded": loaded,
+        "context": context,
+    }
 
 
 def _rfc3339(seconds_ago: float | None) -> str | None:
@@ -85,24 +116,38 @@ def configured_body(
     return body | residency_fields(state, actors)
 
 
+def _serves(state: ModelState, entry: CatalogModel) -> bool:
+    """The pool serves this catalog entry: a ``[models]`` pool by its id; the single-model
+    pool by its catalog id, or by the file its engine says it loaded."""
+    pool = state.pool
+    if not pool.spec.fixed:
+        return pool.id == entry.id
+    props = pool.supervisor.statistics().props
+    return pool.control.model_id == entry.id or (
+        props is not None and props.model_path == entry.path
+    )
+
+
+def entry_body(entry: CatalogModel, actors: Actors) -> dict[str, Any]:
+    """A catalogued model: its entry's body and its residency (``unloaded`` with no pool
+    when no pool serves it)."""
+    body = model_body(entry, actors)
+    for state in actors.models.states():
+        if _serves(state, entry):
+            extra = residency_fields(state, actors)
+            return body | {k: v for k, v in extra.items() if k not in ("loaded", "context")}
+    return body | _UNLOADED
+
+
 async def model_list(actors: Actors) -> list[dict[str, Any]]:
-    """Every model ``GET /v1/models`` lists."""
+    """Every model ``GET /v1/models`` lists: the configured ones first (the single-model
+    configuration has none of its own: its model is a catalog entry), then the rest of
+    the catalog."""
     entries = await actors.catalog.list()
-    states = actors.models.states()
-    fixed = states[0].pool.spec.fixed
-    if fixed:
-        # The single-model configuration: the catalog, as before, with the served model's
-        # residency on its entry.
-        state, served = states[0], actors.control.model_id
-        listed = []
-        for entry in entries:
-            body = model_body(entry, actors)
-            extra = residency_fields(state, actors) if entry.id == served else _UNLOADED
-            listed.append(body | {k: v for k, v in extra.items() if k not in ("loaded", "context")})
-        return listed
+    states = [s for s in actors.models.states() if not s.pool.spec.fixed]
     by_id = {entry.id: entry for entry in entries}
     listed = [configured_body(s, by_id.pop(s.pool.id, None), actors) for s in states]
-    return listed + [model_body(entry, actors) | _UNLOADED for entry in by_id.values()]
+    return listed + [entry_body(entry, actors) for entry in by_id.values()]
 
 
 def models_blueprint(actors: Actors) -> Blueprint:

@@ -80,7 +80,8 @@ async def open_embedded(
                 partial(run_service, resolved, stop=stop, listen=False)
             )
             try:
-                await running.actors.queue.wait_ready()
+                if not resolved.models:  # several models load on demand: nothing to wait for
+                    await running.actors.queue.wait_ready()
                 async with trio.open_nursery() as calls:
                     yield InProcessTransport(running.app, calls), resolved.auth.token
                     calls.cancel_scope.cancel()

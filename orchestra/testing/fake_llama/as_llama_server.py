@@ -53,11 +53,12 @@ def _settings(model: Path) -> dict[str, Any] | None:
 async def _load(fake: FakeLlamaServer, model: Path, settings: dict[str, Any]) -> bool:
     """Pretend to load; False when told to crash."""
     fake.set_loading(True)
+    crash, go = trio.Path(f"{model}.crash"), trio.Path(f"{model}.go")
     if settings.get("gate"):
         while True:
-            if Path(f"{model}.crash").exists():
+            if await crash.exists():
                 return False
-            if Path(f"{model}.go").exists():
+            if await go.exists():
                 break
             await trio.sleep(POLL_S)
     await trio.sleep(float(settings.get("load_s", 0.0)))
