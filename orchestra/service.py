@@ -34,7 +34,7 @@ from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
-from orchestra.catalog import Catalog
+from orchestra.catalog import Catalog, CatalogModel, ModelState, TrustState
 from orchestra.config import AdapterConfig, Config, ConfigError, ModelConfig
 from orchestra.engine.cache import MODEL_FILE, MODEL_SHA256
 from orchestra.engine.llamacpp import LlamaCppAdapter
@@ -301,13 +301,45 @@ async def _actors(w: _Wiring) -> Actors:
         pools = [await _single_pool(w)]
         default_id = "default"
         logs.set_service_fields(partial(_log_fields, config, pools[0].supervisor))
+    if config.models:
+        pools += [
+            pool
+            for entry in await w.catalog.list()
+            if (pool := await _catalog_pool(w, entry, pools)) is not None
+        ]
     models = Models(
         pools, _budget(config, pools), default_id, w.doorbell, w.metrics,
         measure=bool(config.models),
     )  # fmt: skip
     admission = Admission(config.admission, models)
     w.metrics.watch(pools=models.states, admission=admission.statistics)
-    return Actors(config, admission, models, w.catalog, w.metrics)
+
+    async def adopt(entry: CatalogModel) -> None:
+        pool = await _catalog_pool(w, entry, models.pools)
+        if pool is not None:
+            await models.adopt(pool)
+
+    return Actors(config, admission, models, w.catalog, w.metrics, adopt if config.models else None)
+
+
+async def _catalog_pool(w: _Wiring, entry: CatalogModel, pools: list[Pool]) -> Pool | None:
+    """A pool for a catalog entry that no configured model names, when it is active and
+    verified: the first ``[models]`` table's engine keys, on its own file. None when it
+    is not servable (or a pool already has the name)."""
+    names = {name for pool in pools for name in (pool.id, *pool.spec.aliases)}
+    if entry.id in names or entry.state is not ModelState.ACTIVE:
+        return None
+    if entry.trust_state is not TrustState.VERIFIED:
+        return None
+    template = next(iter(w.config.models.values()))
+    model = attrs.evolve(
+        template, path=entry.path, aliases=(), keep_loaded=False, memory_mb=0, embeddings=False
+    )
+    try:
+        return await _model_pool(w, entry.id, model, len(pools))
+    except (ConfigError, OSError) as exc:
+        log.warning("catalog model %s cannot be served: %s", entry.id, exc)
+        return None
 
 
 async def run_service(

@@ -34,7 +34,7 @@ class ModelFile:
     path: Path
 
     def write(self, **settings: Any) -> None:
-        self.path.write_text(json.dumps(settings))
+        self.path.write_text("GGUF" + json.dumps(settings))
 
     def open_gate(self) -> None:
         """Let the load in progress (and every later one) finish."""

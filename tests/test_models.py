@@ -4,6 +4,7 @@ race driven by the gates in the fake's model files (never by timing)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,32 @@ async def test_embeddings_through_the_pool(tmp_path: Path, embeddings: bool) -> 
         assert [d["index"] for d in body["data"]] == [0, 1]
         assert body["model"] == "e" and body["usage"]["prompt_tokens"] > 0
         assert "X-Task-Id" in response.headers
+
+
+async def test_a_verified_catalog_model_is_served_by_its_id(tmp_path: Path) -> None:
+    models = {"a": {"memory_mb": 300}}
+    async with open_models(tmp_path, models, placement={"memory_budget_mb": 4000}) as stack:
+        extra = tmp_path / "extra.gguf"
+        extra.write_text("GGUF{}")  # the fake's settings: loads at once
+        digest = hashlib.sha256(extra.read_bytes()).hexdigest()
+        unverified = tmp_path / "unverified.gguf"
+        unverified.write_text("GGUF{}")
+        for entry in (
+            {"id": "extra", "path": str(extra), "sha256": digest},
+            {"id": "unverified", "path": str(unverified)},
+        ):
+            response = await stack.client.post("/v1/catalog/models", json=entry)
+            assert response.status_code == 201, response.text
+        listed = {m["id"]: m for m in (await stack.client.get("/v1/models")).json()["data"]}
+        assert listed["extra"]["pool"] is None  # registered, not verified yet
+        response = await stack.client.post("/v1/catalog/models/extra/verify", json={})
+        assert response.status_code == 200 and response.json()["trust_state"] == "verified"
+        listed = {m["id"]: m for m in (await stack.client.get("/v1/models")).json()["data"]}
+        assert listed["extra"]["pool"] == "extra" and listed["extra"]["residency"] == "unloaded"
+        assert listed["unverified"]["pool"] is None  # not verified: not served
+        task = await stack.submit("extra")
+        assert (await stack.end_of(task["task_id"]))["state"] == "completed"
+        response = await stack.client.post(
+            "/v1/tasks", json={"prompt": "x", "model_ref": "unverified"}
+        )
+        assert response.status_code == 404

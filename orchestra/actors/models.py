@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Protocol
 
 import attrs
@@ -183,7 +183,7 @@ class Models:
     previous one exited; a task never waits for a load that will not come.
     """
 
-    pools: Sequence[Pool]
+    pools: list[Pool]
     budget_mb: int
     default_id: str
     doorbell: Doorbell
@@ -207,9 +207,31 @@ class Models:
         }
         self._names = {}
         for pool in self.pools:
-            for name in (pool.id, *pool.spec.aliases):
-                self._names.setdefault(name, pool.id)
-            self.metrics.add_model(pool.id)
+            self._name(pool)
+
+    def _name(self, pool: Pool) -> None:
+        for name in (pool.id, *pool.spec.aliases):
+            self._names.setdefault(name, pool.id)
+        self.metrics.add_model(pool.id)
+
+    def knows(self, name: str) -> bool:
+        """A model id or alias of a pool."""
+        return name in self._names
+
+    async def adopt(self, pool: Pool) -> None:
+        """Serve one more model (a catalog entry registered and verified while running):
+        its Queue and PoolControl run in this actor's nursery from now on."""
+        if self.knows(pool.id):
+            return
+        assert self._nursery is not None
+        await self._nursery.start(pool.queue.run)
+        await self._nursery.start(pool.control.run)
+        await pool.queue.set_residency(Residency.UNLOADED, LOAD_GUESS_MS)
+        entry = _Entry(pool, Residency.UNLOADED, pool.spec.memory_mb, pool.spec.memory_source)
+        self._entries[pool.id] = entry
+        self.pools.append(pool)
+        self._name(pool)
+        log.info("model %s (from the catalog) is served by a pool of its own", pool.id)
 
     # -- the actor ---------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ def catalog_blueprint(actors: Actors) -> Blueprint:
             {"id": string, "path": string, "sha256": optional_string}, ("id", "path")
         )
         entry, created = await catalog.register(given["id"], given["path"], given.get("sha256"))
+        if actors.adopt is not None:
+            await actors.adopt(entry)
         response = json_response(shown(entry), 201 if created else 200)
         response.headers["Location"] = f"/v1/catalog/models/{entry.id}"
         return response
@@ -51,7 +53,10 @@ def catalog_blueprint(actors: Actors) -> Blueprint:
     @routes.post("/v1/catalog/models/<model_id>/verify")
     async def verify_model(model_id: str) -> Response:
         await read_body({})
-        return json_response(shown(await catalog.verify(model_id)))
+        entry = await catalog.verify(model_id)
+        if actors.adopt is not None:
+            await actors.adopt(entry)
+        return json_response(shown(entry))
 
     @routes.post("/v1/catalog/models/<model_id>/state")
     async def set_model_state(model_id: str) -> Response:

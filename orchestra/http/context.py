@@ -3,13 +3,15 @@ app is built. Handlers call their methods; they never read or change their field
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import attrs
 
 from orchestra.actors.admission import Admission
 from orchestra.actors.models import Engines, Models
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
-from orchestra.catalog import Catalog
+from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config
 from orchestra.obs.metrics import Metrics
 
@@ -23,6 +25,9 @@ class Actors:
     models: Models
     catalog: Catalog
     metrics: Metrics
+    adopt: Callable[[CatalogModel], Awaitable[None]] | None = None
+    """Give a catalog entry registered or verified while running a pool of its own
+    (several models only)."""
 
     @property
     def queue(self) -> Queue:

@@ -4,6 +4,8 @@ orchestra starts itself (``[models]``): ``python -m orchestra.testing.fake_llama
 
 Its "model file" says how the load goes, so a test drives every load deterministically:
 
+(after ``GGUF``, the magic the catalog checks for, when the file starts with it)
+
 - a file that is not JSON (or has ``"fail"``): the load fails, ``exiting due to model
   loading error`` and status 1, as llama-server does with a bad GGUF;
 - ``{"gate": true}``: it answers 503 ``Loading model`` until a file ``MODEL.go`` exists
@@ -42,7 +44,8 @@ def _note(model: Path, what: str) -> None:
 
 def _settings(model: Path) -> dict[str, Any] | None:
     try:
-        settings = json.loads(model.read_text())
+        raw = model.read_bytes().removeprefix(b"GGUF")  # the catalog wants GGUF's magic
+        settings = json.loads(raw or b"{}")
     except (OSError, ValueError):
         return None
     if not isinstance(settings, dict) or settings.get("fail"):
