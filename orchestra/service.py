@@ -34,12 +34,14 @@ from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
-from orchestra.catalog import Catalog, CatalogModel, ModelState, TrustState
+from orchestra.catalog import Catalog, CatalogError, CatalogModel, ModelState, TrustState
 from orchestra.config import AdapterConfig, Config, ConfigError, ModelConfig
+from orchestra.engine import cache
 from orchestra.engine.cache import MODEL_FILE, MODEL_SHA256
 from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.engine.machine import machine_budget_mb
 from orchestra.engine.process import EngineCommand, resolve_command
+from orchestra.errors import Refusal
 from orchestra.http.app import create_app
 from orchestra.http.context import Actors
 from orchestra.messages import Doorbell, EngineAlarm
@@ -234,6 +236,7 @@ async def _model_pool(w: _Wiring, name: str, model: ModelConfig, index: int) -> 
     if not memory:
         size = await trio.to_thread.run_sync(lambda: command.model.stat().st_size)
         memory, source = placement.estimate_mb(size, replica.ctx_size), "estimated"
+    await _catalogue(w.catalog, name, command.model)
     spec = ModelSpec(
         name,
         aliases=model.aliases,
@@ -244,6 +247,27 @@ async def _model_pool(w: _Wiring, name: str, model: ModelConfig, index: int) -> 
         embeddings=model.embeddings,
     )
     return Pool(spec, queue, engine, supervisor, control)
+
+
+async def _catalogue(catalog: Catalog, name: str, path: Path) -> None:
+    """Register a configured model in the catalog under its id unless the id is taken
+    (a known small model with its sha256), so that every model body has the catalog's
+    fields; a file the catalog refuses is served all the same."""
+    known = next((m for m in cache.MODELS.values() if m.file == path.name), None)
+    try:
+        entry = await catalog.ensure(name, str(path), known.sha256 if known else None)
+    except (Refusal, CatalogError) as exc:
+        log.warning("model %s is not in the catalog: %s", name, exc)
+        return
+    if entry.path != str(path):
+        log.warning(
+            "catalog id %r names %s, not %s (models.%s.path); the model is served from "
+            "the configured file",
+            name,
+            entry.path,
+            path,
+            name,
+        )
 
 
 def _budget(config: Config, pools: list[Pool]) -> int:

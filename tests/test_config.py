@@ -619,3 +619,194 @@ def test_any_extra_key_name_is_reported_on_one_line(extra: dict[str, Any]) -> No
     found = problems({**extra, "admission": {"queue_capacity": 3}})
     assert len(found) == len(extra)
     assert all(line.endswith(": unknown key") for line in found)
+
+
+# -- several models: [models.ID], default_model, [placement] ---------------------------------
+
+MODEL_ID_RULE = "use 1 to 128 letters, digits, '.', '_', ':' or '-'"
+
+
+def test_example_models_config_loads() -> None:
+    config = load_config(CONFIGS / "models.toml")
+    assert config.bind_is_loopback
+    assert config.replica is None
+    assert list(config.models) == ["smollm2", "gemma3"]
+    smollm2, gemma3 = config.models["smollm2"], config.models["gemma3"]
+    assert smollm2.path == "" and smollm2.aliases == ("smol",)
+    assert smollm2.keep_loaded and smollm2.embeddings
+    assert gemma3.path == "~/.cache/orchestra/models/gemma-3-270m-q4_k_m.gguf"
+    assert gemma3.aliases == ("gemma", "g3") and gemma3.idle_unload_s == 120.0
+    assert not gemma3.keep_loaded and not gemma3.embeddings
+    assert config.default_model == "smol"  # an alias
+    assert config.placement.memory_budget_mb == 1024
+    # Every per-slot context covers what admission lets a task ask for.
+    for model in config.models.values():
+        assert config.admission.ctx_limit <= model.ctx_size // model.parallel
+
+
+def test_a_models_table_takes_the_defaults_and_the_engine_keys_of_replica() -> None:
+    config = parse_config({"models": {"a": {}, "b": {"path": "/m/b.gguf", "threads": 4}}})
+    a, b = config.models["a"], config.models["b"]
+    assert (a.path, a.aliases, a.keep_loaded, a.idle_unload_s, a.memory_mb, a.embeddings) == (
+        "", (), False, 300.0, 0, False
+    )
+    assert b.replica() == ReplicaConfig(model="/m/b.gguf", threads=4)
+    assert config.default_model == "" and config.placement.memory_budget_mb == 0
+
+
+def test_replica_and_models_together() -> None:
+    assert problems({"replica": {}, "models": {"a": {}}}) == [
+        "models: use either [replica] (one model) or [models.ID] tables (several), not both"
+    ]
+
+
+@pytest.mark.parametrize("name", ["a b", "", "x/y", "a" * 129, "..", "é"])
+def test_bad_model_id(name: str) -> None:
+    shown = '"' + name + '"' if len(name) <= 60 else None
+    found = problems({"models": {name: {}}})
+    assert len(found) == 1
+    assert found[0].startswith("models: ") and found[0].endswith(f"is not a model id: {MODEL_ID_RULE}")
+    if shown is not None and name.isascii():
+        assert found[0] == f"models: {shown} is not a model id: {MODEL_ID_RULE}"
+
+
+def test_good_model_ids_and_aliases() -> None:
+    names = ["gemma3", "gemma-3:270m", "Qwen2.5_0.5B", "a" * 128, "."]
+    config = parse_config({"models": {name: {} for name in names}})
+    assert list(config.models) == names
+    config = parse_config({"models": {"a": {"aliases": ["b.c", "d:e", "F-1"]}}})
+    assert config.models["a"].aliases == ("b.c", "d:e", "F-1")
+
+
+def test_unknown_key_in_a_models_table() -> None:
+    assert problems({"models": {"a": {"pth": "m.gguf"}}}) == ["models.a.pth: unknown key"]
+
+
+def test_bad_values_in_a_models_table_name_the_key() -> None:
+    found = problems(
+        {
+            "models": {
+                "a": {"aliases": ["x/y"], "idle_unload_s": -1, "memory_mb": "300"},
+                "b": {"keep_loaded": 1},
+            }
+        }
+    )
+    assert sorted(found) == [
+        f'models.a.aliases: "x/y" is not a model id: {MODEL_ID_RULE}',
+        "models.a.idle_unload_s: must be at least 0 (got -1)",
+        'models.a.memory_mb: expected an integer (got "300")',
+        "models.b.keep_loaded: expected a boolean (got 1)",
+    ]
+
+
+def test_a_models_entry_must_be_a_table() -> None:
+    assert problems({"models": {"a": 3}}) == ["models.a: expected a table (got 3)"]
+
+
+@pytest.mark.parametrize(
+    ("models", "line"),
+    [
+        (
+            {"a": {"aliases": ["b"]}, "b": {}},
+            'models.a.aliases: "b" already names model "b"',
+        ),
+        (
+            {"a": {"aliases": ["x"]}, "b": {"aliases": ["x"]}},
+            'models.b.aliases: "x" already names model "a"',
+        ),
+        (
+            {"a": {"aliases": ["a"]}},
+            'models.a.aliases: "a" already names model "a"',
+        ),
+        (
+            {"a": {"aliases": ["x", "x"]}},
+            'models.a.aliases: "x" already names model "a"',
+        ),
+    ],
+    ids=["alias-is-another-id", "alias-twice-across-models", "alias-is-its-own-id", "alias-repeated"],
+)
+def test_alias_collision(models: dict[str, Any], line: str) -> None:
+    assert problems({"models": models}) == [line]
+
+
+def test_default_model_must_name_a_model() -> None:
+    assert problems({"models": {"a": {}, "b": {}}, "default_model": "zz"}) == [
+        'default_model: "zz" is not the id or alias of a model in [models] (known: a, b)'
+    ]
+    assert problems({"default_model": "zz"}) == [
+        'default_model: "zz" is not the id or alias of a model in [models] '
+        "(known: none: there is no [models] table)"
+    ]
+
+
+def test_default_model_may_be_an_id_or_an_alias() -> None:
+    models = {"a": {}, "b": {"aliases": ["bee"]}}
+    assert parse_config({"models": models, "default_model": "b"}).default_model == "b"
+    assert parse_config({"models": models, "default_model": "bee"}).default_model == "bee"
+
+
+def test_a_model_larger_than_the_budget_even_alone() -> None:
+    data = {
+        "models": {"a": {"memory_mb": 600}, "b": {"memory_mb": 100, "keep_loaded": True}},
+        "placement": {"memory_budget_mb": 500},
+    }
+    assert problems(data) == [
+        "models.a.memory_mb: 600 MiB does not fit placement.memory_budget_mb (500 MiB) even alone"
+    ]
+
+
+def test_keep_loaded_models_that_do_not_fit_together() -> None:
+    data = {
+        "models": {
+            "a": {"memory_mb": 300, "keep_loaded": True},
+            "b": {"memory_mb": 300, "keep_loaded": True},
+            "c": {"memory_mb": 400},
+        },
+        "placement": {"memory_budget_mb": 500},
+    }
+    assert problems(data) == [
+        "placement.memory_budget_mb: the keep_loaded models take 600 MiB together, more than "
+        "the budget (500 MiB)"
+    ]
+
+
+def test_memory_fits_exactly_and_a_zero_budget_is_checked_at_start() -> None:
+    exact = {
+        "models": {"a": {"memory_mb": 500, "keep_loaded": True}, "b": {"memory_mb": 500}},
+        "placement": {"memory_budget_mb": 500},
+    }
+    assert parse_config(exact).placement.memory_budget_mb == 500
+    # 0 = the machine's memory, which is only known when the service starts.
+    machine = {"models": {"a": {"memory_mb": 10**9, "keep_loaded": True}}}
+    assert parse_config(machine).models["a"].memory_mb == 10**9
+
+
+def test_placement_keys() -> None:
+    assert problems({"placement": {"budget_mb": 1}}) == ["placement.budget_mb: unknown key"]
+    assert problems({"placement": {"memory_budget_mb": -1}}) == [
+        "placement.memory_budget_mb: must be at least 0 (got -1)"
+    ]
+
+
+def test_models_need_a_loopback_endpoint_with_a_port() -> None:
+    assert problems({"models": {"a": {}}, "adapter": {"endpoint": "http://localhost:8081"}}) == [
+        "adapter.endpoint: with [replica] or [models], orchestra starts llama-server on this "
+        'address, so it must be http://127.0.0.1:PORT with an explicit port (got "http://localhost:8081")'
+    ]
+
+
+def test_every_model_problem_is_reported_together() -> None:
+    found = problems(
+        {
+            "replica": {},
+            "models": {"a": {"aliases": ["b"], "memory_mb": 900}, "b": {}},
+            "default_model": "zz",
+            "placement": {"memory_budget_mb": 800},
+        }
+    )
+    assert found == [
+        "models: use either [replica] (one model) or [models.ID] tables (several), not both",
+        'models.a.aliases: "b" already names model "b"',
+        'default_model: "zz" is not the id or alias of a model in [models] (known: a, b)',
+        "models.a.memory_mb: 900 MiB does not fit placement.memory_budget_mb (800 MiB) even alone",
+    ]

@@ -49,6 +49,8 @@ async def test_submit_stream_end_and_identity() -> None:
             "id": "SmolLM2-135M-Instruct.Q4_1",
             "digest": health["model_digest"],
             "ctx_max": 2048,
+            "pool": "default",
+            "residency": "loaded",
         }
         assert caps["models"] == [model]
 

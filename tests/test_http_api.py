@@ -73,7 +73,15 @@ async def test_capabilities_say_what_the_box_can_do() -> None:
         assert caps["engines"] == [
             {"engine": "llamacpp", "engine_version": "b0-unknown", "mode": "attached"}
         ]
-        assert caps["models"] == [{"id": "fake", "digest": None, "ctx_max": 1024}]
+        assert caps["models"] == [
+            {
+                "id": "fake",
+                "digest": None,
+                "ctx_max": 1024,
+                "pool": "default",
+                "residency": "loaded",
+            }
+        ]
         [pool] = caps["pools"]
         assert pool["id"] == "default" and pool["ready"] and pool["slots_total"] == 2
         assert caps["limits"] == {

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .models_harness import open_models
+from orchestra.sdk import AsyncClient
+
+from .harness import make_config
+from .models_harness import ModelFile, fake_binary, free_ports, open_models
 
 TWO = {"a": {"memory_mb": 300}, "b": {"memory_mb": 300, "aliases": ["bee"]}}
 
@@ -212,3 +215,38 @@ async def test_a_verified_catalog_model_is_served_by_its_id(tmp_path: Path) -> N
             "/v1/tasks", json={"prompt": "x", "model_ref": "unverified"}
         )
         assert response.status_code == 404
+
+
+async def test_the_embedded_sdk_serves_several_models(tmp_path: Path) -> None:
+    binary = fake_binary(tmp_path)
+    tables = {}
+    for name in ("a", "b"):
+        ModelFile(tmp_path / f"{name}.gguf").write()
+        tables[name] = {"binary": str(binary), "path": str(tmp_path / f"{name}.gguf")}
+    config = make_config(
+        f"http://127.0.0.1:{free_ports(2)}",
+        models=tables,
+        default_model="b",
+        placement={"memory_budget_mb": 4000},
+    )
+    async with AsyncClient.embedded(config, default_model="a") as client:
+        first = await client.complete("hello", max_tokens=3)
+        other = await client.complete("hello", max_tokens=3, model="b")
+        assert first.text and other.text
+        listed = {m.id: m for m in await client.models()}
+        assert listed["a"].residency == "loaded" and listed["b"].residency == "loaded"
+        assert listed["b"].default and not listed["a"].default
+        unloaded = await client.unload_model("a")
+        assert unloaded.residency == "unloaded"
+
+
+async def test_a_load_that_takes_too_long_fails_with_its_reason(tmp_path: Path) -> None:
+    models = {"a": {"memory_mb": 300, "start_timeout_s": 0.5}}
+    async with open_models(
+        tmp_path, models, {"a": {"gate": True}}, placement={"memory_budget_mb": 1000}
+    ) as stack:
+        task = await stack.submit("a")  # the gate never opens
+        view = await stack.end_of(task["task_id"])
+        assert view["error_code"] == "MODEL_LOAD_FAILED"
+        assert "did not load within" in (stack.models.state("a").error or "")
+        assert stack.models.pool("a").supervisor.statistics().pid is None  # it was stopped

@@ -65,6 +65,7 @@ from orchestra.http.envelope import status_of
 
 from .engine import open_owned, require_engine
 from .harness import Stack, open_stack
+from .models_harness import open_models
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "openapi"
 DOCUMENTS = ("data", "control", "openai")
@@ -724,6 +725,8 @@ STATE_DEPENDENT_PROBLEMS: Mapping[str, tuple[str, ...]] = {
     "POST /v1/catalog/models": ("path:",),
     "POST /v1/chat/completions": _OPENAI_UNSAID,
     "POST /v1/completions": _OPENAI_UNSAID,
+    # Whether the engine was started with --embeddings is the server's configuration.
+    "POST /v1/embeddings": ("the engine does not serve embeddings",),
 }
 """Per operation, the ``INVALID_PARAMS`` problems a request valid by the document can get."""
 
@@ -1550,6 +1553,230 @@ def _openai_producers() -> dict[tuple[str, str, str, str, str], Producer]:
     return found
 
 
+# -- several models (issue 16) and embeddings -------------------------------------------------
+
+EMBEDDINGS = "/v1/embeddings"
+SEVERAL = {
+    "smollm2": {"memory_mb": 300, "aliases": ["smol"]},
+    "gemma3": {"memory_mb": 300, "aliases": ["gemma"]},
+}
+"""Two models of ``[models]`` (each a fake llama-server started as orchestra starts its own)."""
+ONE_BUDGET = {"placement": {"memory_budget_mb": 400}}
+"""Room for one of :data:`SEVERAL` at a time."""
+TOO_LARGE = {
+    "gemma3": {"memory_mb": 500},
+    "smollm2": {"memory_mb": 600, "keep_loaded": True},
+}
+"""With a budget of 1000 MiB, gemma3 can never load beside the keep_loaded smollm2."""
+
+
+@contextmanager
+def models_server(
+    tmp: Path,
+    models: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    **sections: Any,
+) -> Iterator[Live]:
+    """orchestra with ``[models]`` tables, each served by the fake engine as llama-server
+    (:mod:`tests.models_harness`), loaded on demand."""
+    directory = tmp / "several"
+    directory.mkdir(exist_ok=True)
+    tables = {name: dict(table) for name, table in models.items()}
+    how = {name: dict(table) for name, table in (settings or {}).items()}
+
+    def opener() -> AbstractAsyncContextManager[Any]:
+        return open_models(directory, tables, how, shutdown_grace_s=0.0, **sections)
+
+    with serve_in_thread(opener, tmp) as live:
+        yield live
+
+
+def _on_models(
+    make: Callable[[Live], requests.Response],
+    models: Mapping[str, Mapping[str, Any]] = SEVERAL,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    **sections: Any,
+) -> Callable[[Live], requests.Response]:
+    """A producer that answers from a server of its own with ``[models]`` (the fake server
+    it is given is not used)."""
+
+    def produce(live: Live) -> requests.Response:
+        with models_server(live.tmp, models, settings, **sections) as several:
+            return make(several)
+
+    return produce
+
+
+def _residency(live: Live, model_id: str) -> str:
+    listed = live.request("GET", "/v1/models").json()["data"]
+    return str(next(m for m in listed if m["id"] == model_id)["residency"])
+
+
+def _several_used(live: Live) -> requests.Response:
+    """Every model of :data:`SEVERAL` has run a task (so each entry has the shape of the
+    example's first: loaded, used, measured)."""
+    for model_id in SEVERAL:
+        run_to_end(live, prompt="hello", max_tokens=2, model_ref=model_id)
+    return live.request("GET", "/v1/models")
+
+
+def _unload_used(live: Live) -> requests.Response:
+    run_to_end(live, prompt="hello", max_tokens=2, model_ref="gemma3")
+    return live.request("POST", "/v1/models/gemma3/unload")
+
+
+def _load_without_room(live: Live) -> requests.Response:
+    """The budget holds one model; the loaded one runs a task, so it cannot be evicted."""
+    holder = submit(live, prompt=HANG, max_tokens=64, model_ref="smollm2")
+    with live.request("GET", f"/v1/tasks/{holder}/stream", stream=True) as response:
+        for line in response.iter_lines():
+            if line == b"event: token":
+                break
+    answer = live.request("POST", "/v1/models/gemma3/load")
+    live.request("POST", f"/v1/tasks/{holder}/cancel")
+    return answer
+
+
+def _embed(body: Any = None, **kwargs: Any) -> Callable[[Live], requests.Response]:
+    return _post(EMBEDDINGS, {"input": "The quick brown fox"} if body is None else body, **kwargs)
+
+
+def _embeddings_on(body: Any) -> Callable[[Live], requests.Response]:
+    """The fake engine answers embeddings (as llama-server started with --embeddings)."""
+
+    def make(live: Live) -> requests.Response:
+        live.handle.fake.embeddings = True
+        return live.request("POST", EMBEDDINGS, json=body)
+
+    return make
+
+
+def _embeddings_queue_full(live: Live) -> requests.Response:
+    hang(live)
+    for _ in range(FAKE_PRODUCER_CONFIG["admission"]["queue_capacity"]):
+        submit(live, prompt="waiting", max_tokens=4)
+    return live.request("POST", EMBEDDINGS, json={"input": "one too many"})
+
+
+def _embeddings_cancelled(live: Live) -> requests.Response:
+    """An embeddings request waiting behind a task that holds the slot, cancelled (with
+    every other task) before it ran."""
+    hang(live)
+    answer: dict[str, requests.Response] = {}
+
+    def ask() -> None:
+        with requests.Session() as own:  # requests sessions are not for sharing
+            answer["embeddings"] = own.post(
+                live.base_url + EMBEDDINGS,
+                json={"input": "waiting"},
+                timeout=HTTP_TIMEOUT_S,
+                headers={"Connection": "close"},
+            )
+
+    thread = threading.Thread(target=ask, name="waits-for-embeddings")
+    thread.start()
+    try:
+        wait_until(
+            lambda: live.request("GET", "/v1/pools/default/health").json()["queue_depth"] == 1,
+            "the embeddings task waits",
+        )
+        live.call(live.actors.queue.cancel_all, "client")
+    finally:
+        thread.join(HTTP_TIMEOUT_S)
+    return answer["embeddings"]
+
+
+def _embeddings_pool_unready(live: Live) -> requests.Response:
+    _engine_loading(live)
+    return live.request("POST", EMBEDDINGS, json={"input": "hello"})
+
+
+def _models_producers() -> dict[tuple[str, str, str, str, str], Producer]:
+    """The examples of several models (``[models]``) and of the embeddings route."""
+    load, unload = "/v1/models/{model_id}/load", "/v1/models/{model_id}/unload"
+    budget = {"placement": {"memory_budget_mb": 1000}}
+    return {
+        # data plane: routing by model
+        ("data", "POST", "/v1/tasks", "404", "unknown_model"): Producer(
+            _post("/v1/tasks", {"prompt": "hi", "model_ref": "qwen"}), model_in_catalog=True
+        ),
+        ("data", "POST", "/v1/tasks", "503", "model_too_large"): Producer(
+            _on_models(
+                _post("/v1/tasks", {"prompt": "hi", "model_ref": "gemma3"}), TOO_LARGE, **budget
+            )
+        ),
+        # control plane: the models
+        ("control", "GET", "/v1/models", "200", "several_models"): Producer(
+            _on_models(_several_used, **budget)
+        ),
+        ("control", "POST", load, "200", "loaded"): Producer(
+            _on_models(_post("/v1/models/gemma3/load"), **budget)
+        ),
+        ("control", "POST", load, "400", "invalid_params"): Producer(
+            _post("/v1/models/default/load", BAD_BODY)
+        ),
+        ("control", "POST", load, "404", "unknown_model"): Producer(
+            _post("/v1/models/qwen/load"), model_in_catalog=True
+        ),
+        ("control", "POST", load, "409", "no_room"): Producer(
+            _on_models(_load_without_room, **ONE_BUDGET)
+        ),
+        ("control", "POST", load, "422", "load_failed"): Producer(
+            _on_models(
+                _post("/v1/models/broken/load"),
+                {"broken": {"memory_mb": 100}},
+                {"broken": {"fail": True}},
+                **budget,
+            )  # fmt: skip
+        ),
+        ("control", "POST", load, "503", "model_too_large"): Producer(
+            _on_models(_post("/v1/models/gemma3/load"), TOO_LARGE, **budget)
+        ),
+        ("control", "POST", unload, "200", "unloaded"): Producer(
+            _on_models(_unload_used, **budget)
+        ),
+        ("control", "POST", unload, "400", "invalid_params"): Producer(
+            _post("/v1/models/default/unload", BAD_BODY)
+        ),
+        ("control", "POST", unload, "404", "unknown_model"): Producer(
+            _post("/v1/models/qwen/unload"), model_in_catalog=True
+        ),
+        ("control", "POST", unload, "409", "single_model"): Producer(
+            _post("/v1/models/default/unload")
+        ),
+        # the OpenAI face: embeddings
+        ("openai", "POST", EMBEDDINGS, "200", "floats"): Producer(
+            _embeddings_on({"input": ["The quick brown fox", "jumps"]})
+        ),
+        ("openai", "POST", EMBEDDINGS, "200", "base64"): Producer(
+            _embeddings_on({"input": "The quick brown fox", "encoding_format": "base64"})
+        ),
+        ("openai", "POST", EMBEDDINGS, "400", "invalid_params"): Producer(
+            _embed({"input": ["a", ""], "dimensions": 8})
+        ),
+        ("openai", "POST", EMBEDDINGS, "400", "no_embeddings"): Producer(
+            _on_models(
+                _embed({"model": "smollm2", "input": "hi"}),
+                {"smollm2": {"memory_mb": 100}, "nomic": {"memory_mb": 100, "embeddings": True}},
+                **budget,
+            )
+        ),
+        ("openai", "POST", EMBEDDINGS, "400", "engine_refused"): Producer(_embed()),
+        ("openai", "POST", EMBEDDINGS, "401", "unauthorized"): Producer(
+            _embed(), config=OPENAI_AUTH
+        ),
+        ("openai", "POST", EMBEDDINGS, "403", "forbidden"): Producer(
+            _embed(headers={"Authorization": "Bearer wrong"}), config=OPENAI_AUTH
+        ),
+        ("openai", "POST", EMBEDDINGS, "404", "model_not_served"): Producer(
+            _embed({"model": "gpt-4o", "input": "hi"}), model_in_catalog=True
+        ),
+        ("openai", "POST", EMBEDDINGS, "409", "cancelled"): Producer(_embeddings_cancelled),
+        ("openai", "POST", EMBEDDINGS, "429", "queue_full"): Producer(_embeddings_queue_full),
+        ("openai", "POST", EMBEDDINGS, "503", "pool_unready"): Producer(_embeddings_pool_unready),
+    }
+
+
 UNKNOWN_TASK = "/v1/tasks/no-such-task"
 UNKNOWN_SESSION = "/v1/sessions/no-such-session"
 UNKNOWN_POOL = "/v1/pools/gpu-1"
@@ -1692,6 +1919,8 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("data", "GET", "/v1/tasks/{task_id}/stream", "200", "tool_calls"): Producer(_chat_task_stream),
     # the OpenAI face
     **_openai_producers(),
+    # several models, and embeddings
+    **_models_producers(),
 }
 """For each response example, how to make the live server answer it. Keyed by (document,
 method, path, status, example name); an example without a producer fails its test."""
@@ -2073,3 +2302,41 @@ def test_operation_documents_errors_headers_and_examples(
     body = resolve(document, operation.get("requestBody", {}))
     for media in body.get("content", {}).values():
         assert resolve(document, media["schema"]).get("additionalProperties") is False
+
+
+# -- several models and embeddings, fuzzed where the single-model server cannot show them -----
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/models/{model_id}/load"),
+        ("POST", "/v1/models/{model_id}/unload"),
+    ],
+)
+def test_models_operation_conforms_with_several_models(
+    method: str, path: str, tmp_path: Path
+) -> None:
+    """The models' routes as ``[models]`` serves them: real loads and unloads of the fake
+    engine started as llama-server, of a model named by its id (and by any other name)."""
+    operation = openapi_schema("control")[path][method]
+    with models_server(tmp_path, SEVERAL, placement={"memory_budget_mb": 1000}) as live:
+        known = Known({"model_id": "gemma3"}, gguf_file(tmp_path, "fuzz.gguf"))
+        valid = fuzz(operation, live, known, GenerationMode.POSITIVE)
+        if negatable("control", method, path):
+            assert fuzz(operation, live, known, GenerationMode.NEGATIVE) > 0
+    assert valid >= MAX_EXAMPLES // 2
+
+
+def test_embeddings_conform_with_an_engine_that_embeds(tmp_path: Path) -> None:
+    """``POST /v1/embeddings`` answered by an engine started with ``--embeddings`` (the
+    fuzzed server's engine is not, so there every valid request is the engine's 400)."""
+    operation = openapi_schema("openai")[EMBEDDINGS]["POST"]
+    with fake_server(tmp_path) as live:
+        live.handle.fake.embeddings = True
+        known = Known({}, gguf_file(tmp_path, "fuzz.gguf"))
+        valid = fuzz(operation, live, known, GenerationMode.POSITIVE)
+        assert fuzz(operation, live, known, GenerationMode.NEGATIVE) > 0
+        assert live.handle.fake.embeddings_served > 0
+    assert valid >= MAX_EXAMPLES // 2

@@ -112,4 +112,4 @@ async def test_prediction_errors_are_recorded_in_replicasets_and_metrics() -> No
         predicted = replica["predicted_start"]
         assert predicted["samples"] == 3 and predicted["abs_error_ms_p50"] is not None
         text = (await stack.client.get("/metrics")).text
-        assert "orchestra_predicted_start_error_seconds_count{model=\"default\"} 3.0" in text
+        assert 'orchestra_predicted_start_error_seconds_count{model="default"} 3.0' in text
