@@ -24,7 +24,7 @@ text/event-stream``), ``max_tokens`` 16, temperature 0, seed 7 (so orchestra's d
      refused (tried every 1 ms; llama-server binds before it loads) and the first ``GET
      /health`` that answers 200 (every 10 ms; 503 while it loads). So: (a) process start
      = spawn logged → port answers; (b) model load = port answers → /health 200; orchestra
-     sees it later by its own probe (every 100 ms) → "ready lag"; (c) first token = model
+     sees it later by its own probe (``PROBE_STARTING_S``) → "ready lag"; (c) first token = model
      loaded (logged) → first token event. ``load_ms`` of ``GET /v1/models`` and
      llama-server's own "model loaded" time (its log's clock, from its start) are kept
      beside. The page cache holds both files throughout (nothing drops it): a cold start
@@ -89,6 +89,7 @@ from openai_face import (  # the sibling bench module (run as a script)
     servers,
 )
 
+from orchestra.actors.owned_supervisor import PROBE_STARTING_S
 from orchestra.engine import cache as engine_cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -960,7 +961,8 @@ def markdown(results: dict[str, Any], json_name: str) -> str:
         "binds before it loads and answers 503 meanwhile, and its own `listening` line comes "
         f"only after the load), so a thread of the client watches the engine port ({setup['probe']}"
         "; each moment as first seen, so at most one interval late). Orchestra's own probe "
-        "polls every 100 ms while an engine loads, hence the ready lag. The files sit in the "
+        f"polls every {PROBE_STARTING_S * 1000:.0f} ms while an engine loads, hence the ready "
+        "lag. The files sit in the "
         "page cache throughout: cold means a new process, not a cold disk.\n\n"
         + table
         + f"\n## Warm TTFT (both loaded; {setup['rounds']['warm_per_model']} rounds per model, "

@@ -237,13 +237,15 @@ class ModelsMachine(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------------
 
-    @rule(model=st.sampled_from(NAMES))
-    def arrive(self, model: str) -> None:
+    def _arrive(self, model: str, jump_s: float = 0.0) -> None:
+        """Submit a task for ``model``; with ``jump_s``, the clock jumps in the same step
+        (before the Models actor can act on a timer that fires)."""
         self.counter += 1
         pool = self.models.route(model)
         request = TaskRequest(prompt=f"t{self.counter}", max_tokens=8)
 
         async def submit() -> str | None:
+            self.driver.clock.jump(jump_s)
             try:
                 admitted = await pool.queue.submit(request, "")
             except Refusal:
@@ -256,27 +258,14 @@ class ModelsMachine(RuleBasedStateMachine):
             assert log is not None
             self.tasks.append(Submitted(model, task_id, log))
 
+    @rule(model=st.sampled_from(NAMES))
+    def arrive(self, model: str) -> None:
+        self._arrive(model)
+
     @rule(model=st.sampled_from(NAMES), seconds=st.sampled_from([30.0, 60.0, 61.0]))
     def arrive_as_the_idle_timer_fires(self, model: str, seconds: float) -> None:
-        """The race of an idle unload: the timer fires and a task arrives in the same
-        step, before the Models actor has acted on the timer."""
-        self.counter += 1
-        pool = self.models.route(model)
-        request = TaskRequest(prompt=f"t{self.counter}", max_tokens=8)
-
-        async def jump_and_submit() -> str | None:
-            self.driver.clock.jump(seconds)
-            try:
-                admitted = await pool.queue.submit(request, "")
-            except Refusal:
-                return None
-            return admitted.task_id
-
-        task_id = self.driver.run(jump_and_submit)
-        if task_id is not None:
-            log = pool.queue.log_of(task_id)
-            assert log is not None
-            self.tasks.append(Submitted(model, task_id, log))
+        """The race of an idle unload: the timer fires and a task arrives in one step."""
+        self._arrive(model, seconds)
 
     @rule(model=st.sampled_from(NAMES), fate=st.sampled_from(["ready", "fail", "crash"]))
     def engine_step(self, model: str, fate: str) -> None:
