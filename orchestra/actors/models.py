@@ -542,10 +542,15 @@ class Models:
                 problems=(f"model: {name!r} is not a model here (known: {known})",),
             )
         entry = self._entries[pool_id]
-        views = self._views()
-        view = next(v for v in views if v.id == pool_id)
-        reason = placement.too_large(view, views, self.budget_mb)
-        if reason is not None and not entry.pool.spec.fixed:
+        if entry.pool.spec.fixed:
+            return entry.pool
+        memory = [  # no Queue is read: this runs for every request
+            PoolView(e.pool.id, e.residency, e.memory_mb, e.pool.spec.keep_loaded)
+            for e in self._entries.values()
+        ]
+        view = next(v for v in memory if v.id == pool_id)
+        reason = placement.too_large(view, memory, self.budget_mb)
+        if reason is not None:
             figures = {"memory_mb": view.memory_mb, "budget_mb": self.budget_mb}
             raise Refusal(ErrorCode.MODEL_TOO_LARGE, reason, details=figures)
         return entry.pool

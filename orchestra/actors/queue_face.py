@@ -305,7 +305,7 @@ class QueueFace:
             ended=self._table.ended(),
             idle_since=self._idle_since,
             last_used=self._last_used,
-            oldest_wait=min((t.submitted_at for t in self._waiting.order()), default=None),
+            oldest_wait=self._waiting.oldest_submitted_at(),
         )
 
     def service_figures(self) -> ServiceFigures:

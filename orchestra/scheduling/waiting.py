@@ -45,6 +45,11 @@ class WaitingLine:
         """Every waiting task, in dispatch order (:meth:`order`)."""
         return iter(self.order())
 
+    def oldest_submitted_at(self) -> float | None:
+        """When the longest-waiting task was admitted (None: none waits); each class's
+        head is its oldest (a task put back returns to the head it held)."""
+        return min((line[0].submitted_at for line in self._lines.values() if line), default=None)
+
     def count(self, priority: Priority) -> int:
         """Tasks of one class waiting."""
         return len(self._lines[priority])
