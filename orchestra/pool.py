@@ -65,6 +65,8 @@ class PoolStatus:
     residency: Residency = Residency.LOADED
     """Whether the model is in memory; a pool that always is (the single-model
     configuration) stays ``loaded`` and its engine's state alone says whether it serves."""
+    pool_id: str = "default"
+    """Which pool it is (for the messages that name it)."""
     load_ms: int = 0
     """What loading the model is expected to take (the last load measured), added to the
     predicted start of a task that waits for a load."""
@@ -116,7 +118,7 @@ class PoolStatus:
         if self.draining:
             return Refusal(
                 ErrorCode.POOL_UNREADY,
-                "the pool is drained (POST /v1/pools/default/resume ends the drain)",
+                f"the pool is drained (POST /v1/pools/{self.pool_id}/resume ends the drain)",
                 retriable=True,
                 retry_after_ms=5000,
             )

@@ -365,3 +365,54 @@ async def test_an_idle_unload_asked_behind_an_arrival_does_not_begin() -> None:
         assert await queue.begin_unload("drain") == (True, 0)
         assert queue.statistics().pool.residency is Residency.UNLOADING
         nursery.cancel_scope.cancel()
+
+
+def _machine() -> ModelsMachine:
+    machine = ModelsMachine()
+    machine.start()
+    return machine
+
+
+def _residency(machine: ModelsMachine, model: str) -> Residency:
+    return machine.driver.run_sync(machine.models.state, model).residency
+
+
+def test_a_model_loaded_by_hand_long_after_its_last_task_stays_loaded() -> None:
+    machine = _machine()
+    try:
+        machine.arrive("a")
+        machine.engine_step("a", "ready")
+        machine.finish_one("a", "end")
+        machine.time_passes(61.0)  # idle past its idle_unload_s (60 s): unloaded
+        assert _residency(machine, "a") is Residency.UNLOADED
+        machine.time_passes(500.0)
+        machine.load_by_hand("a")
+        machine.engine_step("a", "ready")
+        assert _residency(machine, "a") is Residency.LOADED  # idle from its load on
+        machine.time_passes(61.0)
+        assert _residency(machine, "a") is Residency.UNLOADED
+        machine.invariants_hold()
+    finally:
+        machine.teardown()
+
+
+def test_an_unload_whose_caller_leaves_still_finishes() -> None:
+    machine = _machine()
+    try:
+        machine.arrive("a")
+        machine.engine_step("a", "ready")  # the task runs (its engine call waits)
+
+        async def unload_then_leave() -> None:
+            with trio.move_on_after(1.0):  # the client disconnects while it drains
+                await machine.models.unload("a")
+
+        assert machine.driver.nursery is not None
+        machine.driver.run_sync(machine.driver.nursery.start_soon, unload_then_leave)
+        machine.time_passes(1.0)
+        assert _residency(machine, "a") is Residency.UNLOADING
+        machine.finish_one("a", "end")  # the drain ends: the engine stops
+        assert _residency(machine, "a") is Residency.UNLOADED
+        assert "a" not in machine.world.live
+        machine.invariants_hold()
+    finally:
+        machine.teardown()

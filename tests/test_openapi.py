@@ -1561,7 +1561,7 @@ SEVERAL = {
     "gemma3": {"memory_mb": 300, "aliases": ["gemma"]},
 }
 """Two models of ``[models]`` (each a fake llama-server started as orchestra starts its own)."""
-ONE_BUDGET = {"placement": {"memory_budget_mb": 400}}
+ONE_BUDGET: Mapping[str, Any] = {"placement": {"memory_budget_mb": 400}}
 """Room for one of :data:`SEVERAL` at a time."""
 TOO_LARGE = {
     "gemma3": {"memory_mb": 500},
@@ -1610,6 +1610,17 @@ def _on_models(
 def _residency(live: Live, model_id: str) -> str:
     listed = live.request("GET", "/v1/models").json()["data"]
     return str(next(m for m in listed if m["id"] == model_id)["residency"])
+
+
+def _beside_kept(make: Callable[[Live], requests.Response]) -> Callable[[Live], requests.Response]:
+    """``make``, once the keep_loaded model of :data:`TOO_LARGE` is loaded (were its load to
+    fail, nothing would be kept and gemma3 would fit)."""
+
+    def produce(live: Live) -> requests.Response:
+        wait_until(lambda: _residency(live, "smollm2") == "loaded", "smollm2 is loaded")
+        return make(live)
+
+    return produce
 
 
 def _several_used(live: Live) -> requests.Response:
@@ -1694,7 +1705,7 @@ def _embeddings_pool_unready(live: Live) -> requests.Response:
 def _models_producers() -> dict[tuple[str, str, str, str, str], Producer]:
     """The examples of several models (``[models]``) and of the embeddings route."""
     load, unload = "/v1/models/{model_id}/load", "/v1/models/{model_id}/unload"
-    budget = {"placement": {"memory_budget_mb": 1000}}
+    budget: dict[str, Any] = {"placement": {"memory_budget_mb": 1000}}
     return {
         # data plane: routing by model
         ("data", "POST", "/v1/tasks", "404", "unknown_model"): Producer(
@@ -1702,7 +1713,9 @@ def _models_producers() -> dict[tuple[str, str, str, str, str], Producer]:
         ),
         ("data", "POST", "/v1/tasks", "503", "model_too_large"): Producer(
             _on_models(
-                _post("/v1/tasks", {"prompt": "hi", "model_ref": "gemma3"}), TOO_LARGE, **budget
+                _beside_kept(_post("/v1/tasks", {"prompt": "hi", "model_ref": "gemma3"})),
+                TOO_LARGE,
+                **budget,
             )
         ),
         # control plane: the models
@@ -1727,10 +1740,10 @@ def _models_producers() -> dict[tuple[str, str, str, str, str], Producer]:
                 {"broken": {"memory_mb": 100}},
                 {"broken": {"fail": True}},
                 **budget,
-            )  # fmt: skip
+            )
         ),
         ("control", "POST", load, "503", "model_too_large"): Producer(
-            _on_models(_post("/v1/models/gemma3/load"), TOO_LARGE, **budget)
+            _on_models(_beside_kept(_post("/v1/models/gemma3/load")), TOO_LARGE, **budget)
         ),
         ("control", "POST", unload, "200", "unloaded"): Producer(
             _on_models(_unload_used, **budget)
@@ -2340,3 +2353,18 @@ def test_embeddings_conform_with_an_engine_that_embeds(tmp_path: Path) -> None:
         assert fuzz(operation, live, known, GenerationMode.NEGATIVE) > 0
         assert live.handle.fake.embeddings_served > 0
     assert valid >= MAX_EXAMPLES // 2
+
+
+def test_the_stream_of_an_embeddings_task_matches_the_event_schemas(tmp_path: Path) -> None:
+    """An embeddings request's task, read on the v1 face: ``started``, then ``end`` with
+    the vectors."""
+    with fake_server(tmp_path) as live:
+        live.handle.fake.embeddings = True
+        answer = live.request("POST", EMBEDDINGS, json={"input": ["first", "second"]})
+        assert answer.status_code == 200, answer.text
+        stream = live.request("GET", f"/v1/tasks/{answer.headers['X-Task-Id']}/stream")
+    frames = parse_frames(stream.text)
+    assert sse_problems("data", _stream_media("get", "/v1/tasks/{task_id}/stream"), frames) == []
+    assert [frame.event for frame in frames] == ["started", "end"]
+    vectors = frames[-1].payload["embeddings"]
+    assert [item["embedding"] for item in answer.json()["data"]] == vectors

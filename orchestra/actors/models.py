@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
@@ -49,7 +49,7 @@ from orchestra.actors.supervisor import ReplicaSummary
 from orchestra.engine.machine import resident_mb
 from orchestra.engine.protocol import Engine
 from orchestra.errors import EngineStartError, ErrorCode, Refusal
-from orchestra.messages import Doorbell
+from orchestra.messages import Doorbell, Reply
 from orchestra.obs.metrics import Metrics
 from orchestra.pool import Residency
 from orchestra.scheduling import placement
@@ -58,10 +58,17 @@ from orchestra.views import QueueStatistics
 
 log = logging.getLogger("orchestra.models")
 
+T = TypeVar("T")
+
 LOAD_GUESS_MS = 3000
 """The load time a waiting task is told to expect before a model was ever loaded."""
 UNLOAD_DRAIN_S = 30.0
 """How long an unload asked for (without ``force``) waits for running tasks."""
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    """The later of two moments; None when the first is (the pool has work)."""
+    return None if a is None else max(a, b if b is not None else a)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -267,8 +274,9 @@ class Models:
                     idle_unload_s=0.0 if spec.fixed else spec.idle_unload_s,
                     running=q.slots_busy,
                     waiting=q.queue_depth,
-                    idle_since=q.idle_since,
-                    last_used=q.last_used,
+                    # A model loaded after its queue fell idle is idle from its load on.
+                    idle_since=_later(q.idle_since, entry.loaded_at),
+                    last_used=max(q.last_used, entry.loaded_at or 0.0),
                     oldest_wait=q.oldest_wait,
                 )
             )
@@ -443,15 +451,38 @@ class Models:
 
     # -- requests ----------------------------------------------------------------------
 
-    async def load(self, name: str) -> ModelState:
-        """Load a model (at once, whatever the plan) and return once it is loaded.
+    async def _detached(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` in the actor's nursery and wait for its outcome: a caller that
+        leaves (a client that disconnects) does not stop a load or an unload half-way."""
+        assert self._nursery is not None
+        reply: Reply[T | Refusal] = Reply()
 
-        Raises Refusal: ``NOT_FOUND``, ``CONFLICT`` (the fixed pool), ``MODEL_TOO_LARGE``
-        (when it could never fit), ``MODEL_LOAD_FAILED``.
+        async def run() -> None:
+            try:
+                reply.send(await work())
+            except Refusal as exc:
+                reply.send(exc)
+
+        self._nursery.start_soon(run)
+        result = await reply.receive()
+        if isinstance(result, Refusal):
+            raise result
+        return result
+
+    async def load(self, name: str) -> ModelState:
+        """Load a model (at once, whatever the plan) and return once it is loaded; the
+        single-model pool is always loaded (its state at once).
+
+        Raises Refusal: ``NOT_FOUND``, ``CONFLICT`` (no room: the others are busy or
+        ``keep_loaded``), ``MODEL_TOO_LARGE`` (when it could never fit),
+        ``MODEL_LOAD_FAILED``.
         """
         entry = self._entries[self.route(name).id]
         if entry.pool.spec.fixed:
             return self.state(entry.pool.id)
+        return await self._detached(lambda: self._load_now(entry))
+
+    async def _load_now(self, entry: _Entry) -> ModelState:
         while entry.residency is not Residency.LOADED:
             if entry.residency in (Residency.UNLOADED, Residency.FAILED):
                 needed = self._views()
@@ -475,15 +506,22 @@ class Models:
         return self.state(entry.pool.id)
 
     def _make_room(self, entry: _Entry, need_mb: int) -> None:
+        """Unload the least recently used idle pools that make ``need_mb`` of room, or
+        none of them (CONFLICT) when even all of them would not."""
+        need_mb -= sum(
+            e.memory_mb for e in self._entries.values() if e.residency is Residency.UNLOADING
+        )
         views = [v for v in self._views() if v.evictable and v.id != entry.pool.id]
+        chosen = []
         for view in sorted(views, key=lambda v: (v.last_used, v.id)):
             if need_mb <= 0:
                 break
-            self._start_unload(self._entries[view.id], "idle", "evicted")
+            chosen.append(view)
             need_mb -= view.memory_mb
-        if need_mb > sum(
-            e.memory_mb for e in self._entries.values() if e.residency is Residency.UNLOADING
-        ):
+        if need_mb <= 0:
+            for view in chosen:
+                self._start_unload(self._entries[view.id], "idle", "evicted")
+        else:
             raise Refusal(
                 ErrorCode.CONFLICT,
                 f"no room to load model {entry.pool.id!r}: the other loaded models are busy "
@@ -512,6 +550,9 @@ class Models:
                 "the single-model configuration ([replica] or attached) is always loaded; "
                 "configure [models.ID] tables to load and unload models",
             )
+        return await self._detached(lambda: self._unload_now(entry, force))
+
+    async def _unload_now(self, entry: _Entry, force: bool) -> tuple[ModelState, int]:
         if entry.residency is Residency.LOADING:
             await entry.loaded.wait()
         cancelled: list[int] = []
@@ -608,8 +649,9 @@ class Models:
         q = entry.pool.queue.statistics()
         now = trio.current_time()
         idle = None
-        if entry.residency is Residency.LOADED and q.idle_since is not None:
-            idle = now - q.idle_since
+        since = _later(q.idle_since, entry.loaded_at)
+        if entry.residency is Residency.LOADED and since is not None:
+            idle = now - since
         return ModelState(
             pool=entry.pool,
             residency=entry.residency,

@@ -131,7 +131,7 @@ class Queue(QueueFace):
         self._table = TaskTable(self.retention_s)
         self._idle.set()
         self._quiet.set()
-        self._pool = PoolStatus(residency=self.residency)
+        self._pool = PoolStatus(residency=self.residency, pool_id=self.pool_id)
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -385,7 +385,7 @@ class Queue(QueueFace):
     def _set_residency(
         self, residency: Residency, load_ms: int, fail_waiting: tuple[ErrorCode, str] | None
     ) -> None:
-        if residency is not Residency.LOADED and self._pool.state is PoolState.READY:
+        if residency is not Residency.LOADED:  # the engine's last word no longer holds
             self._set_pool(PoolState.STARTING, f"the model is {residency}")
         self._pool = attrs.evolve(self._pool, residency=residency, load_ms=load_ms)
         self._pool_changed.set()

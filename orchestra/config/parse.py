@@ -56,7 +56,7 @@ def _salvage(data: Mapping[str, Any], *path: str) -> Any:
         if depth == len(path) - 1:
             try:
                 return field_hook(field)(table[name], field.type)
-            except (ValueError, TypeError):
+            except (cattrs.BaseValidationError, ValueError, TypeError):
                 return _INVALID
         cls, table = field.type, table[name]
     raise AssertionError("unreachable")  # pragma: no cover

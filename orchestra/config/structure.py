@@ -134,7 +134,9 @@ def _key(name: str) -> str:
 
 
 def _dotted(path: str) -> str:
-    """``$.admission.queue_capacity`` → ``admission.queue_capacity``."""
+    """``$.admission.queue_capacity`` → ``admission.queue_capacity``; a table's key
+    (``$.models['a'].path``) as TOML writes it (``models.a.path``)."""
+    path = re.sub(r"\['([^']*)'\]", lambda m: "." + _key(m[1]), path)
     return path.removeprefix("$").removeprefix(".")
 
 

@@ -19,6 +19,7 @@ from quart import Blueprint, Response, request
 
 from orchestra.actors.models import ModelState
 from orchestra.catalog import CatalogModel
+from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, read_body
 from orchestra.http.context import Actors
 from orchestra.pool import Residency
@@ -167,6 +168,18 @@ def models_blueprint(actors: Actors) -> Blueprint:
     @routes.post("/v1/models/<model_id>/load")
     async def load_model(model_id: str) -> Response:
         await read_body({})
+        try:
+            models.route(model_id)
+        except Refusal as unknown:
+            entry = await entry_of(model_id)
+            if unknown.code is not ErrorCode.NOT_FOUND or entry is None:
+                raise
+            raise Refusal(
+                ErrorCode.CONFLICT,
+                f"model {model_id!r} is in the catalog but not served: only an active, "
+                f"verified entry is (it is {entry.state}, {entry.trust_state}; register it "
+                f"with its sha256, then POST /v1/catalog/models/{model_id}/verify)",
+            ) from None
         state = await models.load(model_id)
         entry = await entry_of(state.pool.id)
         return json_response(configured_body(state, entry, actors))

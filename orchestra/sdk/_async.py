@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -102,6 +103,14 @@ def model_file(path_or_id: str) -> tuple[str, str | None]:
         return path_or_id, None
     path = os.path.abspath(os.path.expanduser(path_or_id))
     return os.path.basename(path).removesuffix(".gguf"), path
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _quote(segment: str) -> str:
@@ -271,14 +280,19 @@ class AsyncClient:
         """Load a model, waiting (up to :data:`LOAD_TIMEOUT_S` at least) until it is
         loaded; the model as it is then. A path (one with a path separator, or ending with
         ``.gguf``) is registered first in the catalog under its file name without
-        ``.gguf`` (again is harmless); see :func:`model_file`. Raises :class:`ServerError`:
-        ``NOT_FOUND`` (404) for an unknown id, ``MODEL_LOAD_FAILED`` (503) when it did not
-        load, ``MODEL_TOO_LARGE`` (503) when it cannot fit the memory budget."""
+        ``.gguf`` (again is harmless), with the sha256 of the file as this process reads
+        it, and verified by the server (which serves verified catalog models only); see
+        :func:`model_file`. Raises :class:`ServerError`: ``NOT_FOUND`` (404) for an
+        unknown id, ``MODEL_LOAD_FAILED`` (422) when it did not load, ``MODEL_TOO_LARGE``
+        (503) when it cannot fit the memory budget."""
         model_id, path = model_file(path_or_id)
         if path is not None:
-            await self._call(
-                "POST", "/v1/catalog/models", CatalogModel, {"id": model_id, "path": path}
-            )
+            entry: dict[str, Any] = {"id": model_id, "path": path}
+            with contextlib.suppress(OSError):  # a server on another box: it hashes alone
+                entry["sha256"] = await trio.to_thread.run_sync(_sha256_of, path)
+            await self._call("POST", "/v1/catalog/models", CatalogModel, entry)
+            verify = f"/v1/catalog/models/{_quote(model_id)}/verify"
+            await self._call("POST", verify, CatalogModel, {}, http_timeout=self._load_timeout)
         path_of = f"/v1/models/{_quote(model_id)}/load"
         return await self._call("POST", path_of, CatalogModel, {}, http_timeout=self._load_timeout)
 
