@@ -364,7 +364,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         summary="GET /v1/models of a server owning the real engine: the served model, loaded",
         request=_get("/v1/models"),
         engine="real",
-        volatile=frozenset({"path"}),  # under the user's cache directory
+        volatile=frozenset({"path", "idle_s", "last_used"}),  # the cache directory; the clock
     ),
     # -- submit --------------------------------------------------------------------------
     Scenario(

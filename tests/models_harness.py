@@ -76,8 +76,8 @@ def free_ports(count: int) -> int:
         try:
             for offset in range(count):
                 s = socket.socket()
+                sockets.append(s)  # closed below, bound or not
                 s.bind(("127.0.0.1", base + offset))
-                sockets.append(s)
             return base
         except OSError:
             continue

@@ -5,6 +5,7 @@ and exit statuses, run in-process (``orchestra.cli.main.main``) against an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -193,8 +194,13 @@ def test_load_by_path_registers_it_first(
     path.write_bytes(b"GGUF")
     status, out, err = run(capsys, "load", str(path), "--json")
     assert (status, err) == (EXIT_OK, "loading Mistral-7B…\n")
-    assert server.paths() == ["POST /v1/catalog/models", "POST /v1/models/Mistral-7B/load"]
-    assert server.body(0) == {"id": "Mistral-7B", "path": str(path)}
+    assert server.paths() == [
+        "POST /v1/catalog/models",
+        "POST /v1/catalog/models/Mistral-7B/verify",
+        "POST /v1/models/Mistral-7B/load",
+    ]
+    sha256 = hashlib.sha256(b"GGUF").hexdigest()
+    assert server.body(0) == {"id": "Mistral-7B", "path": str(path), "sha256": sha256}
     shown = json.loads(out)
     assert (shown["id"], shown["residency"], shown["load_ms"]) == ("Mistral-7B", "loaded", 4200)
 

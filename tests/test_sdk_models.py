@@ -5,6 +5,7 @@ a chat goes to (``default_model`` and a call's ``model=``), exactly, over an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -126,6 +127,10 @@ class FakeServer:
         if (method, path) == ("POST", "/v1/embeddings"):
             return self.embeddings(json.loads(request.content))
         parts = path.split("/")  # "", "v1", "models", id, action
+        if method == "POST" and parts[2:3] == ["catalog"] and parts[-1] == "verify":
+            model = self.models[parts[4]]
+            model.update(trust_state="verified")
+            return httpx.Response(200, json=model)
         if method == "POST" and len(parts) == 5 and parts[2] == "models":
             model = self.models.get(parts[3])
             if model is None:
@@ -277,9 +282,15 @@ async def test_load_by_path_registers_the_file_under_its_name_then_loads_it(
     async with client_of(server) as client:
         model = await client.load_model("Qwen2.5-0.5B.gguf")  # relative: made absolute
         again = await client.load_model(str(tmp_path / "Qwen2.5-0.5B.gguf"))
-    assert server.paths() == ["POST /v1/catalog/models", "POST /v1/models/Qwen2.5-0.5B/load"] * 2
-    assert server.body(0) == {"id": "Qwen2.5-0.5B", "path": str(tmp_path / "Qwen2.5-0.5B.gguf")}
-    assert server.body(0) == server.body(2)
+    assert server.paths() == [
+        "POST /v1/catalog/models",
+        "POST /v1/catalog/models/Qwen2.5-0.5B/verify",
+        "POST /v1/models/Qwen2.5-0.5B/load",
+    ] * 2
+    sha256 = hashlib.sha256(b"GGUF").hexdigest()  # registered with the file's hash
+    path = str(tmp_path / "Qwen2.5-0.5B.gguf")
+    assert server.body(0) == {"id": "Qwen2.5-0.5B", "path": path, "sha256": sha256}
+    assert server.body(0) == server.body(3)
     assert model.id == again.id == "Qwen2.5-0.5B" and model.residency == "loaded"
 
 
