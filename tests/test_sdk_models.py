@@ -282,11 +282,15 @@ async def test_load_by_path_registers_the_file_under_its_name_then_loads_it(
     async with client_of(server) as client:
         model = await client.load_model("Qwen2.5-0.5B.gguf")  # relative: made absolute
         again = await client.load_model(str(tmp_path / "Qwen2.5-0.5B.gguf"))
-    assert server.paths() == [
-        "POST /v1/catalog/models",
-        "POST /v1/catalog/models/Qwen2.5-0.5B/verify",
-        "POST /v1/models/Qwen2.5-0.5B/load",
-    ] * 2
+    assert (
+        server.paths()
+        == [
+            "POST /v1/catalog/models",
+            "POST /v1/catalog/models/Qwen2.5-0.5B/verify",
+            "POST /v1/models/Qwen2.5-0.5B/load",
+        ]
+        * 2
+    )
     sha256 = hashlib.sha256(b"GGUF").hexdigest()  # registered with the file's hash
     path = str(tmp_path / "Qwen2.5-0.5B.gguf")
     assert server.body(0) == {"id": "Qwen2.5-0.5B", "path": path, "sha256": sha256}
