@@ -39,20 +39,34 @@ from orchestra.service import Running, run_service
 
 from .engine import free_port, open_owned
 from .harness import make_config, open_stack
+from .models_harness import open_models
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-Engine = Literal["fake", "real", "crashing"]
+Engine = Literal["fake", "real", "crashing", "models"]
 """``fake``: orchestra (attached) in front of the fake llama-server, one slot;
 ``real``: orchestra owning the cached real llama-server and small model;
 ``crashing``: orchestra owning an "engine" (``/bin/false``) that exits at once, with
-``crash_limit = 1``, so the pool is ``unavailable``."""
+``crash_limit = 1``, so the pool is ``unavailable``; ``models``: orchestra with several
+models (``[models.ID]``) over the fake engine started as llama-server
+(:data:`MODELS`)."""
 
 ENGINE_DESCRIPTIONS: Mapping[Engine, str] = {
     "fake": "orchestra (attached mode) in front of orchestra.testing.fake_llama, 1 slot",
     "real": "orchestra (owned mode) running the real llama-server on the small cached model",
     "crashing": "orchestra (owned mode) whose engine binary (/bin/false) exits at once",
+    "models": "orchestra with [models.ID] tables over the fake engine run as llama-server: "
+    "'broken' (its file fails to load), 'kept' (keep_loaded, 800 MiB) and 'big' (300 MiB), "
+    "memory budget 1000 MiB",
 }
+
+MODELS: Mapping[str, Mapping[str, Any]] = {
+    "broken": {"memory_mb": 100},
+    "kept": {"memory_mb": 800, "keep_loaded": True},
+    "big": {"memory_mb": 300},
+}
+"""The ``models`` server's models: one whose load fails, one that fills the budget and
+stays, one that cannot fit beside it."""
 
 BASE_CONFIG: Mapping[str, Any] = {
     "shutdown_grace_s": 0.0,
@@ -175,6 +189,7 @@ def sdk_call(method: str, path: str) -> str:
         ("GET", r"/v1/tasks/[^/]+/stream", "stream"),
         ("GET", r"/v1/sessions/[^/]+", "session"),
         ("DELETE", r"/v1/sessions/[^/]+", "delete_session"),
+        ("POST", r"/v1/models/[^/]+/load", "load_model"),
     ]
     for route_method, pattern, call in routes:
         if method == route_method and re.fullmatch(pattern, path):
@@ -352,6 +367,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         engine="crashing",
         prepare=unavailable,
         volatile=frozenset({"last_error"}),  # the exit status and the crash count
+    ),
+    Scenario(
+        name="load_model_422_model_load_failed",
+        summary="POST /v1/models/broken/load: its file does not load (the engine exits 1); "
+        "every other model keeps serving",
+        request=_post("/v1/models/broken/load", {}),
+        covers=ErrorCode.MODEL_LOAD_FAILED,
+        engine="models",
+    ),
+    Scenario(
+        name="submit_503_model_too_large",
+        summary="POST /v1/tasks for 'big' (300 MiB) beside the keep_loaded 'kept' (800 MiB) "
+        "under a 1000 MiB budget: refused at admission, with the figures",
+        request=_post("/v1/tasks", {"prompt": HAIKU, "max_tokens": 4, "model_ref": "big"}),
+        covers=ErrorCode.MODEL_TOO_LARGE,
+        engine="models",
     ),
     Scenario(
         name="health_404_unknown_pool",
@@ -656,6 +687,13 @@ async def open_server(scenario: Scenario) -> AsyncIterator[Server]:
     elif scenario.engine == "real":
         async with open_owned(**config) as owned:
             yield owned
+    elif scenario.engine == "models":
+        settings = {"broken": {"fail": True}}
+        directory = Path(tempfile.mkdtemp(prefix="orchestra-fixture-models-"))
+        budget = {"memory_budget_mb": 1000}
+        async with open_models(directory, dict(MODELS), settings, placement=budget, **config) as m:
+            await m.wait_residency("kept", "loaded")
+            yield m
     else:
         async with open_crashing(**config) as crashing:
             yield crashing

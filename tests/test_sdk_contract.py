@@ -72,15 +72,6 @@ NOT_REACHABLE: Mapping[ErrorCode, str] = {
 }
 """The error codes no SDK call can be made to meet on a live server, and why."""
 
-NOT_CAPTURED: Mapping[ErrorCode, str] = {
-    # Both are answered by a server with several models ([models.ID]); the scenarios run a
-    # single-model server. tests/test_sdk_models.py reads them through the SDK, and
-    # tests/test_models.py produces them on a live server.
-    ErrorCode.MODEL_TOO_LARGE: "needs a [models] server; covered by test_sdk_models/test_models",
-    ErrorCode.MODEL_LOAD_FAILED: "needs a [models] server (load_model, or a task whose model "
-    "fails to load); covered by test_sdk_models/test_models",
-}
-"""Codes an SDK call can meet that no fixture records yet, and why."""
 
 BASE_URL = "http://orchestra.test"
 
@@ -378,6 +369,8 @@ async def call_sdk(client: AsyncClient, fixture: Mapping[str, Any]) -> Any:
         return await client.session(path_segment(path, 3))
     if call == "delete_session":
         return await client.delete_session(path_segment(path, 3))
+    if call == "load_model":
+        return await client.load_model(path_segment(path, 3))
     assert call == "stream", call
     last = request["headers"].get("last-event-id")
     last_event_id = None if last is None else int(last)
@@ -562,5 +555,4 @@ def test_every_error_code_an_sdk_call_can_meet_has_a_fixture() -> None:
     covered = {error_code_of(stored(scenario)) for scenario in SCENARIOS} - {None}
     assert covered.isdisjoint(NOT_REACHABLE), "a code with a fixture is listed as not reachable"
     missing = {str(code) for code in ErrorCode} - covered - {str(c) for c in NOT_REACHABLE}
-    missing -= {str(c) for c in NOT_CAPTURED}
     assert not missing, f"no fixture for {sorted(missing)}: add a scenario, or say why not"
