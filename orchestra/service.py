@@ -29,9 +29,10 @@ import trio
 from quart_trio import QuartTrio
 
 from orchestra.actors.admission import Admission
-from orchestra.actors.models import Engines, Models, ModelSpec, Pool
+from orchestra.actors.models import Models
 from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
 from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.pools import Engines, ModelSpec, Pool
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
 from orchestra.catalog import Catalog, CatalogError, CatalogModel, ModelState, TrustState

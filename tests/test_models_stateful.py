@@ -30,7 +30,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestra.actors.models import Models, ModelSpec, Pool
+from orchestra.actors.models import Models
+from orchestra.actors.pools import ModelSpec, Pool
 from orchestra.actors.queue import Queue
 from orchestra.actors.queue_messages import UnloadMode
 from orchestra.errors import EngineStartError, ErrorCode, Refusal

@@ -36,25 +36,22 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 import trio.lowlevel
 
-from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.pools import ModelState, Pool
 from orchestra.actors.queue import Queue
 from orchestra.actors.queue_messages import UnloadMode
-from orchestra.actors.supervisor import ReplicaSummary
 from orchestra.engine.machine import resident_mb
-from orchestra.engine.protocol import Engine
 from orchestra.errors import EngineStartError, ErrorCode, Refusal
 from orchestra.messages import Doorbell, Reply
 from orchestra.obs.metrics import Metrics
 from orchestra.pool import Residency
 from orchestra.scheduling import placement
 from orchestra.scheduling.placement import PoolView
-from orchestra.views import QueueStatistics
 
 log = logging.getLogger("orchestra.models")
 
@@ -62,6 +59,8 @@ T = TypeVar("T")
 
 LOAD_GUESS_MS = 3000
 """The load time a waiting task is told to expect before a model was ever loaded."""
+MEASURE_EVERY_S = 10.0
+"""How often the loaded models' memory is read again (it grows as they run)."""
 UNLOAD_DRAIN_S = 30.0
 """How long an unload asked for (without ``force``) waits for running tasks."""
 
@@ -77,51 +76,6 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]
     return found
-
-
-class Engines(Protocol):
-    """What Models needs from a pool's supervisor."""
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
-    def statistics(self) -> ReplicaSummary: ...
-
-
-@attrs.frozen
-class ModelSpec:
-    """What a pool serves and how Models treats it."""
-
-    id: str
-    """The model id (for the single-model configuration, the pool id ``default``)."""
-    aliases: tuple[str, ...] = ()
-    keep_loaded: bool = False
-    idle_unload_s: float = 0.0
-    memory_mb: int = 0
-    memory_source: str = "configured"
-    """``configured``, ``estimated`` (from the file and context) or ``measured``."""
-    embeddings: bool = False
-    fixed: bool = False
-    """The single-model configuration's pool: loaded with the service, never unloaded
-    (its engine's own state says whether it serves, as before several models)."""
-
-
-@attrs.frozen(eq=False)
-class Pool:
-    """One model's pool: its line, its engine and who runs that engine."""
-
-    spec: ModelSpec
-    queue: Queue
-    engine: Engine
-    supervisor: Engines
-    control: PoolControl
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def engine_ready(self) -> bool:
-        """Its model is loaded and its engine answers."""
-        status = self.queue.statistics().pool
-        return status.ready and status.residency is Residency.LOADED
 
 
 @attrs.define(eq=False)
@@ -142,41 +96,6 @@ class _Entry:
     loaded: trio.Event = attrs.field(factory=trio.Event)
     """Set when the current load ended (loaded or failed)."""
     unloading: bool = False
-
-
-@attrs.frozen
-class ModelState:
-    """A snapshot of one model for ``GET /v1/models`` and the metrics."""
-
-    pool: Pool
-    residency: Residency
-    memory_mb: int
-    memory_source: str
-    load_ms: int | None
-    error: str | None
-    running: int
-    waiting: int
-    idle_s: float | None
-    last_used_s: float | None
-    """Seconds since its last submission or task end (None: never used)."""
-    default: bool
-
-    @property
-    def model(self) -> str:
-        """The ``model`` label of its metrics."""
-        return self.pool.id
-
-    @property
-    def queue(self) -> QueueStatistics:
-        return self.pool.queue.statistics()
-
-    @property
-    def restarts(self) -> int:
-        return self.pool.supervisor.statistics().restarts
-
-    @property
-    def loaded(self) -> bool:
-        return self.residency is Residency.LOADED
 
 
 @attrs.define
@@ -201,6 +120,7 @@ class Models:
     _names: dict[str, str] = attrs.field(init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _measured_at: float = attrs.field(default=-math.inf, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._entries = {
@@ -255,6 +175,8 @@ class Models:
                 if entry.pool.spec.keep_loaded:
                     self._start_load(entry)
             task_status.started()
+            if all(entry.pool.spec.fixed for entry in self._entries.values()):
+                await trio.sleep_forever()  # one pool, always loaded: nothing to plan
             while True:
                 wake_at = self._plan()
                 with trio.move_on_at(wake_at):
@@ -284,14 +206,17 @@ class Models:
 
     def _plan(self) -> float:
         """Start what the plan says; when to plan again at the latest."""
-        views = self._views()
-        if self.measure:
+        now = trio.current_time()
+        if now >= self._measured_at + MEASURE_EVERY_S:  # not on every ring: it reads /proc
+            self._measured_at = now
             for entry in self._entries.values():
                 self._measure(entry)
-        plan = placement.plan(views, self.budget_mb, trio.current_time())
+        views = self._views()
+        plan = placement.plan(views, self.budget_mb, now)
         for pool_id in plan.refuse:
             entry = self._entries[pool_id]
-            reason = placement.too_large(next(v for v in views if v.id == pool_id), views, 0)
+            view = next(v for v in views if v.id == pool_id)
+            reason = placement.too_large(view, views, self.budget_mb)
             self._spawn(self._refuse_waiting, entry, reason or "")
         for pool_id in plan.idle:
             self._start_unload(self._entries[pool_id], "idle", "idle")

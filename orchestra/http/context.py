@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from orchestra.actors.admission import Admission
-from orchestra.actors.models import Engines, Models
+from orchestra.actors.models import Models
 from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.pools import Engines
 from orchestra.actors.queue import Queue
 from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config

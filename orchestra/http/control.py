@@ -16,8 +16,8 @@ import attrs
 from quart import Blueprint, Response
 
 from orchestra import API_VERSION, __version__
-from orchestra.actors.models import Pool
 from orchestra.actors.pool_control import DrainReport, ReloadFailed, ReloadReport
+from orchestra.actors.pools import Pool
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, read_body, string
 from orchestra.http.context import Actors

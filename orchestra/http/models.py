@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from quart import Blueprint, Response, request
 
-from orchestra.actors.models import ModelState
+from orchestra.actors.pools import ModelState
 from orchestra.catalog import CatalogModel
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, read_body

@@ -23,7 +23,8 @@ from quart import Blueprint, Response, g, request
 from orchestra import __version__
 from orchestra.actors import fields
 from orchestra.actors.admission import V1Request
-from orchestra.actors.models import Models, Pool
+from orchestra.actors.models import Models
+from orchestra.actors.pools import Pool
 from orchestra.engine.protocol import Embeddings
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.events import EventKind, Subscription

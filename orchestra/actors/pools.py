@@ -1,0 +1,97 @@
+"""A pool: one model's line, engine and supervisor, as the Models actor holds it
+(DESIGN §5), and the snapshot of a model that ``GET /v1/models`` and the metrics read.
+Plain values; the Models actor (:mod:`orchestra.actors.models`) owns what changes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+import trio
+
+from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.queue import Queue
+from orchestra.actors.supervisor import ReplicaSummary
+from orchestra.engine.protocol import Engine
+from orchestra.pool import Residency
+from orchestra.views import QueueStatistics
+
+
+class Engines(Protocol):
+    """What Models needs from a pool's supervisor."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+    def statistics(self) -> ReplicaSummary: ...
+
+
+@attrs.frozen
+class ModelSpec:
+    """What a pool serves and how Models treats it."""
+
+    id: str
+    """The model id (for the single-model configuration, the pool id ``default``)."""
+    aliases: tuple[str, ...] = ()
+    keep_loaded: bool = False
+    idle_unload_s: float = 0.0
+    memory_mb: int = 0
+    memory_source: str = "configured"
+    """``configured``, ``estimated`` (from the file and context) or ``measured``."""
+    embeddings: bool = False
+    fixed: bool = False
+    """The single-model configuration's pool: loaded with the service, never unloaded
+    (its engine's own state says whether it serves, as before several models)."""
+
+
+@attrs.frozen(eq=False)
+class Pool:
+    """One model's pool: its line, its engine and who runs that engine."""
+
+    spec: ModelSpec
+    queue: Queue
+    engine: Engine
+    supervisor: Engines
+    control: PoolControl
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def engine_ready(self) -> bool:
+        """Its model is loaded and its engine answers."""
+        status = self.queue.statistics().pool
+        return status.ready and status.residency is Residency.LOADED
+
+
+@attrs.frozen
+class ModelState:
+    """A snapshot of one model for ``GET /v1/models`` and the metrics."""
+
+    pool: Pool
+    residency: Residency
+    memory_mb: int
+    memory_source: str
+    load_ms: int | None
+    error: str | None
+    running: int
+    waiting: int
+    idle_s: float | None
+    last_used_s: float | None
+    """Seconds since its last submission or task end (None: never used)."""
+    default: bool
+
+    @property
+    def model(self) -> str:
+        """The ``model`` label of its metrics."""
+        return self.pool.id
+
+    @property
+    def queue(self) -> QueueStatistics:
+        return self.pool.queue.statistics()
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.supervisor.statistics().restarts
+
+    @property
+    def loaded(self) -> bool:
+        return self.residency is Residency.LOADED
