@@ -1,32 +1,15 @@
-"""The service: every actor under one nursery, and the graceful shutdown.
-
-::
-
-    run_service
-    └── root nursery
-        ├── per pool (one per model; the single-model configuration has one, ``default``)
-        │   ├── Queue.run           (sessions nursery inside: one StreamSession per task)
-        │   └── PoolControl.run     (drain / reload, one at a time, in its own nursery)
-        ├── Models.run              (which pools are loaded; each loaded pool's supervisor
-        │                            runs inside: ReplicaSupervisor (attached) or
-        │                            OwnedReplicaSupervisor, one llama-server per life)
-        └── hypercorn.trio.serve    (the QuartTrio app; Admission runs in its handlers)
-"""
+"""The service's wiring: every pool built from the configuration (the single-model one, or
+one per ``[models]`` table and per verified catalog entry), and the actors over them."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-import tempfile
 from functools import partial
 from pathlib import Path
 
 import attrs
-import hypercorn.config
-import hypercorn.trio
 import trio
-from quart_trio import QuartTrio
 
 from orchestra.actors.admission import Admission
 from orchestra.actors.models import Models
@@ -43,7 +26,6 @@ from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.engine.machine import machine_budget_mb
 from orchestra.engine.process import EngineCommand, resolve_command
 from orchestra.errors import Refusal
-from orchestra.http.app import create_app
 from orchestra.http.context import Actors
 from orchestra.messages import Doorbell, EngineAlarm
 from orchestra.obs import logs
@@ -53,57 +35,6 @@ from orchestra.scheduling import placement
 from orchestra.scheduling.sessions import SessionBook
 
 log = logging.getLogger("orchestra")
-
-HTTP_GRACE_S = 5.0
-"""After the last task ended, how long open HTTP connections get to finish."""
-SESSION_EXIT_S = 10.0
-"""After cancelling the remaining tasks, how long their sessions get to close."""
-
-
-@attrs.frozen
-class Running:
-    """What a started service reports: where it listens, its actors (for tests), and its
-    ASGI app (which an embedded client calls in-process)."""
-
-    urls: list[str]
-    """Empty when started with ``listen=False``."""
-    actors: Actors
-    app: QuartTrio
-
-
-async def _serve_http(
-    app: QuartTrio,
-    config: hypercorn.config.Config,
-    stop: trio.Event,
-    stopped: trio.Event,
-    *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    try:
-        await hypercorn.trio.serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-    finally:
-        stopped.set()
-
-
-def _hypercorn_config(config: Config) -> hypercorn.config.Config:
-    hc = hypercorn.config.Config()
-    hc.bind = [config.bind_addr]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.graceful_timeout = HTTP_GRACE_S
-    return hc
-
-
-async def drain(queue: Queue, grace_s: float) -> None:
-    """Refuse new tasks, let running ones finish within ``grace_s``, then cancel the rest."""
-    await queue.refuse_new()
-    with trio.move_on_after(grace_s):
-        await queue.wait_idle()
-    cancelled = await queue.cancel_all("shutdown")
-    if cancelled:
-        log.warning("grace period over: cancelled %d unfinished task(s)", cancelled)
-    with trio.move_on_after(SESSION_EXIT_S):
-        await queue.wait_idle()
 
 
 async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
@@ -152,7 +83,7 @@ def _queue(
 
 
 @attrs.frozen
-class _Wiring:
+class Wiring:
     """What every pool of one service shares."""
 
     config: Config
@@ -164,14 +95,14 @@ class _Wiring:
     clients: contextlib.AsyncExitStack
 
 
-async def _engine(w: _Wiring, adapter: AdapterConfig) -> LlamaCppAdapter:
+async def _engine(w: Wiring, adapter: AdapterConfig) -> LlamaCppAdapter:
     client = await w.clients.enter_async_context(
         LlamaCppAdapter.open_client(adapter, api_key=w.api_key)
     )
     return LlamaCppAdapter(client, adapter)
 
 
-async def _single_pool(w: _Wiring) -> Pool:
+async def _single_pool(w: Wiring) -> Pool:
     """The single-model configuration: one pool, ``default``, always loaded."""
     config = w.config
     engine = await _engine(w, config.adapter)
@@ -203,7 +134,7 @@ async def _single_pool(w: _Wiring) -> Pool:
     return Pool(spec, queue, engine, supervisor, control)
 
 
-async def _model_pool(w: _Wiring, name: str, model: ModelConfig, index: int) -> Pool:
+async def _model_pool(w: Wiring, name: str, model: ModelConfig, index: int) -> Pool:
     """A pool of ``[models]``: unloaded until a task or ``keep_loaded`` asks for it."""
     config = w.config
     replica = model.replica()
@@ -312,7 +243,7 @@ def _log_fields(config: Config, supervisor: Engines) -> dict[str, object]:
     }
 
 
-async def _actors(w: _Wiring) -> Actors:
+async def build_actors(w: Wiring) -> Actors:
     """Every actor of the service, each wired to the others when it is built."""
     config = w.config
     if config.models:
@@ -347,7 +278,7 @@ async def _actors(w: _Wiring) -> Actors:
     return Actors(config, admission, models, w.catalog, w.metrics, adopt if config.models else None)
 
 
-async def _catalog_pool(w: _Wiring, entry: CatalogModel, pools: list[Pool]) -> Pool | None:
+async def _catalog_pool(w: Wiring, entry: CatalogModel, pools: list[Pool]) -> Pool | None:
     """A pool for a catalog entry that no configured model names, when it is active and
     verified: the first ``[models]`` table's engine keys, on its own file. None when it
     is not servable (or a pool already has the name)."""
@@ -365,82 +296,3 @@ async def _catalog_pool(w: _Wiring, entry: CatalogModel, pools: list[Pool]) -> P
     except (ConfigError, OSError) as exc:
         log.warning("catalog model %s cannot be served: %s", entry.id, exc)
         return None
-
-
-async def run_service(
-    config: Config,
-    *,
-    stop: trio.Event,
-    listen: bool = True,
-    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve until ``stop`` is set, then shut down gracefully and return.
-
-    Reports :class:`Running` (the bound URLs, which tells the port of a ``:0`` bind) once
-    the HTTP listener accepts connections. With ``listen=False`` nothing listens: the app
-    in :class:`Running` is the only way in (embedded mode).
-    """
-    logs.redactor.add(config.auth.token)
-    api_key = ""
-    if config.replica is not None or config.models:
-        api_key = secrets.token_urlsafe(32)  # the engine answers orchestra and nobody else
-        logs.redactor.add(api_key)
-    catalog = await Catalog.open(config.data_path)
-    # llama-server acts on its slots (erasing a deleted session's cache) only when it has
-    # a directory for slot files; a private one lives as long as the service.
-    slot_dir = tempfile.TemporaryDirectory(prefix="orchestra-slots-")
-    with slot_dir:
-        async with contextlib.AsyncExitStack() as clients:
-            wiring = _Wiring(
-                config, catalog, api_key, Path(slot_dir.name), Metrics(), Doorbell(), clients
-            )
-            actors = await _actors(wiring)
-            queue = actors.queue
-            http_stop, http_stopped = trio.Event(), trio.Event()
-            async with trio.open_nursery() as root:
-                for pool in actors.models:
-                    await root.start(pool.queue.run)
-                    await root.start(pool.control.run)
-                await root.start(actors.models.run)
-                app = create_app(actors)
-                urls: list[str] = []
-                if listen:
-                    urls = await root.start(
-                        partial(
-                            _serve_http, app, _hypercorn_config(config), http_stop, http_stopped
-                        )
-                    )
-                else:
-                    http_stopped.set()
-                where = f"listening on {', '.join(urls)}" if urls else "embedded (no listener)"
-                if config.models:
-                    log.info(
-                        "orchestra %s; %d model(s), default %s, loaded on demand "
-                        "(GET /v1/models); queue capacity %d per model",
-                        where,
-                        len(config.models),
-                        actors.models.default_id,
-                        config.admission.queue_capacity,
-                    )
-                else:
-                    log.info(
-                        "orchestra %s; engine %s at %s, %s (%s); queue capacity %d",
-                        where,
-                        config.adapter.engine,
-                        config.adapter.endpoint,
-                        "attached" if config.replica is None else "owned",
-                        "ready"
-                        if queue.statistics().pool.ready
-                        else queue.statistics().pool.detail,
-                        config.admission.queue_capacity,
-                    )
-                task_status.started(Running(urls, actors, app))
-                await stop.wait()
-                log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
-                async with trio.open_nursery() as draining:
-                    for pool in actors.models:
-                        draining.start_soon(drain, pool.queue, config.shutdown_grace_s)
-                http_stop.set()
-                await http_stopped.wait()
-                root.cancel_scope.cancel()
-            log.info("orchestra stopped")
