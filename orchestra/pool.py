@@ -1,5 +1,6 @@
 """Whether a pool can take work: the one state that health, capabilities, metrics and
-admission all read. The Queue is its only writer; the supervisors report to it."""
+admission all read. The Queue is its only writer; each replica's supervisor reports its
+replica's state to it, and the pool is ready while any replica is."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ from orchestra.errors import ErrorCode, Refusal
 
 
 class PoolState(enum.StrEnum):
-    """Whether the replica can take work, as the supervisor sees it."""
+    """Whether the pool can take work: ready while any of its replicas is."""
 
     READY = "ready"
     STARTING = "starting"
     """Loading, restarting, or not answering: 503 ``POOL_UNREADY``, come back soon."""
     UNAVAILABLE = "unavailable"
-    """Crashed past its limit: 503 ``POOL_UNAVAILABLE`` until it recovers."""
+    """Every replica crashed past its limit: 503 ``POOL_UNAVAILABLE`` until one recovers."""
+
+
+class ReplicaState(enum.StrEnum):
+    """Whether one replica (one engine) can take work, as its supervisor sees it. Only a
+    ``ready`` replica is dispatched to."""
+
+    READY = "ready"
+    STARTING = "starting"
+    """Loading, restarting, or not answering yet."""
+    UNAVAILABLE = "unavailable"
+    """An owned engine that crashed past its limit (still retried, with backoff)."""
+    DOWN = "down"
+    """An attached engine that failed several probes in a row: probed again with backoff."""
+    SUSPECT = "suspect"
+    """An attached engine that answers ``/health`` but let a stream go silent for
+    ``decode_timeout_s``: out of dispatch until a probe task completes on it."""
 
 
 class Residency(enum.StrEnum):
@@ -38,9 +55,9 @@ class Residency(enum.StrEnum):
 
 @attrs.frozen
 class ReplicaStatus:
-    """The replica's state and slot count, from the ReplicaSupervisor."""
+    """One replica's state and slot count, from its supervisor."""
 
-    state: PoolState
+    state: ReplicaState
     slots_total: int
     detail: str
 

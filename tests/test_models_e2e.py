@@ -80,7 +80,10 @@ async def test_alternating_under_a_budget_for_one_swaps_and_keeps_the_bytes() ->
         listed = {m["id"]: m for m in (await client.get("/v1/models")).json()["data"]}
         assert listed["gemma3"]["load_ms"] > 0 and listed["smollm2"]["residency"] == "loaded"
         # Each engine started once: nothing was swapped.
-        assert [models.pool(m).supervisor.statistics().starts for m in ("smollm2", "gemma3")] == [
+        assert [
+            models.pool(m).supervisor.replicas[0].supervisor.statistics().starts
+            for m in ("smollm2", "gemma3")
+        ] == [
             1,
             1,
         ]

@@ -38,7 +38,7 @@ from orchestra.errors import EngineStartError, ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog
 from orchestra.messages import Doorbell, EngineAlarm
 from orchestra.obs.metrics import Metrics
-from orchestra.pool import PoolState, ReplicaStatus, Residency
+from orchestra.pool import ReplicaState, ReplicaStatus, Residency
 from orchestra.task import TaskRequest
 
 from .test_queue_stateful import ScriptedEngine
@@ -116,16 +116,16 @@ class FakeSupervisor:
         self.commands, self.ready = send, False
         try:
             task_status.started()
-            await self.queue.replica_status(ReplicaStatus(PoolState.STARTING, 0, "loading"))
+            await self.queue.replica_status(ReplicaStatus(ReplicaState.STARTING, 0, "loading"))
             async for command in receive:
                 if command == "fail" and not self.ready:
                     raise EngineStartError("the model did not load: bad file")
                 if command == "ready" and not self.ready:
-                    await self.queue.replica_status(ReplicaStatus(PoolState.READY, SLOTS, "ok"))
+                    await self.queue.replica_status(ReplicaStatus(ReplicaState.READY, SLOTS, "ok"))
                     self.ready = True
                 if command == "crash" and self.ready:
                     await self.queue.replica_lost(ErrorCode.WORKER_RESET, "crashed")
-                    await self.queue.replica_status(ReplicaStatus(PoolState.READY, SLOTS, "ok"))
+                    await self.queue.replica_status(ReplicaStatus(ReplicaState.READY, SLOTS, "ok"))
         except trio.Cancelled:
             self.world.stopping(self.spec.id, self.spec.keep_loaded)
             raise
@@ -135,6 +135,11 @@ class FakeSupervisor:
 
     def statistics(self) -> Summary:
         return Summary()
+
+    def pids(self) -> list[int]:
+        return []
+
+    replicas = ()
 
 
 class WatchedQueue(Queue):
@@ -186,7 +191,7 @@ class ModelsMachine(RuleBasedStateMachine):
             self.engines[spec.id] = engine
             self.supervisors[spec.id] = supervisor
             self.world.queues[spec.id] = queue
-            pools.append(Pool(spec, queue, engine, supervisor, None))  # type: ignore[arg-type]
+            pools.append(Pool(spec, queue, supervisor, None))  # type: ignore[arg-type]
         self.models = Models(pools, BUDGET_MB, "a", self.doorbell, Metrics(), measure=False)
 
         async def boot() -> None:
@@ -352,7 +357,7 @@ async def test_an_idle_unload_asked_behind_an_arrival_does_not_begin() -> None:
     queue = Queue(capacity=4, engine=ScriptedEngine(), retention_s=60, orphan_grace_s=60)
     async with trio.open_nursery() as nursery:
         await nursery.start(queue.run)
-        await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ok"))
+        await queue.replica_status(ReplicaStatus(ReplicaState.READY, 1, "ok"))
         submitted: list[str] = []
 
         async def arrive() -> None:

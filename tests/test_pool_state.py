@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from orchestra.actors.queue import Queue
 from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.messages import EngineAlarm
-from orchestra.pool import PoolState, PoolStatus, ReplicaStatus
+from orchestra.pool import PoolState, PoolStatus, ReplicaState, ReplicaStatus
 from orchestra.task import TaskRequest
 
 from .test_queue_stateful import ScriptedEngine
@@ -27,7 +27,7 @@ from .test_queue_stateful import ScriptedEngine
 async def _ready_queue(nursery: trio.Nursery, engine: ScriptedEngine, alarm: EngineAlarm) -> Queue:
     queue = Queue(capacity=4, engine=engine, retention_s=60.0, orphan_grace_s=60.0, alarm=alarm)
     await nursery.start(queue.run)
-    await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))
+    await queue.replica_status(ReplicaStatus(ReplicaState.READY, 1, "ready"))
     return queue
 
 
@@ -67,7 +67,7 @@ async def test_a_pool_that_says_ready_admits_the_next_task(nursery: trio.Nursery
     assert isinstance(second, Refusal) and second.code is ErrorCode.POOL_UNREADY
 
     # The supervisor restarted the engine: ready again, and admitting again.
-    await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))
+    await queue.replica_status(ReplicaStatus(ReplicaState.READY, 1, "ready"))
     assert queue.statistics().pool.serving
     assert isinstance(await _submit(queue, "third"), str)
 
@@ -91,7 +91,7 @@ async def test_a_stream_that_lost_the_engine_holds_the_pool_until_the_probe(
     assert "task" not in engine.calls  # nothing is dispatched while the pool is not ready
     refused = await _submit(queue, "meanwhile")
     assert isinstance(refused, Refusal) and refused.code is ErrorCode.POOL_UNREADY
-    await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))  # the probe
+    await queue.replica_status(ReplicaStatus(ReplicaState.READY, 1, "ready"))  # the probe
     await trio.testing.wait_all_tasks_blocked()
     assert queue.statistics().pool.serving
     assert "task" in engine.calls  # requeued (no token yet) and dispatched again

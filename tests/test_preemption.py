@@ -18,7 +18,7 @@ from orchestra.actors.queue import Queue
 from orchestra.actors.stream_session import StreamSession
 from orchestra.events import EventKind, EventLog
 from orchestra.messages import Interrupted
-from orchestra.pool import PoolState, ReplicaStatus
+from orchestra.pool import ReplicaState, ReplicaStatus
 from orchestra.scheduling.preemption import preemptible_at_dispatch, victim
 from orchestra.scheduling.record import Task
 from orchestra.task import Priority, TaskRequest, TaskState
@@ -32,7 +32,7 @@ async def _queue(nursery: trio.Nursery, engine: ScriptedEngine, batch_every: int
         batch_every=batch_every,
     )  # fmt: skip
     await nursery.start(queue.run)
-    await queue.replica_status(ReplicaStatus(PoolState.READY, 1, "ready"))
+    await queue.replica_status(ReplicaStatus(ReplicaState.READY, 1, "ready"))
     return queue
 
 

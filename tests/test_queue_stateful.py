@@ -46,7 +46,7 @@ from orchestra.engine.protocol import Completion, EngineProps, HealthProbe, Toke
 from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog, StreamEvent
 from orchestra.http.envelope import headers_for
-from orchestra.pool import PoolState, ReplicaStatus
+from orchestra.pool import ReplicaState, ReplicaStatus
 from orchestra.scheduling import preemption
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionBook, SessionView
@@ -137,7 +137,7 @@ class RecordingQueue(Queue):
     dispatched: list[str]
     picks: list[Pick]
 
-    def _start(self, task: Task) -> None:
+    def _start(self, task: Task, replica: int) -> None:
         if task.attempts == 0:
             self.dispatched.append(task.request.prompt)
         priority = task.request.priority
@@ -149,7 +149,7 @@ class RecordingQueue(Queue):
                 waiting.count(Priority.BATCH) + (priority is Priority.BATCH),
             )
         )
-        super()._start(task)
+        super()._start(task, replica)
 
 
 @attrs.define
@@ -228,7 +228,7 @@ class QueueMachine(RuleBasedStateMachine):
         async def boot() -> None:
             assert self.driver.nursery is not None
             await self.driver.nursery.start(self.queue.run)
-            await self.queue.replica_status(ReplicaStatus(PoolState.READY, slots, "ok"))
+            await self.queue.replica_status(ReplicaStatus(ReplicaState.READY, slots, "ok"))
 
         self.driver.run(boot)
 
@@ -244,7 +244,7 @@ class QueueMachine(RuleBasedStateMachine):
     def _finish_everything(self) -> None:
         self.driver.run(self.queue.set_draining, False)
         self.draining, self.dispatched_when_drained = False, None
-        self.driver.run(self.queue.replica_status, ReplicaStatus(PoolState.READY, 3, "ok"))
+        self.driver.run(self.queue.replica_status, ReplicaStatus(ReplicaState.READY, 3, "ok"))
         self.ready, self.slots = True, 3
         for _ in range(4 * len(self.tasks) + 4):
             if not self.engine.calls:
@@ -413,11 +413,11 @@ class QueueMachine(RuleBasedStateMachine):
             task.frozen_at = len(task.log)
         assert task.frozen_at <= length_before + 2  # at most the racing token, then the end
 
-    @rule(state=st.sampled_from(PoolState), slots=st.integers(1, 3))
-    def replica_changes(self, state: PoolState, slots: int) -> None:
+    @rule(state=st.sampled_from(ReplicaState), slots=st.integers(1, 3))
+    def replica_changes(self, state: ReplicaState, slots: int) -> None:
         self.driver.run(self.queue.replica_status, ReplicaStatus(state, slots, "probe"))
-        self.ready, self.slots = state is PoolState.READY, slots
-        if state is PoolState.UNAVAILABLE:
+        self.ready, self.slots = state is ReplicaState.READY, slots
+        if state is ReplicaState.UNAVAILABLE:
             with pytest.raises(Refusal) as refused:
                 self.driver.run(self.queue.submit, TaskRequest(prompt="x", max_tokens=1), "x")
             assert refused.value.code is ErrorCode.POOL_UNAVAILABLE

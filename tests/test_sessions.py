@@ -204,7 +204,7 @@ def test_an_idle_session_expires_after_its_ttl_and_not_while_a_turn_runs() -> No
     book = SessionBook(SessionsConfig(ttl_s=10))
     book.slots_known(2)
     task = _task("t1")
-    session = book.open("s", task, now=0.0, slots_total=2)
+    session = book.open("s", task, now=0.0, homes={"": 2})
     assert book.expire(100.0) == []  # a turn in progress: never expires
     book.task_ended(session, task, 100.0, tokens_out=3, tokens_in=5, cached=0, slot=0)
     assert book.view(session, 105.0).ttl_left_ms == 5000
@@ -215,7 +215,7 @@ def test_an_idle_session_expires_after_its_ttl_and_not_while_a_turn_runs() -> No
 def test_new_sessions_go_to_the_least_used_slot() -> None:
     book = SessionBook(SessionsConfig())
     book.slots_known(3)
-    slots = [book.open(f"s{i}", _task(f"t{i}"), 0.0, 3).slot for i in range(5)]
+    slots = [book.open(f"s{i}", _task(f"t{i}"), 0.0, {"": 3}).slot for i in range(5)]
     assert slots == [0, 1, 2, 0, 1]
 
 
@@ -232,7 +232,7 @@ def test_tokens_left_is_the_tightest_budget(config: SessionsConfig, tokens: int 
     book = SessionBook(config)
     book.slots_known(1)
     task = _task("t")
-    session = book.open("s", task, 0.0, 1)
+    session = book.open("s", task, 0.0, {"": 1})
     book.task_ended(session, task, 1.0, tokens_out=3, tokens_in=None, cached=0, slot=0)
     assert book.left(session).tokens == tokens
 
@@ -241,7 +241,7 @@ def test_a_turn_moves_to_a_free_slot_rather_than_wait_for_another_session() -> N
     book = SessionBook(SessionsConfig())
     book.slots_known(2)
     task = _task("t")
-    session = book.open("s", task, 0.0, 2)
+    session = book.open("s", task, 0.0, {"": 2})
     assert session.slot == 0
     params, cap = book.engine_params(session, {"prompt": "p", "n_predict": 4}, busy_slots={0})
     assert params["id_slot"] == 1 == session.slot and cap is None

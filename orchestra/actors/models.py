@@ -332,8 +332,9 @@ class Models:
             return
         if entry.pool.spec.memory_source == "configured":
             return
-        pid = entry.pool.supervisor.statistics().pid
-        used = None if pid is None else resident_mb(pid)
+        pids = entry.pool.supervisor.pids()
+        each = [resident_mb(pid) for pid in pids]
+        used = sum(mb for mb in each if mb is not None) if pids and None not in each else None
         if used is not None and (entry.memory_source != "measured" or used > entry.memory_mb):
             entry.memory_mb, entry.memory_source = used, "measured"
 

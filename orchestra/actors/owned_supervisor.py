@@ -38,7 +38,7 @@ from orchestra.engine.process import EngineCommand, Exited, port_in_use, run_eng
 from orchestra.engine.protocol import Engine, EngineProps
 from orchestra.errors import EngineError, EngineStartError, ErrorCode
 from orchestra.messages import EngineAlarm, Reply
-from orchestra.pool import PoolState, ReplicaStatus
+from orchestra.pool import ReplicaState, ReplicaStatus
 
 log = logging.getLogger("orchestra.supervisor")
 engine_log = logging.getLogger("orchestra.engine")
@@ -61,7 +61,7 @@ class OwnedStatistics:
     """What the supervisor knows about its engine."""
 
     ready: bool
-    state: PoolState
+    state: ReplicaState
     detail: str
     props: EngineProps | None
     pid: int | None
@@ -118,10 +118,12 @@ class OwnedReplicaSupervisor:
     failed; the Models actor ends the tasks waiting for it)."""
     pool_id: str = "default"
     """The pool it is the engine of: every line it logs carries it."""
+    replica_id: str = ""
+    """Which replica of the pool it runs (``pool/index``; empty: ``pool/0``)."""
     _ever_ready: bool = attrs.field(default=False, init=False)
     _log: logging.LoggerAdapter[logging.Logger] = attrs.field(init=False)
     _engine_log: logging.LoggerAdapter[logging.Logger] = attrs.field(init=False)
-    _state: PoolState = attrs.field(default=PoolState.STARTING, init=False)
+    _state: ReplicaState = attrs.field(default=ReplicaState.STARTING, init=False)
     _detail: str = attrs.field(default="not started yet", init=False)
     _props: EngineProps | None = attrs.field(default=None, init=False)
     _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
@@ -139,7 +141,7 @@ class OwnedReplicaSupervisor:
     _swap_asked: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
-        fields = {"pool_id": self.pool_id, "replica_id": f"{self.pool_id}/0"}
+        fields = {"pool_id": self.pool_id, "replica_id": self.replica_id or f"{self.pool_id}/0"}
         self._log = logging.LoggerAdapter(log, fields)
         self._engine_log = logging.LoggerAdapter(engine_log, fields)
 
@@ -195,9 +197,9 @@ class OwnedReplicaSupervisor:
                     f"llama-server failed {len(self._crashes)} times within "
                     f"{self.policy.crash_window_s:.0f} s (last: {detail}); still retrying"
                 )
-                await self._set(PoolState.UNAVAILABLE, detail)
+                await self._set(ReplicaState.UNAVAILABLE, detail)
             else:
-                await self._set(PoolState.STARTING, f"{detail}; restarting")
+                await self._set(ReplicaState.STARTING, f"{detail}; restarting")
             with trio.move_on_after(backoff):
                 await self._swap_asked.wait()  # a reload does not wait out the backoff
             while port_in_use(self.command.host, self.command.port):
@@ -285,7 +287,7 @@ class OwnedReplicaSupervisor:
             self._trial = None
             self._crashes.clear()
             swap.reply.send(None)
-        await self._set(PoolState.READY, "ready")
+        await self._set(ReplicaState.READY, "ready")
         self._log.info("engine ready: %d slot(s)", self._slots())
         while True:
             with trio.move_on_after(PROBE_READY_S):
@@ -297,9 +299,9 @@ class OwnedReplicaSupervisor:
                 return
             healthy = await self._healthy()
             # After a nudge, always report: the Queue stopped dispatching until it hears.
-            if woken or healthy != (self._state is PoolState.READY):
+            if woken or healthy != (self._state is ReplicaState.READY):
                 await self._set(
-                    PoolState.READY if healthy else PoolState.STARTING,
+                    ReplicaState.READY if healthy else ReplicaState.STARTING,
                     "ready" if healthy else self._detail,
                 )
 
@@ -321,10 +323,14 @@ class OwnedReplicaSupervisor:
         if self._process is not None:
             self._process.kill()
 
-    def _down_state(self) -> PoolState:
-        return PoolState.UNAVAILABLE if self._state is PoolState.UNAVAILABLE else PoolState.STARTING
+    def _down_state(self) -> ReplicaState:
+        return (
+            ReplicaState.UNAVAILABLE
+            if self._state is ReplicaState.UNAVAILABLE
+            else ReplicaState.STARTING
+        )
 
-    async def _set(self, state: PoolState, detail: str) -> None:
+    async def _set(self, state: ReplicaState, detail: str) -> None:
         self._state, self._detail = state, detail
         await self.report(ReplicaStatus(state, self._slots(), detail))
 
@@ -339,7 +345,7 @@ class OwnedReplicaSupervisor:
         level = logging.INFO
         if found := _ENGINE_LEVEL.match(line):
             level = _LEVELS.get(found[1], logging.INFO)
-            if level == logging.INFO and self._state is PoolState.READY:
+            if level == logging.INFO and self._state is ReplicaState.READY:
                 level = logging.DEBUG
         elif line.startswith("warning:"):
             level = logging.WARNING
@@ -377,7 +383,7 @@ class OwnedReplicaSupervisor:
     def statistics(self) -> OwnedStatistics:
         """A snapshot for health and logs."""
         return OwnedStatistics(
-            ready=self._state is PoolState.READY,
+            ready=self._state is ReplicaState.READY,
             state=self._state,
             detail=self._detail,
             props=self._props,

@@ -115,7 +115,7 @@ class PoolControl:
         adopted each time the engine comes up (:meth:`_follow_attached_model`)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.attached:
+            if self.attached and self.swaps_models:  # a [models] pool is its configured id
                 nursery.start_soon(self._follow_attached_model)
             task_status.started()
             await trio.sleep_forever()
@@ -138,7 +138,7 @@ class PoolControl:
     async def wait_model_known(self) -> None:
         """Return once :attr:`model_id` says what the ready engine serves (at once for an
         owned engine, whose model is known from its configuration)."""
-        if self.attached:
+        if self.attached and self.swaps_models:
             await self._followed.wait()
 
     async def _adopt(self, path: Path) -> str | None:

@@ -1,14 +1,14 @@
 """Queue: the one owner of task state.
 
-It admits tasks into a bounded line, dispatches them to free engine slots as
-StreamSessions in its own nursery, ends every task exactly once, and forgets finished
-tasks after their retention. Everything that changes a task (submit, cancel, a session's
-end, the replica's readiness, shutdown) arrives as a message on its inbox
-(:mod:`orchestra.actors.queue_messages`) and is applied by its run loop in one synchronous
-step, so there is nothing to lock. Its policies are pure helpers in
+It admits tasks into a bounded line, dispatches them to the free engine slots of its pool's
+ready replicas as StreamSessions in its own nursery, ends every task exactly once, and
+forgets finished tasks after their retention. Everything that changes a task (submit,
+cancel, a session's end, the replica's readiness, shutdown) arrives as a message on its
+inbox (:mod:`orchestra.actors.queue_messages`) and is applied by its run loop in one
+synchronous step, so there is nothing to lock. Its policies are pure helpers in
 :mod:`orchestra.scheduling`: the pool's refusals (:class:`~orchestra.pool.PoolStatus`),
-admission checks, cuts, preemption, estimates. What others call (requests,
-waits, snapshots) is its face, :class:`~orchestra.actors.queue_face.QueueFace`.
+admission checks, cuts, preemption, estimates, the replicas' room. What others call
+(requests, waits, snapshots) is its face, :class:`~orchestra.actors.queue_face.QueueFace`.
 """
 
 from __future__ import annotations
@@ -22,20 +22,28 @@ import trio
 
 from orchestra.actors import queue_messages as msg
 from orchestra.actors.queue_face import QueueFace
-from orchestra.actors.queue_messages import Admitted, CancelReason, QueueMsg
+from orchestra.actors.queue_messages import Admitted, CancelReason, QueueMsg, ReplicaLink
 from orchestra.actors.stream_session import StreamSession
 from orchestra.config import SessionsConfig
 from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog
-from orchestra.messages import Completed, Doorbell, EngineAlarm, Failed, Interrupted, Outcome
+from orchestra.messages import (
+    Completed,
+    Doorbell,
+    EngineAlarm,
+    Failed,
+    Interrupted,
+    Outcome,
+)
 from orchestra.obs.metrics import Metrics
-from orchestra.pool import PoolState, PoolStatus, Residency
+from orchestra.pool import PoolState, PoolStatus, ReplicaState, Residency
 from orchestra.scheduling import admission_checks, preemption
 from orchestra.scheduling.cuts import Cut, Cuts
 from orchestra.scheduling.figures import QueueFigures, log_limit
 from orchestra.scheduling.progress import Progress
 from orchestra.scheduling.record import Task
+from orchestra.scheduling.replicas import ReplicaBook
 from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
 from orchestra.scheduling.table import TaskTable
@@ -71,23 +79,31 @@ def _flag(event: trio.Event, value: bool) -> trio.Event:
 class Queue(QueueFace):
     """The one writer of task state: bounded line, dispatch, cancel, retention.
 
-    Owns: every :class:`Task`, the waiting line, the pool's status, the sessions nursery
-    and each session's cancel scope. Receives: :data:`QueueMsg` on a bounded inbox.
-    Promises: at most ``capacity`` admitted tasks wait and at most ``slots_total`` (plus
-    ``engine_backlog``) run; interactive before batch, batch never starved, and no
-    interactive task waits behind a batch task that has sent no token; every task ends
-    exactly once, with its log closed in the same step as its state changes. A cancel marks
-    the task, closes its log and cancels its session's scope in one step, so no token
-    follows it. Cancelling :meth:`run` cancels every session with it.
+    Owns: every :class:`Task`, the waiting line, the pool's status and its replicas'
+    (:class:`~orchestra.scheduling.replicas.ReplicaBook`), the sessions nursery and each
+    session's cancel scope. Receives: :data:`QueueMsg` on a bounded inbox.
+    Promises: at most ``capacity`` admitted tasks wait and at most each ready replica's
+    slots (plus ``engine_backlog``) run there; nothing is dispatched to a replica that is
+    not ready; a replica's loss ends or requeues its own tasks only; interactive before
+    batch, batch never starved, and no interactive task waits behind a batch task that
+    has sent no token; every task ends exactly once, with its log closed in the same step
+    as its state changes. A cancel marks the task, closes its log and cancels its
+    session's scope in one step, so no token follows it. Cancelling :meth:`run` cancels
+    every session with it.
     """
 
     capacity: int
-    engine: Engine
     retention_s: float
     orphan_grace_s: float
-    alarm: EngineAlarm = attrs.field(factory=EngineAlarm)
-    """Raised when a session could not reach the engine or lost it (the supervisor probes
-    at once), or when the engine went silent mid-stream (an owning supervisor restarts it)."""
+    replicas: tuple[ReplicaLink, ...] = ()
+    """The pool's replicas: the engine each streams from and its supervisor's alarm, raised
+    when a session could not reach that engine or lost it (its supervisor probes at once),
+    or when it went silent mid-stream (an owning supervisor restarts it). Empty: the one
+    replica of ``engine`` and ``alarm``."""
+    engine: Engine | None = attrs.field(default=None, kw_only=True)
+    """The engine of a pool of one replica (when ``replicas`` is not given)."""
+    alarm: EngineAlarm = attrs.field(factory=EngineAlarm, kw_only=True)
+    """The alarm of that one replica."""
     engine_backlog: int = 0
     """Tasks dispatched beyond the engine's slots. They wait in the engine's own queue, so
     a slot that frees starts the next task within the same engine step instead of a round
@@ -115,11 +131,12 @@ class Queue(QueueFace):
     _cuts: Cuts = attrs.field(factory=Cuts, init=False)
     _running: Running = attrs.field(factory=Running, init=False)
     _pool: PoolStatus = attrs.field(factory=PoolStatus, init=False)
-    _slots_total: int = attrs.field(default=0, init=False)
+    _replicas: ReplicaBook = attrs.field(init=False)
     _idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _quiet: trio.Event = attrs.field(factory=trio.Event, init=False)
     """Set while no session runs."""
     _pool_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _replica_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _sessions: trio.Nursery | None = attrs.field(default=None, init=False)
     _idle_since: float | None = attrs.field(default=None, init=False)
     _last_used: float = attrs.field(default=0.0, init=False)
@@ -127,6 +144,11 @@ class Queue(QueueFace):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        if not self.replicas:
+            if self.engine is None:
+                raise TypeError("a Queue needs replicas, or the engine of its one replica")
+            self.replicas = (ReplicaLink(f"{self.pool_id}/0", self.engine, self.alarm),)
+        self._replicas = ReplicaBook(tuple(r.id for r in self.replicas), self.engine_backlog)
         self._waiting = WaitingLine(self.batch_every)
         self._table = TaskTable(self.retention_s)
         self._idle.set()
@@ -174,18 +196,17 @@ class Queue(QueueFace):
                 state = self._cancel(task_id, reason)
                 if reply is not None:
                     reply.send(state)
-            case msg.SessionEnded(task, attempt, outcome):
-                self._session_ended(task, attempt, outcome)
-            case msg.ReplicaChanged(status, reply):
-                self._set_pool(status.state, status.detail)
-                self._slots_total = status.slots_total
+            case msg.SessionEnded(task, attempt, outcome, replica):
+                self._session_ended(task, attempt, outcome, replica)
+            case msg.ReplicaChanged(replica, status, reply):
+                self._set_replica(replica, status.state, status.detail, status.slots_total)
                 if status.slots_total:
-                    self.sessions.slots_known(status.slots_total)
+                    self.sessions.slots_known(status.slots_total, self.replicas[replica].id)
                 reply.send(None)
-            case msg.ReplicaLost(code, detail, reply):
-                if self._pool.ready:
-                    self._set_pool(PoolState.STARTING, detail)
-                self._stop_running(code, detail, TaskState.FAILED)
+            case msg.ReplicaLost(replica, code, detail, reply):
+                if self._replicas[replica].ready:
+                    self._set_replica(replica, ReplicaState.STARTING, detail)
+                self._stop_running(code, detail, TaskState.FAILED, self.replicas[replica].id)
                 reply.send(None)
             case msg.RefuseNew(reply):
                 self._pool = attrs.evolve(self._pool, refusing=True)
@@ -251,7 +272,7 @@ class Queue(QueueFace):
         self._table.add(task)
         self._waiting.append(task)
         if request.session_id is not None:
-            self.sessions.open(request.session_id, task, now, self._slots_total)
+            self.sessions.open(request.session_id, task, now, self._replicas.homes())
         if request.deadline_ms is not None:
             self._cuts.add(now + request.deadline_ms / 1000, task, 0, "deadline")
         self._last_used = now
@@ -272,25 +293,57 @@ class Queue(QueueFace):
     def _dispatch(self) -> None:
         if not self._pool.dispatching:
             return
-        room = self._slots_total + (self.engine_backlog if self._slots_total else 0)
-        while self._running.busy < room and self._waiting:
-            self._start(self._waiting.popleft())
-        if self._waiting and self._running.busy >= room and not self._running.taking_back:
+        while self._waiting and (some := self._replicas.choose()) is not None:
+            head = self._waiting.peek()
+            assert head is not None
+            home = self._home_of(head)
+            if home is None or self._replicas.has_room(home):
+                self._waiting.popleft()
+                self._start(head, some if home is None else home)
+                continue
+            # The head is a session's turn whose replica is full: the first task that can
+            # go somewhere goes, and the turn keeps its place.
+            task = self._waiting.pop_first(lambda t: self._fits(t))
+            if task is None:
+                break
+            self._start(task, self._home_of(task) or some)
+        if self._waiting and self._replicas.choose() is None and not self._running.taking_back:
             # An interactive task never waits behind a batch task that has sent nothing:
             # that one keeps its turn at the head of its class, and the room it held goes
             # to the interactive task once its session has closed its stream.
             next_up = self._waiting.next_priority()
-            victim = preemption.victim(self._running, next_up, self._slots_total)
+            victims = [
+                found
+                for entry in self._replicas
+                if (found := preemption.victim(self._running.on(entry.id), next_up, entry.slots))
+            ]
+            victim = max(victims, key=lambda t: t.dispatched_seq, default=None)
             if victim is not None:
                 self._running.take_back(victim)
                 self._waiting.appendleft(victim)
                 log.info("task %s taken back for an interactive task", victim.id)
 
-    def _start(self, task: Task) -> None:
+    def _home_of(self, task: Task) -> int | None:
+        """The replica a session's turn must go to: its session's, while that one is
+        ready; None when any replica will do."""
+        home = self.sessions.home(task)
+        index = None if home is None else self._replicas.index(home)
+        if index is None or not self._replicas[index].ready:
+            return None
+        return index
+
+    def _fits(self, task: Task) -> bool:
+        home = self._home_of(task)
+        return self._replicas.has_room(home) if home is not None else True
+
+    def _start(self, task: Task, replica: int) -> None:
         assert self._sessions is not None
         now = trio.current_time()
         left = self._waiting.count(Priority.INTERACTIVE)
         self._running.add(task, preemptible=preemption.preemptible_at_dispatch(task, left))
+        self._replicas.hold(replica)
+        link = self.replicas[replica]
+        task.replica = link.id
         assert task.scope is not None
         if task.attempts == 1:
             waited_ms = task.first_dispatch(now)
@@ -303,15 +356,17 @@ class Queue(QueueFace):
         progress = Progress.of(task.request, task.submitted_at, self._waiting.__len__)
         params = self._engine_params(task)
         session = StreamSession(
-            self.engine, params, task.log, task.scope, progress, task.request.endpoint
+            link.engine, params, task.log, task.scope, progress, task.request.endpoint
         )
-        self._sessions.start_soon(self._run_session, task, task.attempts, session)
+        self._sessions.start_soon(self._run_session, task, task.attempts, session, replica)
 
     def _engine_params(self, task: Task) -> dict[str, object]:
         """The engine call for a task being dispatched: a session's turn goes to its slot,
         capped by what its budget has left (and cut when its wall time runs out)."""
         params = task.request.engine_params()
-        turn = self.sessions.turn(task, params, self._running.slots_in_use(besides=task))
+        assert task.replica is not None
+        busy = self._running.slots_in_use(besides=task)
+        turn = self.sessions.turn(task, params, busy, task.replica)
         if turn is None:
             return params
         task.slot, task.token_cap = turn.slot, turn.token_cap
@@ -321,22 +376,25 @@ class Queue(QueueFace):
             self._cuts.add(task.dispatched_at + turn.wall_left_s, task, task.attempts, budget)
         return turn.params
 
-    def _session_ended(self, task: Task, attempt: int, outcome: Outcome) -> None:
+    def _session_ended(self, task: Task, attempt: int, outcome: Outcome, replica: int) -> None:
         current = self._running.session_ended(task, attempt)
+        self._replicas.release(replica)
+        link = self.replicas[replica]
         if isinstance(outcome, Completed):
-            self.sessions.slot_used(outcome.slot, task.request.session_id)
-        if not current:
-            return  # a dispatch put back or taken back: the task waits again; the room is free
-        task.scope = task.slot = None
+            self.sessions.slot_used(outcome.slot, task.request.session_id, link.id)
         if isinstance(outcome, Failed) and (
             outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
         ):
-            # The engine may have died: the pool is not ready (admission refuses, health
-            # says so, nothing is dispatched) until the supervisor has probed it.
-            if self._pool.ready:
+            # The engine may have died: nothing more goes to that replica (and when it was
+            # the last ready one, admission refuses and health says so) until its
+            # supervisor has probed it.
+            if self._replicas[replica].ready:
                 detail = outcome.error.message if outcome.error.unreachable else LOST_STREAM
-                self._set_pool(PoolState.STARTING, detail)
-            self.alarm.suspect(outcome.error.message)
+                self._set_replica(replica, ReplicaState.STARTING, detail)
+            link.alarm.suspect(outcome.error.message)
+        if not current:
+            return  # a dispatch put back or taken back: the task waits again; the room is free
+        task.scope = task.slot = None
         if task.state is not TaskState.RUNNING:
             return  # cancelled while running: already ended; the slot is free now
         match outcome:
@@ -344,7 +402,7 @@ class Queue(QueueFace):
                 self._completed(task, completed)
             case Failed(error, tokens_sent):
                 if error.code is ErrorCode.DECODE_TIMEOUT:
-                    self.alarm.hung(error.message)
+                    link.alarm.hung(error.message)
                 if tokens_sent == 0 and error.retriable and task.counted_attempts < MAX_ATTEMPTS:
                     self._running.put_back(task)
                     self._waiting.appendleft(task)  # it keeps its turn
@@ -364,11 +422,13 @@ class Queue(QueueFace):
             return
         self._end(task, TaskState.COMPLETED, EventKind.END, end)
 
-    def _stop_running(self, code: ErrorCode, detail: str, state: TaskState) -> tuple[int, int]:
-        """Stop every running task: requeue (in their order, at the head) those that have
-        not sent a token and may try again; end the others with ``code`` in ``state``.
-        Returns how many were requeued and how many ended."""
-        running = list(self._running)
+    def _stop_running(
+        self, code: ErrorCode, detail: str, state: TaskState, replica: str | None = None
+    ) -> tuple[int, int]:
+        """Stop every running task (on ``replica`` only, when given): requeue (in their
+        order, at the head) those that have not sent a token and may try again; end the
+        others with ``code`` in ``state``. Returns how many were requeued and ended."""
+        running = list(self._running) if replica is None else self._running.on(replica)
         requeue = []
         for task in running:
             assert task.scope is not None
@@ -385,8 +445,9 @@ class Queue(QueueFace):
     def _set_residency(
         self, residency: Residency, load_ms: int, fail_waiting: tuple[ErrorCode, str] | None
     ) -> None:
-        if residency is not Residency.LOADED:  # the engine's last word no longer holds
-            self._set_pool(PoolState.STARTING, f"the model is {residency}")
+        if residency is not Residency.LOADED:  # the engines' last word no longer holds
+            for index in range(len(self._replicas)):
+                self._set_replica(index, ReplicaState.STARTING, f"the model is {residency}")
         self._pool = attrs.evolve(self._pool, residency=residency, load_ms=load_ms)
         self._pool_changed.set()
         self._pool_changed = trio.Event()
@@ -407,9 +468,18 @@ class Queue(QueueFace):
                 cancelled += 1
         return True, cancelled
 
+    def _set_replica(
+        self, index: int, state: ReplicaState, detail: str, slots: int | None = None
+    ) -> None:
+        """Replica ``index`` is now in ``state``; the pool's state follows from all of them."""
+        if self._replicas.report(index, state, detail, slots):
+            # It may come back with its KV cache empty.
+            self.sessions.engine_restarted(self.replicas[index].id)
+        self._replica_changed.set()
+        self._replica_changed = trio.Event()
+        self._set_pool(*self._replicas.pool_state())
+
     def _set_pool(self, state: PoolState, detail: str) -> None:
-        if self._pool.ready and state is not PoolState.READY:
-            self.sessions.engine_restarted()  # it may come back with its KV cache empty
         changed = state is not self._pool.state
         self._pool = attrs.evolve(self._pool, state=state, detail=detail)
         if changed:
@@ -455,17 +525,21 @@ class Queue(QueueFace):
         self._last_used = now
         tokens_out = task.tokens_out or task.log.tokens
         self.metrics.task_ended(
-            state, task.error_code, tokens_out, task.request.face, model=self.pool_id
-        )
+            state, task.error_code, tokens_out, task.request.face, model=self.pool_id,
+            replica=task.replica,
+        )  # fmt: skip
         self.sessions.turn_ended(task, now, tokens_out)
         log.info("task %s %s", task.id, state, extra={**task.log_fields(), "pool_id": self.pool_id})
 
-    def _delete_session(self, session_id: str) -> tuple[SessionView, int | None] | None:
+    def _delete_session(self, session_id: str) -> tuple[SessionView, tuple[int, int] | None] | None:
         session = self.sessions.get(session_id)
         if session is None:
             return None
         view = self.sessions.view(session, trio.current_time())
-        erase = session.slot if self.sessions.kv_warm(session) else None
+        erase = None
+        index = self._replicas.index(session.replica)
+        if self.sessions.kv_warm(session) and index is not None:
+            erase = (index, session.slot)
         if session.live is not None:
             self._cancel(session.live.id, "session")
         self.sessions.delete(session_id)

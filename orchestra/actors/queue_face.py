@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import trio
 
 from orchestra.actors.queue_messages import (
@@ -28,6 +29,7 @@ from orchestra.actors.queue_messages import (
     QueueMsg,
     RefuseNew,
     ReplicaChanged,
+    ReplicaLink,
     ReplicaLost,
     SessionEnded,
     SetDraining,
@@ -46,8 +48,10 @@ from orchestra.pool import PoolState, PoolStatus, ReplicaStatus, Residency
 from orchestra.scheduling import admission_checks
 from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
 from orchestra.scheduling.record import Task
+from orchestra.scheduling.replicas import ReplicaBook, ReplicaEntry
 from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
+from orchestra.scheduling.slo import SloSnapshot
 from orchestra.scheduling.table import TaskTable
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
@@ -55,8 +59,10 @@ from orchestra.views import QueueStatistics, TaskView
 
 log = logging.getLogger("orchestra.queue")
 
-INBOX_SIZE = 64
-"""Messages the Queue's inbox holds; a submission finding it full is refused with 429."""
+INBOX_MIN = 64
+"""Messages the Queue's inbox holds at least; it holds as many as may wait in both
+classes too, so a burst of submissions the line has room for never finds it full. A
+submission that does (the Queue is that far behind) is refused with 429."""
 ERASE_WAIT_S = 5.0
 """How long deleting a session waits for the engine to erase the session's slot."""
 
@@ -69,7 +75,7 @@ class QueueFace:
     """
 
     # The Queue's state these methods read (declared here for the type checker).
-    engine: Engine
+    replicas: tuple[ReplicaLink, ...]
     capacity: int
     batch_capacity: int | None
     engine_backlog: int
@@ -82,16 +88,18 @@ class QueueFace:
     _waiting: WaitingLine
     _pool: PoolStatus
     _pool_changed: trio.Event
+    _replica_changed: trio.Event
     _quiet: trio.Event
     _idle: trio.Event
     _running: Running
-    _slots_total: int
+    _replicas: ReplicaBook
     _sessions: trio.Nursery | None
     _idle_since: float | None
     _last_used: float
 
     def __attrs_post_init__(self) -> None:
-        self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](INBOX_SIZE)
+        size = max(INBOX_MIN, self.capacity + (self.batch_capacity or self.capacity))
+        self._inbox, self._inbox_out = trio.open_memory_channel[QueueMsg](size)
 
     def queue_full(self, priority: Priority = Priority.INTERACTIVE) -> Refusal:
         """The refusal of a submission that finds its class (or the inbox) full."""
@@ -99,16 +107,16 @@ class QueueFace:
         return admission_checks.queue_full(priority, self.capacity, self.batch_capacity, retry_ms)
 
     def _retry_ms(self) -> int:
-        return self.figures.retry_ms(self._slots_total)
+        return self.figures.retry_ms(self._replicas.ready_slots)
 
     def _predicted_start_ms(self, ahead: list[Task]) -> int:
-        """When a task behind ``ahead`` would be dispatched, from what runs now (and the
-        load it waits for, when the model is not in memory)."""
-        backlog = self.engine_backlog if self._slots_total else 0
+        """When a task behind ``ahead`` would be dispatched, from what runs now on every
+        ready replica (and the load it waits for, when the model is not in memory)."""
+        slots = self._replicas.ready_slots
+        ready = sum(1 for entry in self._replicas if entry.ready and entry.slots)
+        backlog = self.engine_backlog * ready
         load_ms = 0 if self._pool.residency is Residency.LOADED else self._pool.load_ms
-        return load_ms + self.figures.predicted_start_ms(
-            self._running, ahead, self._slots_total, backlog
-        )
+        return load_ms + self.figures.predicted_start_ms(self._running, ahead, slots, backlog)
 
     async def submit(self, request: TaskRequest, fingerprint: str) -> Admitted:
         """Admit a task or raise :class:`Refusal`; never waits for queue space (a full
@@ -117,7 +125,15 @@ class QueueFace:
         try:
             self._inbox.send_nowait(Submit(request, fingerprint, reply, logs.correlation_id.get()))
         except trio.WouldBlock:
-            raise self.queue_full() from None
+            pending = self._inbox.statistics().current_buffer_used
+            raise Refusal(
+                ErrorCode.ADMISSION_REJECT,
+                f"orchestra is taking in {pending} requests at once, more than it holds; "
+                f"retry in {self._retry_ms()} ms",
+                retriable=True,
+                retry_after_ms=self._retry_ms(),
+                policy_label="inbox",
+            ) from None
         result = await reply.receive()
         if isinstance(result, Refusal):
             raise result
@@ -132,34 +148,36 @@ class QueueFace:
     async def delete_session(self, session_id: str) -> tuple[SessionView, bool] | None:
         """Forget a session (cancelling its task in progress) and erase its slot's cache;
         the session as it was and whether its cache was erased, or None if unknown."""
-        reply: Reply[tuple[SessionView, int | None] | None] = Reply()
+        reply: Reply[tuple[SessionView, tuple[int, int] | None] | None] = Reply()
         await self._inbox.send(DeleteSession(session_id, reply))
         deleted = await reply.receive()
         if deleted is None:
             return None
-        view, slot = deleted
+        view, where = deleted
         erased = False
-        if slot is not None:
+        if where is not None:
+            replica, slot = where
             # The engine erases a busy slot once it is free; by then it holds another
             # task's context, so waiting long buys nothing.
             with trio.move_on_after(ERASE_WAIT_S):
                 try:
-                    erased = await self.engine.erase_slot(slot)
+                    erased = await self.replicas[replica].engine.erase_slot(slot)
                 except EngineError as exc:
                     log.warning("could not erase slot %d: %s", slot, exc.message)
         return view, erased
 
-    async def replica_status(self, status: ReplicaStatus) -> None:
-        """Tell the Queue whether the replica is ready and how many slots it has; returns
-        once the Queue has applied it."""
+    async def replica_status(self, status: ReplicaStatus, replica: int = 0) -> None:
+        """Tell the Queue whether replica ``replica`` (an index) is ready and how many
+        slots it has; returns once the Queue has applied it."""
         reply: Reply[None] = Reply()
-        await self._inbox.send(ReplicaChanged(status, reply))
+        await self._inbox.send(ReplicaChanged(replica, status, reply))
         await reply.receive()
 
-    async def replica_lost(self, code: ErrorCode, detail: str) -> None:
-        """The engine process died or hung; returns once its tasks are dealt with."""
+    async def replica_lost(self, code: ErrorCode, detail: str, replica: int = 0) -> None:
+        """Replica ``replica``'s engine process died or hung; returns once its tasks are
+        dealt with."""
         reply: Reply[None] = Reply()
-        await self._inbox.send(ReplicaLost(code, detail, reply))
+        await self._inbox.send(ReplicaLost(replica, code, detail, reply))
         await reply.receive()
 
     async def refuse_new(self) -> None:
@@ -208,7 +226,9 @@ class QueueFace:
 
     # -- the session tasks' reports (run in the Queue's sessions nursery) ------------------
 
-    async def _run_session(self, task: Task, attempt: int, session: StreamSession) -> None:
+    async def _run_session(
+        self, task: Task, attempt: int, session: StreamSession, replica: int
+    ) -> None:
         assert self._sessions is not None
         watcher = trio.CancelScope()
         self._sessions.start_soon(self._watch_readers, task, watcher)
@@ -216,7 +236,7 @@ class QueueFace:
             outcome = await session.run()
         finally:
             watcher.cancel()
-        await self._inbox.send(SessionEnded(task, attempt, outcome))
+        await self._inbox.send(SessionEnded(task, attempt, outcome, replica))
 
     async def _watch_readers(self, task: Task, scope: trio.CancelScope) -> None:
         """Cancel a running task whose readers all left and none came back in time."""
@@ -242,6 +262,10 @@ class QueueFace:
         while self._pool.state is not state:
             await self._pool_changed.wait()
         await trio.lowlevel.checkpoint()
+
+    async def wait_replica_change(self) -> None:
+        """Return at the next report of any replica's state (a probe's answer, a loss)."""
+        await self._replica_changed.wait()
 
     async def wait_quiet(self) -> None:
         """Return once no session runs (tasks may still wait)."""
@@ -298,7 +322,7 @@ class QueueFace:
             pool=self._pool,
             queue_depth=len(self._waiting),
             queue_capacity=self.capacity,
-            slots_total=self._slots_total,
+            slots_total=self._replicas.ready_slots,
             slots_busy=self._running.busy,
             tasks_known=len(self._table),
             mean_service_ms=ms(self.figures.rate.mean_service_s),
@@ -307,6 +331,22 @@ class QueueFace:
             last_used=self._last_used,
             oldest_wait=self._waiting.oldest_submitted_at(),
         )
+
+    def ready_engine(self) -> Engine:
+        """The engine of the first ready replica that counts tokens (the first replica's
+        when none is ready)."""
+        for link, entry in zip(self.replicas, self._replicas, strict=True):
+            if entry.ready and link.counts_tokens:
+                return link.engine
+        return self.replicas[0].engine
+
+    def replica_states(self) -> list[ReplicaEntry]:
+        """A snapshot of every replica as the Queue sees it: state, slots, room held."""
+        return [attrs.evolve(entry) for entry in self._replicas]
+
+    def replica_figures(self, replica: str) -> SloSnapshot:
+        """Time to first token and speed of the tasks ``replica`` completed lately."""
+        return self.figures.replica_snapshot(replica, trio.current_time())
 
     def service_figures(self) -> ServiceFigures:
         """How the tasks completed lately were served, for ``GET /v1/replicasets``."""

@@ -7,8 +7,9 @@ from typing import Literal
 
 import attrs
 
+from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.messages import Outcome, Reply
+from orchestra.messages import EngineAlarm, Outcome, Reply
 from orchestra.pool import ReplicaStatus, Residency
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionView
@@ -18,6 +19,20 @@ CancelReason = Literal["client", "orphaned", "shutdown", "session", "unload"]
 UnloadMode = Literal["idle", "drain", "force"]
 """How an unload begins: ``idle`` only when nothing runs or waits (an idle timer, an
 eviction); ``drain`` lets the running tasks finish; ``force`` cancels them."""
+
+
+@attrs.frozen(eq=False)
+class ReplicaLink:
+    """How a pool's Queue reaches one of its replicas: the engine its sessions stream
+    from, and the alarm its supervisor listens to."""
+
+    id: str
+    """``pool/index``: the ``replica`` label of its metrics and log lines."""
+    engine: Engine
+    alarm: EngineAlarm = attrs.field(factory=EngineAlarm)
+    counts_tokens: bool = True
+    """Its engine can count a prompt's tokens (llama-server's ``/tokenize``; an
+    OpenAI-compatible server cannot)."""
 
 
 @attrs.frozen
@@ -42,11 +57,11 @@ class Submit:
 @attrs.frozen
 class DeleteSession:
     """Forget a session, cancelling its task in progress; answered with the session as it
-    was and the slot whose cache to erase (None when the slot holds someone else's), or
-    None when the session is unknown."""
+    was and the (replica index, slot) whose cache to erase (None when the slot holds
+    someone else's), or None when the session is unknown."""
 
     session_id: str
-    reply: Reply[tuple[SessionView, int | None] | None]
+    reply: Reply[tuple[SessionView, tuple[int, int] | None] | None]
 
 
 @attrs.frozen
@@ -63,19 +78,22 @@ class SessionEnded:
     """A StreamSession returned; its engine connection is closed and its slot is free.
 
     ``attempt`` says which dispatch of the task it ran: a session of an earlier attempt
-    (one the replica lost) only frees its slot.
+    (one the replica lost) only frees its slot; ``replica`` (an index) where it ran.
     """
 
     task: Task
     attempt: int
     outcome: Outcome
+    replica: int = 0
 
 
 @attrs.frozen
 class ReplicaLost:
-    """The engine process died or hung: every running task is requeued (no token yet) or
-    ended with ``code`` (``WORKER_RESET`` or ``DECODE_TIMEOUT``); answered once applied."""
+    """Replica ``replica``'s engine process died or hung: every task running there is
+    requeued (no token yet) or ended with ``code`` (``WORKER_RESET`` or
+    ``DECODE_TIMEOUT``); the other replicas' tasks go on. Answered once applied."""
 
+    replica: int
     code: ErrorCode
     detail: str
     reply: Reply[None]
@@ -83,8 +101,9 @@ class ReplicaLost:
 
 @attrs.frozen
 class ReplicaChanged:
-    """Apply a new :class:`ReplicaStatus`; answered once it is applied."""
+    """Apply replica ``replica``'s new :class:`ReplicaStatus`; answered once applied."""
 
+    replica: int
     status: ReplicaStatus
     reply: Reply[None]
 

@@ -64,11 +64,20 @@ def _parser() -> argparse.ArgumentParser:
             "models beside it. A second run finds them there. Progress goes to stderr; the "
             "last stdout line is JSON: "
             '{"binary": ..., "model": ..., "engine_version": ...} (and "models": '
-            "{name: path} with --model)."
+            '{name: path} with --model, "rpc_server": path with --rpc).'
         ),
     )
     install.add_argument(
         "--cuda", action="store_true", help="build with -DGGML_CUDA=ON (needs nvcc)"
+    )
+    install.add_argument(
+        "--rpc",
+        action="store_true",
+        help=(
+            "build with -DGGML_RPC=ON, and rpc-server beside llama-server, into a cache "
+            "entry of its own (combines with --cuda); rpc-server has no authentication: "
+            "never expose it beyond a trusted LAN"
+        ),
     )
     install.add_argument(
         "--model",
@@ -148,11 +157,11 @@ def _serve(path: str) -> int:
     return EXIT_OK
 
 
-def _engine_install(*, cuda: bool, models: list[str]) -> int:
+def _engine_install(*, cuda: bool, models: list[str], rpc: bool = False) -> int:
     from orchestra.engine.install import install
 
     try:
-        installed = install("cuda" if cuda else "cpu", models=models)
+        installed = install("cuda" if cuda else "cpu", models=models, rpc=rpc)
     except InstallError as exc:
         print(f"orchestra engine install: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.config)
     if args.command == "engine":
-        return _engine_install(cuda=args.cuda, models=args.models)
+        return _engine_install(cuda=args.cuda, models=args.models, rpc=args.rpc)
     if args.command in COMMANDS:
         return run_client_command(args)
     raise AssertionError(args.command)  # argparse allows no other command

@@ -151,11 +151,47 @@ def base_url(value: Any) -> str | None:
     return None
 
 
+def endpoint_urls(value: Any) -> str | None:
+    """Attached engines: base URLs (``http(s)://host:port``); one on this machine may be
+    written ``host:port`` (loopback only: an engine elsewhere needs its scheme)."""
+    for index, url in enumerate(value):
+        if "://" in url:
+            problem = base_url(url)
+            if problem is not None:
+                return f"[{index}] {problem}"
+            continue
+        try:
+            host, _ = split_bind(url)
+        except ValueError:
+            return f"[{index}] must be a base URL like http://192.168.1.20:8081 (got {show(url)})"
+        if not is_loopback(host):
+            return (
+                f"[{index}] {show(url)} is not on this machine, so it needs its scheme: "
+                f"http://{url} or https://{url}"
+            )
+    return None
+
+
+def host_ports(value: Any) -> str | None:
+    """``host:port`` entries (``rpc_servers``)."""
+    for index, item in enumerate(value):
+        problem = host_port(item)
+        if problem is not None:
+            return f"[{index}] {problem}"
+    return None
+
+
+def engine_kind(value: Any) -> str | None:
+    if value in ("llamacpp", "openai"):
+        return None
+    return f'must be "llamacpp" or "openai" (got {show(value)})'
+
+
 MANAGED_FLAGS: Final = frozenset(
     {
         "-m", "--model", "--host", "--port", "-c", "--ctx-size", "-np", "--parallel",
         "-t", "--threads", "-ngl", "--gpu-layers", "--n-gpu-layers", "--fit", "--api-key",
-        "--slot-save-path", "--jinja", "--no-jinja",
+        "--slot-save-path", "--jinja", "--no-jinja", "--rpc",
     }
 )  # fmt: skip
 """llama-server flags orchestra sets itself: from ``[replica]`` and ``[adapter]``, and

@@ -24,7 +24,7 @@ import cattrs
 
 from orchestra.config.checks import is_loopback, show, split_bind
 from orchestra.config.structure import converter, field_hook, problem_lines
-from orchestra.config.tables import Config
+from orchestra.config.tables import Config, ModelConfig
 from orchestra.errors import ConfigError
 from orchestra.tokens import TOKEN_ENV, env_token, read_token_file, token_problem
 
@@ -149,6 +149,8 @@ def _model_checks(data: Mapping[str, Any], problems: list[str]) -> None:
             f"default_model: {show(default)} is not the id or alias of a model in [models] "
             f"(known: {known})"
         )
+    for name, model in models.items():
+        _replica_checks(name, model, problems)
     budget = _salvage(data, "placement", "memory_budget_mb")
     if budget in (_INVALID, 0):
         return
@@ -163,6 +165,36 @@ def _model_checks(data: Mapping[str, Any], problems: list[str]) -> None:
         problems.append(
             f"placement.memory_budget_mb: the keep_loaded models take {kept} MiB together, "
             f"more than the budget ({budget} MiB)"
+        )
+
+
+def _replica_checks(name: str, model: ModelConfig, problems: list[str]) -> None:
+    """A model's replicas: at least one, devices one per owned replica, and OpenAI-compatible
+    endpoints with their capacity."""
+    table = f"models.{name}"
+    owned = model.owned_replicas
+    openai = model.openai_endpoints + (model.endpoints if model.engine == "openai" else ())
+    if model.engine == "openai" and owned:
+        problems.append(
+            f'{table}.replicas: orchestra starts llama-server only; with engine = "openai" '
+            f"list the servers in {table}.endpoints and set replicas = 0 (or leave it out)"
+        )
+    if not owned and not model.endpoints and not model.openai_endpoints:
+        problems.append(f"{table}.replicas: 0 and no endpoints: the model has no replica to run on")
+    if model.devices and len(model.devices) != owned:
+        problems.append(
+            f"{table}.devices: {len(model.devices)} entries for {owned} owned replica(s); give "
+            f"one CUDA_VISIBLE_DEVICES value per replica (or none)"
+        )
+    if model.rpc_servers and owned > 1:
+        problems.append(
+            f"{table}.rpc_servers: an rpc-server serves one llama-server at a time, so a "
+            f"model split over rpc-servers has one owned replica (replicas = 1)"
+        )
+    if openai and not model.slots:
+        problems.append(
+            f"{table}.slots: required with OpenAI-compatible endpoints: how many tasks each "
+            f"runs at once (such servers do not say)"
         )
 
 

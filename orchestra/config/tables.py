@@ -21,7 +21,10 @@ from orchestra.config.checks import (
     at_least,
     base_url,
     between,
+    endpoint_urls,
+    engine_kind,
     host_port,
+    host_ports,
     is_loopback,
     llamacpp_only,
     log_format,
@@ -169,6 +172,9 @@ class ReplicaConfig:
     """The window, in seconds, in which crashes are counted."""
     restart_backoff_max_s: float = attrs.field(default=30.0, metadata={CHECK: more_than_zero})
     """The longest wait before a restart; waits double from 0.25 s up to this."""
+    rpc_servers: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: host_ports})
+    """llama.cpp ``rpc-server`` processes (``host:port``) that hold part of the model, for
+    a model too big for one box (``--rpc``; needs ``orchestra engine install --rpc``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -191,6 +197,28 @@ class ModelConfig:
     then corrected from what the process really uses once loaded."""
     embeddings: bool = False
     """Serve ``POST /v1/embeddings`` (llama-server's ``--embeddings``)."""
+    replicas: int | None = attrs.field(default=None, metadata={CHECK: between(0, 64)})
+    """llama-server processes orchestra owns for this model (0..64), each on its own port;
+    unset: 1 when no ``endpoints`` are given, else 0. On the CPU ``threads`` is split
+    between them; with ``devices`` each gets its own GPUs."""
+    devices: tuple[str, ...] = ()
+    """One ``CUDA_VISIBLE_DEVICES`` value per owned replica (``["0", "1"]``: one GPU each);
+    empty: every replica sees every GPU."""
+    endpoints: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: endpoint_urls})
+    """llama-servers someone else runs, on this box or the LAN (``http://host:port``),
+    served as replicas of this model; orchestra never starts or stops them."""
+    openai_endpoints: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: endpoint_urls})
+    """Servers that speak the OpenAI API (vLLM, SGLang, TGI, Ollama, another orchestra),
+    served as replicas of this model; their capacity is ``slots``."""
+    engine: str = attrs.field(default="llamacpp", metadata={CHECK: engine_kind})
+    """``llamacpp``, or ``openai``: then ``endpoints`` speak the OpenAI API too."""
+    slots: int = attrs.field(default=0, metadata={CHECK: between(0, 4096)})
+    """Tasks each OpenAI-compatible endpoint runs at once (such servers do not say)."""
+    served_model: str = ""
+    """The model name an OpenAI-compatible endpoint knows this model by (its ``model``
+    field); empty: the model's id."""
+    api_key_file: str = ""
+    """A file (``chmod 600``) holding the API key the attached endpoints demand."""
     binary: str = ""
     """As ``replica.binary``."""
     ctx_size: int = attrs.field(default=2048, metadata={CHECK: at_least(16)})
@@ -213,12 +241,29 @@ class ModelConfig:
     """As ``replica.crash_window_s``."""
     restart_backoff_max_s: float = attrs.field(default=30.0, metadata={CHECK: more_than_zero})
     """As ``replica.restart_backoff_max_s``."""
+    rpc_servers: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: host_ports})
+    """As ``replica.rpc_servers``: each owned replica uses these rpc-servers."""
+
+    _NOT_ENGINE_KEYS = (
+        "path", "aliases", "keep_loaded", "idle_unload_s", "memory_mb", "embeddings",
+        "replicas", "devices", "endpoints", "openai_endpoints", "engine", "slots",
+        "served_model", "api_key_file",
+    )  # fmt: skip
+
+    @property
+    def owned_replicas(self) -> int:
+        """How many llama-servers orchestra starts for this model."""
+        if self.replicas is not None:
+            return self.replicas
+        return 0 if self.endpoints or self.openai_endpoints else 1
 
     def replica(self) -> ReplicaConfig:
-        """The engine keys as a ``[replica]`` table (what starts its llama-server)."""
+        """The engine keys of one owned replica as a ``[replica]`` table (what starts its
+        llama-server): ``threads`` split between the owned replicas."""
         keys = attrs.asdict(self, recurse=False)
-        for name in ("path", "aliases", "keep_loaded", "idle_unload_s", "memory_mb", "embeddings"):
+        for name in self._NOT_ENGINE_KEYS:
             del keys[name]
+        keys["threads"] = max(1, self.threads // max(1, self.owned_replicas))
         return ReplicaConfig(model=self.path, **keys)
 
 

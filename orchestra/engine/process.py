@@ -79,12 +79,21 @@ class EngineCommand:
     slot_save_path: Path | None = None
     """A private directory for llama-server's slot files (``--slot-save-path``); setting it
     is what enables ``POST /slots/N?action=erase``, which deleting a session uses."""
+    devices: str | None = None
+    """The GPUs this process may use (``CUDA_VISIBLE_DEVICES``, e.g. ``0`` or ``1,2``);
+    None leaves the variable as orchestra has it (every GPU)."""
+    rpc_servers: tuple[str, ...] = ()
+    """``host:port`` of llama.cpp ``rpc-server`` processes that hold part of the model
+    (``--rpc``); the build must have RPC on (``orchestra engine install --rpc``)."""
 
     def env(self) -> dict[str, str]:
-        """The environment to start llama-server with: :func:`scrubbed_env` plus the key."""
+        """The environment to start llama-server with: :func:`scrubbed_env` plus the key
+        and the devices."""
         env = scrubbed_env()
         if self.api_key:
             env["LLAMA_API_KEY"] = self.api_key
+        if self.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.devices
         return env
 
     def argv(self) -> list[str]:
@@ -103,6 +112,7 @@ class EngineCommand:
             "--no-ui",
             *(("--slot-save-path", str(self.slot_save_path)) if self.slot_save_path else ()),
             *(("--embeddings", "--pooling", "mean") if self.embeddings else ()),
+            *(("--rpc", ",".join(self.rpc_servers)) if self.rpc_servers else ()),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -126,7 +136,19 @@ def resolve_command(
     backend: engine_cache.Backend = "cuda" if replica.gpu_layers > 0 else "cpu"
     install_hint = "orchestra engine install" + (" --cuda" if backend == "cuda" else "")
     binary: Path | None = None
-    if not replica.binary:
+    if not replica.binary and replica.rpc_servers:
+        # Layers go to the rpc-servers (``-ngl``) whatever this box has: the RPC build,
+        # CUDA when one is cached, else the CPU one.
+        rpc = engine_cache.installed_rpc_engine("cuda") or engine_cache.installed_rpc_engine("cpu")
+        if rpc is None:
+            problems.append(
+                f"{table}.rpc_servers: needs llama.cpp's RPC build, and none is cached: run "
+                f"`orchestra engine install --rpc`, or set {table}.binary to a llama-server "
+                f"built with -DGGML_RPC=ON"
+            )
+        else:
+            binary = rpc.binary
+    elif not replica.binary:
         installed = engine_cache.installed_engine(backend)
         if installed is None:
             problems.append(
@@ -172,6 +194,7 @@ def resolve_command(
         threads=replica.threads,
         gpu_layers=replica.gpu_layers,
         extra_args=replica.extra_args,
+        rpc_servers=replica.rpc_servers,
     )
 
 

@@ -10,8 +10,8 @@ import attrs
 from orchestra.actors.admission import Admission
 from orchestra.actors.models import Models
 from orchestra.actors.pool_control import PoolControl
-from orchestra.actors.pools import Engines
 from orchestra.actors.queue import Queue
+from orchestra.actors.supervisor import Supervisor
 from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config
 from orchestra.obs.metrics import Metrics
@@ -36,9 +36,10 @@ class Actors:
         return self.models.default.queue
 
     @property
-    def supervisor(self) -> Engines:
-        """The default model's supervisor."""
-        return self.models.default.supervisor
+    def supervisor(self) -> Supervisor:
+        """The supervisor of the default model's first replica (the one replica of the
+        single-model configuration)."""
+        return self.models.default.supervisor.replicas[0].supervisor
 
     @property
     def control(self) -> PoolControl:

@@ -167,28 +167,43 @@ def health_body(actors: Actors, pool: Pool) -> dict[str, Any]:
 
 
 def replicasets_body(actors: Actors) -> dict[str, Any]:
-    """The body of ``GET /v1/replicasets``: one replica set per pool."""
+    """The body of ``GET /v1/replicasets``: one replica set per pool, every replica in it."""
     sets = []
     for pool in actors.models:
         q = pool.queue.statistics()
         s = pool.supervisor.statistics()
         figures = pool.queue.service_figures()
-        replica = {
-            "id": f"{pool.id}-0",
-            "engine": actors.config.adapter.engine,
-            "engine_version": s.engine_version,
-            "mode": _mode(actors),
-            "state": q.pool.health_state,
-            "pid": s.pid,
-            "model": {"id": served_model_id(actors, pool), "digest": s.model_digest},
-            "slots_total": q.slots_total,
-            "slots_busy": q.slots_busy,
-            "queue_depth": q.queue_depth,
-            "restarts": s.restarts,
-            "slo": attrs.asdict(figures.slo),
-            "predicted_start": dict(figures.predicted_start),
-        }
-        sets.append({"id": pool.id, "pool_id": pool.id, "replicas": [replica]})
+        model = {"id": served_model_id(actors, pool), "digest": s.model_digest}
+        replicas = [
+            {
+                "id": view.id,
+                "kind": view.kind,
+                "endpoint": view.endpoint,
+                "engine": "openai" if view.kind == "openai" else "llamacpp",
+                "engine_version": view.engine_version,
+                "mode": "owned" if view.kind == "owned" else "attached",
+                "state": view.state,
+                "detail": view.detail,
+                "pid": view.pid,
+                "model": model,
+                "slots_total": view.slots_total,
+                "slots_busy": view.slots_busy,
+                "queue_depth": q.queue_depth,
+                "restarts": view.restarts,
+                "slo": attrs.asdict(view.slo),
+                "predicted_start": dict(figures.predicted_start),
+            }
+            for view in pool.replica_views()
+        ]
+        sets.append(
+            {
+                "id": pool.id,
+                "pool_id": pool.id,
+                "state": q.pool.health_state,
+                "slo": attrs.asdict(figures.slo),
+                "replicas": replicas,
+            }
+        )
     return {"replicasets": sets}
 
 

@@ -66,6 +66,8 @@ class QueueFigures:
     """How far each task's ``predicted_start_ms`` was from its real wait."""
     slo: SloWindow = attrs.field(factory=SloWindow)
     """Time to first token and decode speed of the tasks completed lately."""
+    replica_slo: dict[str, SloWindow] = attrs.field(factory=dict)
+    """The same, per replica (by id)."""
 
     def dispatched(self, predicted_ms: int, waited_ms: int) -> None:
         """A task got a slot for the first time ``waited_ms`` after admission."""
@@ -85,7 +87,10 @@ class QueueFigures:
             max_tokens=task.token_cap or task.request.max_tokens,
         )
         if ttft_s is not None:
-            self.slo.observe(Sample(now, ttft_s, done.tokens_out, decode_s))
+            sample = Sample(now, ttft_s, done.tokens_out, decode_s)
+            self.slo.observe(sample)
+            if task.replica is not None:
+                self.replica_slo.setdefault(task.replica, SloWindow()).observe(sample)
         return ttft_s
 
     def predicted_start_ms(
@@ -112,3 +117,7 @@ class QueueFigures:
     def snapshot(self, now: float) -> ServiceFigures:
         """The figures ``GET /v1/replicasets`` shows."""
         return ServiceFigures(self.slo.snapshot(now), self.prediction.snapshot())
+
+    def replica_snapshot(self, replica: str, now: float) -> SloSnapshot:
+        """Time to first token and speed of the tasks one replica completed lately."""
+        return self.replica_slo.get(replica, SloWindow()).snapshot(now)

@@ -52,6 +52,8 @@ class Task:
     """The engine slot it was sent to (``id_slot``: a session's turn), while it runs."""
     ran_on: int | None = None
     """The engine slot that ran it, once it completed."""
+    replica: str | None = None
+    """The replica of its latest dispatch (the one running it, while it runs)."""
     token_cap: int | None = None
     """``n_predict`` when its session's token budget lowered it below ``max_tokens``."""
 

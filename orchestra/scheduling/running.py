@@ -85,5 +85,13 @@ class Running:
         return attempt == task.attempts and task.state is not TaskState.QUEUED
 
     def slots_in_use(self, besides: Task) -> set[int]:
-        """The engine slots the other running tasks were sent to."""
-        return {t.slot for t in self._tasks.values() if t.slot is not None and t is not besides}
+        """The engine slots the other running tasks on ``besides``'s replica were sent to."""
+        return {
+            t.slot
+            for t in self._tasks.values()
+            if t.slot is not None and t is not besides and t.replica == besides.replica
+        }
+
+    def on(self, replica: str) -> list[Task]:
+        """The running tasks on ``replica``, in dispatch order."""
+        return [task for task in self._tasks.values() if task.replica == replica]

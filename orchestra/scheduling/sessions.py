@@ -1,9 +1,12 @@
 """Sessions: conversations pinned to one engine slot, with a turn cap, a TTL and budgets.
 
-A task with a ``session_id`` opens the session (or continues it). Every turn of a session
-is sent to the engine with the session's ``id_slot``, so llama-server finds the
-conversation's prefix in that slot's KV cache (``cache_prompt``, for ``best_effort`` tasks;
-a ``strict`` task re-evaluates its prompt so that the same seed gives the same bytes).
+A task with a ``session_id`` opens the session (or continues it). A session lives on one
+replica of its pool and one slot of that replica's engine, chosen when it opens (the
+least used); every turn is sent there with the session's ``id_slot``, so llama-server
+finds the conversation's prefix in that slot's KV cache (``cache_prompt``, for
+``best_effort`` tasks; a ``strict`` task re-evaluates its prompt so that the same seed
+gives the same bytes). A turn whose replica is not ready moves to one that is, its cache
+cold.
 
 A session has at most one task in progress: turns of a conversation follow each other, and
 this makes every budget exact. A turn is sent with ``n_predict`` capped at the tokens the
@@ -43,7 +46,10 @@ class Session:
 
     id: str
     slot: int
-    """The engine slot its turns are pinned to (``id_slot``)."""
+    """The engine slot its turns are pinned to (``id_slot``), on its replica."""
+    replica: str = ""
+    """The replica whose engine holds that slot ("" for a pool of one replica that has not
+    said its id, as in the unit tests)."""
     created_at: float
     last_active_at: float
     """When it was opened or its last task ended (the TTL counts from here)."""
@@ -70,6 +76,7 @@ class SessionView:
 
     session_id: str
     slot: int
+    replica: str
     turns: int
     max_turns: int
     tokens_in: int
@@ -97,12 +104,17 @@ class Turn:
     wall_left_s: float | None
 
 
-def _least_used_slot(sessions: Collection[Session], slots_total: int) -> int:
-    """The slot the fewest sessions are pinned to (the lowest such)."""
-    load = [0] * max(slots_total, 1)
+def _least_used_slot(sessions: Collection[Session], homes: Mapping[str, int]) -> tuple[str, int]:
+    """The (replica, slot) of ``homes`` (replica: its slots) the fewest sessions are pinned
+    to, the first such; slot 0 of replica "" when no replica has said its slots."""
+    load = {(replica, slot): 0 for replica, slots in homes.items() for slot in range(slots)}
+    if not load:
+        return next(iter(homes), ""), 0
     for session in sessions:
-        load[session.slot % len(load)] += 1
-    return load.index(min(load))
+        key = (session.replica, session.slot)
+        if key in load:
+            load[key] += 1
+    return min(load, key=load.__getitem__)
 
 
 @attrs.define
@@ -119,8 +131,11 @@ class SessionBook:
     _expiry: list[tuple[float, str]] = attrs.field(factory=list, init=False)
     """A heap of (when, session id), checked lazily: an entry is stale once the session
     has become active again, or is gone."""
-    _slot_last: dict[int, str | None] = attrs.field(factory=dict, init=False)
-    """Per slot, the session whose turn last completed there (None: a task of no session)."""
+    _slot_last: dict[tuple[str, int], str | None] = attrs.field(factory=dict, init=False)
+    """Per (replica, slot), the session whose turn last completed there (None: a task of
+    no session)."""
+    _slots: dict[str, int] = attrs.field(factory=dict, init=False)
+    """Per replica, the slots its engine has."""
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -169,13 +184,16 @@ class SessionBook:
             policy_label=label,
         )
 
-    def open(self, session_id: str, task: Task, now: float, slots_total: int) -> Session:
-        """Admit ``task`` as the next turn of ``session_id``, opening the session if new.
+    def open(self, session_id: str, task: Task, now: float, homes: Mapping[str, int]) -> Session:
+        """Admit ``task`` as the next turn of ``session_id``, opening the session if new on
+        the least used slot of ``homes`` (each replica it may live on, with its slots).
         Call only after :meth:`refusal` returned None."""
         session = self._sessions.get(session_id)
         if session is None:
-            slot = _least_used_slot(self._sessions.values(), slots_total)
-            session = Session(id=session_id, slot=slot, created_at=now, last_active_at=now)
+            replica, slot = _least_used_slot(self._sessions.values(), homes)
+            session = Session(
+                id=session_id, slot=slot, replica=replica, created_at=now, last_active_at=now
+            )
             self._sessions[session_id] = session
         session.turns += 1
         session.live = task
@@ -202,10 +220,11 @@ class SessionBook:
         session's budget put on it (None when it did not lower ``n_predict``).
 
         The turn goes to the session's slot. When another session's turn holds that slot
-        (more sessions than slots), the session moves to a slot no turn holds, if there is
-        one, rather than wait: its cache there is cold for this turn.
+        (more sessions than slots), the session moves to a slot of its replica no turn
+        holds (``busy_slots`` are that replica's), if there is one, rather than wait: its
+        cache there is cold for this turn.
         """
-        total = max(len(self._slot_last), 1)
+        total = max(self._slots.get(session.replica, 1), 1)
         if session.slot in busy_slots:
             free = [slot for slot in range(total) if slot not in busy_slots]
             if free:
@@ -217,15 +236,34 @@ class SessionBook:
             cap = out["n_predict"] = max(tokens_left, 0)
         return out, cap
 
-    def turn(
-        self, task: Task, params: Mapping[str, Any], busy_slots: Collection[int]
-    ) -> Turn | None:
-        """How ``task`` is dispatched when it is its session's turn in progress (None when
-        it is not: a task without a session, or one its session no longer waits on)."""
+    def home(self, task: Task) -> str | None:
+        """The replica ``task`` belongs on: its session's, when it is its session's turn in
+        progress (None for a task without a session)."""
+        session = self._live_session(task)
+        return None if session is None else session.replica
+
+    def _live_session(self, task: Task) -> Session | None:
         session_id = task.request.session_id
         session = None if session_id is None else self._sessions.get(session_id)
         if session is None or session.live is not task:
             return None
+        return session
+
+    def turn(
+        self, task: Task, params: Mapping[str, Any], busy_slots: Collection[int], replica: str = ""
+    ) -> Turn | None:
+        """How ``task`` is dispatched to ``replica`` when it is its session's turn in
+        progress (None when it is not: a task without a session, or one its session no
+        longer waits on). A session sent to another replica than its own (its own is not
+        ready) moves there, to the least used slot, with its cache cold."""
+        session = self._live_session(task)
+        if session is None:
+            return None
+        if session.replica != replica:
+            homes = {replica: self._slots.get(replica, 0)}
+            others = [s for s in self._sessions.values() if s is not session]
+            session.replica, session.slot = _least_used_slot(others, homes)
+            session.warm = False
         out, cap = self.engine_params(session, params, busy_slots)
         return Turn(out, session.slot, cap, self.left(session).wall_s)
 
@@ -233,32 +271,40 @@ class SessionBook:
 
     def turn_ended(self, task: Task, now: float, tokens_out: int) -> None:
         """``task`` ended; if it was its session's turn in progress, account for it."""
-        session_id = task.request.session_id
-        session = None if session_id is None else self._sessions.get(session_id)
-        if session is not None and session.live is task:
+        session = self._live_session(task)
+        if session is not None:
+            ran_on = task.ran_on if task.replica == session.replica else None
             self.task_ended(
                 session, task, now, tokens_out=tokens_out, tokens_in=task.tokens_in,
-                cached=task.cached_tokens, slot=task.ran_on,
+                cached=task.cached_tokens, slot=ran_on,
             )  # fmt: skip
 
-    def slots_known(self, slots_total: int) -> None:
-        """The engine has ``slots_total`` slots (re-pins sessions beyond them)."""
-        if len(self._slot_last) != slots_total:
-            self._slot_last = dict.fromkeys(range(slots_total))
+    def slots_known(self, slots_total: int, replica: str = "") -> None:
+        """``replica``'s engine has ``slots_total`` slots (re-pins its sessions beyond
+        them)."""
+        if self._slots.get(replica) != slots_total:
+            self._slots[replica] = slots_total
+            for key in [key for key in self._slot_last if key[0] == replica]:
+                del self._slot_last[key]
+            self._slot_last.update(dict.fromkeys((replica, s) for s in range(slots_total)))
             for session in self._sessions.values():
-                session.slot %= max(slots_total, 1)
+                if session.replica == replica:
+                    session.slot %= max(slots_total, 1)
+                    session.warm = False
+
+    def engine_restarted(self, replica: str = "") -> None:
+        """``replica``'s engine lost its KV cache: none of its sessions is warm any more."""
+        for key in self._slot_last:
+            if key[0] == replica:
+                self._slot_last[key] = None
+        for session in self._sessions.values():
+            if session.replica == replica:
                 session.warm = False
 
-    def engine_restarted(self) -> None:
-        """The engine lost its KV cache: no session is warm any more."""
-        self._slot_last = dict.fromkeys(self._slot_last)
-        for session in self._sessions.values():
-            session.warm = False
-
-    def slot_used(self, slot: int | None, session_id: str | None) -> None:
-        """A task (of ``session_id``, or of none) completed on ``slot``."""
-        if slot is not None and slot in self._slot_last:
-            self._slot_last[slot] = session_id
+    def slot_used(self, slot: int | None, session_id: str | None, replica: str = "") -> None:
+        """A task (of ``session_id``, or of none) completed on ``slot`` of ``replica``."""
+        if slot is not None and (replica, slot) in self._slot_last:
+            self._slot_last[replica, slot] = session_id
 
     def task_ended(
         self,
@@ -288,7 +334,7 @@ class SessionBook:
 
     def kv_warm(self, session: Session) -> bool:
         """Whether the session's slot holds its conversation, as far as orchestra saw."""
-        return session.warm and self._slot_last.get(session.slot) == session.id
+        return session.warm and self._slot_last.get((session.replica, session.slot)) == session.id
 
     def delete(self, session_id: str) -> Session | None:
         """Forget a session; it is returned (its task in progress is the caller's)."""
@@ -319,6 +365,7 @@ class SessionBook:
         return SessionView(
             session_id=session.id,
             slot=session.slot,
+            replica=session.replica,
             turns=session.turns,
             max_turns=self.config.max_turns,
             tokens_in=session.tokens_in,

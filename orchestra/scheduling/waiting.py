@@ -12,7 +12,7 @@ Only the Queue actor touches it; every method is synchronous and never blocks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import attrs
@@ -76,6 +76,23 @@ class WaitingLine:
         """The next task to dispatch. Raises IndexError when none waits."""
         task, self._streak = self._pick(self._lines, self._streak)
         return task
+
+    def peek(self) -> Task | None:
+        """The task :meth:`popleft` would give now (None when none waits)."""
+        chosen = self.next_priority()
+        return None if chosen is None else self._lines[chosen][0]
+
+    def pop_first(self, fits: Callable[[Task], bool]) -> Task | None:
+        """The first task, in dispatch order, that ``fits`` (None when none does), taken
+        out as :meth:`popleft` would have taken it: a session's turn whose replica is full
+        lets the tasks behind it go to the replicas that have room."""
+        for task in self.order():
+            if fits(task):
+                self.remove(task)
+                batch = task.request.priority is Priority.BATCH
+                self._streak = 0 if batch or not self._lines[Priority.BATCH] else self._streak + 1
+                return task
+        return None
 
     def next_priority(self) -> Priority | None:
         """The class of the task :meth:`popleft` would give now, or None when none waits."""

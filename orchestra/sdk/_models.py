@@ -212,6 +212,8 @@ class SessionStatus:
     slot: int
     """The engine slot its turns are pinned to."""
     turns: int
+    replica: str = ""
+    """The replica of the pool whose engine holds that slot (``<model>/<index>``)."""
     """Tasks admitted in it."""
     max_turns: int
     tokens_in: int

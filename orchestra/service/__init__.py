@@ -44,6 +44,10 @@ HTTP_GRACE_S = 5.0
 """After the last task ended, how long open HTTP connections get to finish."""
 SESSION_EXIT_S = 10.0
 """After cancelling the remaining tasks, how long their sessions get to close."""
+LISTEN_BACKLOG = 4096
+"""Connections the kernel holds for orchestra before it accepts them (capped by
+``net.core.somaxconn``): a thousand clients connecting at once are all let in, where
+hypercorn's default of 100 has the kernel reset the rest."""
 
 
 @attrs.frozen
@@ -77,6 +81,7 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = HTTP_GRACE_S
+    hc.backlog = LISTEN_BACKLOG
     return hc
 
 

@@ -17,6 +17,8 @@ from orchestra.actors.owned_supervisor import OwnedReplicaSupervisor
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.pools import Engines, ModelSpec, Pool
 from orchestra.actors.queue import Queue
+from orchestra.actors.queue_messages import ReplicaLink
+from orchestra.actors.replica_set import Replica, ReplicaKind, ReplicaSet
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
 from orchestra.catalog import Catalog, CatalogError, CatalogModel, ModelState, TrustState
 from orchestra.config import AdapterConfig, Config, ConfigError, ModelConfig
@@ -24,15 +26,17 @@ from orchestra.engine import cache
 from orchestra.engine.cache import MODEL_FILE, MODEL_SHA256
 from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.engine.machine import machine_budget_mb
+from orchestra.engine.openai_compat import OpenAICompatAdapter
 from orchestra.engine.process import EngineCommand, resolve_command
 from orchestra.errors import Refusal
 from orchestra.http.context import Actors
-from orchestra.messages import Doorbell, EngineAlarm
+from orchestra.messages import Doorbell
 from orchestra.obs import logs
 from orchestra.obs.metrics import Metrics
 from orchestra.pool import Residency
 from orchestra.scheduling import placement
 from orchestra.scheduling.sessions import SessionBook
+from orchestra.tokens import read_token_file
 
 log = logging.getLogger("orchestra")
 
@@ -58,9 +62,8 @@ async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
 
 def _queue(
     config: Config,
-    engine: LlamaCppAdapter,
+    links: tuple[ReplicaLink, ...],
     metrics: Metrics,
-    alarm: EngineAlarm,
     doorbell: Doorbell,
     pool_id: str,
     residency: Residency,
@@ -69,20 +72,19 @@ def _queue(
         capacity=config.admission.queue_capacity,
         batch_capacity=config.admission.batch_queue_capacity,
         batch_every=config.admission.batch_every,
-        engine=engine,
+        replicas=links,
         retention_s=config.streams.retention_s,
         orphan_grace_s=config.streams.orphan_grace_ms / 1000,
         engine_backlog=config.adapter.engine_backlog,
         metrics=metrics,
         sessions=SessionBook(config.sessions),
-        alarm=alarm,
         pool_id=pool_id,
         doorbell=doorbell,
         residency=residency,
     )
 
 
-@attrs.frozen
+@attrs.define
 class Wiring:
     """What every pool of one service shares."""
 
@@ -93,26 +95,35 @@ class Wiring:
     metrics: Metrics
     doorbell: Doorbell
     clients: contextlib.AsyncExitStack
+    ports_taken: int = 0
+    """Ports above ``adapter.endpoint``'s handed to owned replicas so far."""
+
+    def take_ports(self, count: int) -> int:
+        """The offset of ``count`` fresh ports for owned replicas."""
+        offset, self.ports_taken = self.ports_taken, self.ports_taken + count
+        return offset
 
 
-async def _engine(w: Wiring, adapter: AdapterConfig) -> LlamaCppAdapter:
+async def _engine(w: Wiring, adapter: AdapterConfig, api_key: str | None = None) -> LlamaCppAdapter:
     client = await w.clients.enter_async_context(
-        LlamaCppAdapter.open_client(adapter, api_key=w.api_key)
+        LlamaCppAdapter.open_client(adapter, api_key=w.api_key if api_key is None else api_key)
     )
     return LlamaCppAdapter(client, adapter)
 
 
 async def _single_pool(w: Wiring) -> Pool:
-    """The single-model configuration: one pool, ``default``, always loaded."""
+    """The single-model configuration: one pool, ``default``, one replica, always loaded."""
     config = w.config
     engine = await _engine(w, config.adapter)
-    alarm = EngineAlarm()  # raised by the Queue, heard by the supervisor
-    queue = _queue(config, engine, w.metrics, alarm, w.doorbell, "default", Residency.LOADED)
+    link = ReplicaLink("default/0", engine)
+    queue = _queue(config, (link,), w.metrics, w.doorbell, "default", Residency.LOADED)
     supervisor: Supervisor
     model_id = None
+    kind = ReplicaKind.ATTACHED
     if config.replica is None:
-        supervisor = ReplicaSupervisor(engine, queue.replica_status, alarm)
+        supervisor = ReplicaSupervisor(engine, queue.replica_status, link.alarm)
     else:
+        kind = ReplicaKind.OWNED
         command = attrs.evolve(
             resolve_command(config.replica, config.adapter),
             api_key=w.api_key,
@@ -121,7 +132,7 @@ async def _single_pool(w: Wiring) -> Pool:
         model_id = await _catalog_id(w.catalog, command)
         supervisor = OwnedReplicaSupervisor(
             command, config.replica, engine, queue.replica_status, queue.replica_lost,
-            alarm,
+            link.alarm,
         )  # fmt: skip
     control = PoolControl(
         queue,
@@ -131,44 +142,129 @@ async def _single_pool(w: Wiring) -> Pool:
         model_id=model_id,
     )
     spec = ModelSpec("default", keep_loaded=True, fixed=True)
-    return Pool(spec, queue, engine, supervisor, control)
+    replicas = ReplicaSet(
+        (Replica(link, kind, config.adapter.endpoint, supervisor),), queue.replica_status
+    )
+    return Pool(spec, queue, replicas, control)
 
 
-async def _model_pool(w: Wiring, name: str, model: ModelConfig, index: int) -> Pool:
+@attrs.frozen
+class _Planned:
+    """One replica of a ``[models]`` pool, before its Queue exists."""
+
+    link: ReplicaLink
+    kind: ReplicaKind
+    endpoint: str
+    command: EngineCommand | None = None
+    """Owned replicas: how to start its llama-server."""
+
+
+def _url(endpoint: str) -> str:
+    """An endpoint as a base URL (``host:port`` on this machine means ``http://``)."""
+    return endpoint if "://" in endpoint else f"http://{endpoint}"
+
+
+def _attached_key(name: str, model: ModelConfig) -> str:
+    if not model.api_key_file:
+        return ""
+    try:
+        return read_token_file(model.api_key_file)
+    except ValueError as exc:
+        raise ConfigError([f"models.{name}.api_key_file: {exc}"]) from None
+
+
+async def _plan_replicas(w: Wiring, name: str, model: ModelConfig) -> list[_Planned]:
+    """Every replica of a ``[models]`` pool: its owned llama-servers (each on a port of
+    its own, with its devices), then its attached llama-servers, then its
+    OpenAI-compatible servers."""
+    config = w.config
+    replica = model.replica()
+    owned = model.owned_replicas
+    offset = w.take_ports(owned)
+    planned: list[_Planned] = []
+    slots = w.slot_dir / name
+    slots.mkdir()
+    for j in range(owned):
+        directory = slots / str(j) if owned > 1 else slots
+        directory.mkdir(exist_ok=True)
+        command = attrs.evolve(
+            resolve_command(
+                replica, config.adapter, table=f"models.{name}", model_key="path",
+                port_offset=offset + j,
+            ),
+            api_key=w.api_key,
+            slot_save_path=directory,
+            embeddings=model.embeddings,
+            devices=model.devices[j] if model.devices else None,
+        )  # fmt: skip
+        endpoint = f"http://{command.host}:{command.port}"
+        engine = await _engine(w, attrs.evolve(config.adapter, endpoint=endpoint))
+        link = ReplicaLink(f"{name}/{len(planned)}", engine)
+        planned.append(_Planned(link, ReplicaKind.OWNED, endpoint, command))
+    key = _attached_key(name, model)
+    llama = model.endpoints if model.engine == "llamacpp" else ()
+    for endpoint in map(_url, llama):
+        engine = await _engine(w, attrs.evolve(config.adapter, endpoint=endpoint), key)
+        link = ReplicaLink(f"{name}/{len(planned)}", engine)
+        planned.append(_Planned(link, ReplicaKind.ATTACHED, endpoint))
+    openai = model.openai_endpoints + (model.endpoints if model.engine == "openai" else ())
+    for endpoint in map(_url, openai):
+        client = await w.clients.enter_async_context(
+            OpenAICompatAdapter.open_client(
+                endpoint, connect_timeout_s=config.adapter.connect_timeout_s, api_key=key
+            )
+        )
+        compat = OpenAICompatAdapter(
+            client,
+            model=model.served_model or name,
+            slots=model.slots,
+            decode_timeout_s=config.adapter.decode_timeout_s,
+            connect_timeout_s=config.adapter.connect_timeout_s,
+        )
+        link = ReplicaLink(f"{name}/{len(planned)}", compat, counts_tokens=False)
+        planned.append(_Planned(link, ReplicaKind.OPENAI, endpoint))
+    return planned
+
+
+async def _model_pool(w: Wiring, name: str, model: ModelConfig) -> Pool:
     """A pool of ``[models]``: unloaded until a task or ``keep_loaded`` asks for it."""
     config = w.config
     replica = model.replica()
-    slots = w.slot_dir / name
-    slots.mkdir()
-    command = attrs.evolve(
-        resolve_command(
-            replica, config.adapter, table=f"models.{name}", model_key="path", port_offset=index
-        ),
-        api_key=w.api_key,
-        slot_save_path=slots,
-        embeddings=model.embeddings,
-    )
-    adapter = attrs.evolve(config.adapter, endpoint=f"http://{command.host}:{command.port}")
-    engine = await _engine(w, adapter)
-    alarm = EngineAlarm()
-    queue = _queue(config, engine, w.metrics, alarm, w.doorbell, name, Residency.UNLOADED)
-    supervisor = OwnedReplicaSupervisor(
-        command, replica, engine, queue.replica_status, queue.replica_lost, alarm,
-        load_once=True, pool_id=name,
-    )  # fmt: skip
+    planned = await _plan_replicas(w, name, model)
+    links = tuple(p.link for p in planned)
+    queue = _queue(config, links, w.metrics, w.doorbell, name, Residency.UNLOADED)
+    replicas = []
+    for index, plan in enumerate(planned):
+        report = partial(queue.replica_status, replica=index)
+        supervisor: Supervisor
+        if plan.command is not None:
+            supervisor = OwnedReplicaSupervisor(
+                plan.command, replica, plan.link.engine, report,
+                partial(queue.replica_lost, replica=index), plan.link.alarm,
+                load_once=True, pool_id=name, replica_id=plan.link.id,
+            )  # fmt: skip
+        else:
+            supervisor = ReplicaSupervisor(
+                plan.link.engine, report, plan.link.alarm, replica_id=plan.link.id
+            )
+        replicas.append(Replica(plan.link, plan.kind, plan.endpoint, supervisor))
+    engines = ReplicaSet(tuple(replicas), queue.replica_status)
     control = PoolControl(
         queue,
-        supervisor,
+        replicas[0].supervisor,
         w.catalog,
         start_timeout_s=replica.start_timeout_s,
         model_id=name,
         swaps_models=False,
     )
+    owned = [p.command for p in planned if p.command is not None]
     memory, source = model.memory_mb, "configured"
-    if not memory:
-        size = await trio.to_thread.run_sync(lambda: command.model.stat().st_size)
-        memory, source = placement.estimate_mb(size, replica.ctx_size), "estimated"
-    await _catalogue(w.catalog, name, command.model)
+    if not memory and owned:
+        path = owned[0].model
+        size = await trio.to_thread.run_sync(lambda: path.stat().st_size)
+        memory, source = placement.estimate_mb(size, replica.ctx_size) * len(owned), "estimated"
+    if owned:
+        await _catalogue(w.catalog, name, owned[0].model)
     spec = ModelSpec(
         name,
         aliases=model.aliases,
@@ -178,7 +274,7 @@ async def _model_pool(w: Wiring, name: str, model: ModelConfig, index: int) -> P
         memory_source=source,
         embeddings=model.embeddings,
     )
-    return Pool(spec, queue, engine, supervisor, control)
+    return Pool(spec, queue, engines, control)
 
 
 async def _catalogue(catalog: Catalog, name: str, path: Path) -> None:
@@ -247,10 +343,7 @@ async def build_actors(w: Wiring) -> Actors:
     """Every actor of the service, each wired to the others when it is built."""
     config = w.config
     if config.models:
-        pools = [
-            await _model_pool(w, name, model, index)
-            for index, (name, model) in enumerate(config.models.items())
-        ]
+        pools = [await _model_pool(w, name, model) for name, model in config.models.items()]
         default_id = config.default_model or pools[0].id
         default_id = next(p.id for p in pools if default_id in (p.id, *p.spec.aliases))
     else:
@@ -289,10 +382,12 @@ async def _catalog_pool(w: Wiring, entry: CatalogModel, pools: list[Pool]) -> Po
         return None
     template = next(iter(w.config.models.values()))
     model = attrs.evolve(
-        template, path=entry.path, aliases=(), keep_loaded=False, memory_mb=0, embeddings=False
-    )
+        template, path=entry.path, aliases=(), keep_loaded=False, memory_mb=0,
+        embeddings=False, replicas=1, devices=template.devices[:1], endpoints=(),
+        openai_endpoints=(), engine="llamacpp",
+    )  # fmt: skip
     try:
-        return await _model_pool(w, entry.id, model, len(pools))
+        return await _model_pool(w, entry.id, model)
     except (ConfigError, OSError) as exc:
         log.warning("catalog model %s cannot be served: %s", entry.id, exc)
         return None

@@ -5,6 +5,9 @@ shapes and behaviours of ``shared/llama-server-reference.md``:
 
 - ``GET /health`` (and ``/v1/health``), ``GET /props``, ``GET /slots``, ``GET /metrics``,
   ``POST /tokenize`` and ``POST /completion`` (also ``/completions``);
+- ``GET /v1/models`` (the one model, named by its path) and ``POST /v1/completions``,
+  OpenAI's text completion as the engine writes it (:mod:`.text`), on the same slots and
+  words as ``/completion``, with ``stop`` strings as on the chat endpoint;
 - ``POST /apply-template`` (a fixed ChatML-like template, :mod:`.template`) and
   ``POST /v1/chat/completions`` (also ``/chat/completions``) in OpenAI's shape as the engine
   writes it, streamed with ``[DONE]``, with ``stop`` strings, ``include_usage`` and tool
@@ -63,6 +66,7 @@ What is where:
   through which each endpoint writes its tokens;
 - :mod:`.template`: the chat template, rendering ``messages`` into a prompt;
 - :mod:`.chat`: a ``/v1/chat/completions`` body turned into a job and its text answer;
+- :mod:`.text`: a ``/v1/completions`` body turned into a job and its text answer;
 - :mod:`.oai`: the OpenAI-shaped objects and stream chunks the chat answers share;
 - :mod:`.toolcall`: when the chat answer is a tool call, and how it is streamed;
 - :mod:`.embeddings`: a ``/v1/embeddings`` body turned into prompts, their vectors, the answer;

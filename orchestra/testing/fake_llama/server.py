@@ -1,9 +1,9 @@
 """:class:`FakeLlamaServer`: the fake engine's state and knobs, its HTTP routes, and the
 generation of completions on its slots, served as a raw ASGI 3 app by hypercorn.
 
-``/completion`` and ``/v1/chat/completions`` share the slots, the generated words, the
-fault directives and cancel-on-disconnect; each request's :class:`~.completion.Face`
-writes the tokens in its endpoint's format.
+``/completion``, ``/v1/completions`` and ``/v1/chat/completions`` share the slots, the
+generated words, the fault directives and cancel-on-disconnect; each request's
+:class:`~.completion.Face` writes the tokens in its endpoint's format.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .completion import Face, Job, NativeFace, abort, accept, send_final, send_m
 from .embeddings import OFF_MESSAGE, EmbeddingJob, accept_embeddings
 from .slots import SlotTable, Waiter
 from .template import ChatRequestError, render
+from .text import accept_text_completion
 from .words import generated_word, tokenize
 
 
@@ -91,6 +92,8 @@ class FakeLlamaServer(SlotTable):
     """Every JSON object body received on ``/completion``, in arrival order."""
     completion_headers: list[dict[str, str]] = attrs.field(factory=list, init=False)
     """The request headers (names lower-cased) of each ``/completion`` request."""
+    v1_completion_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    """Every JSON object body received on ``/v1/completions``, in arrival order."""
     chat_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     """Every JSON object body received on ``/v1/chat/completions``, in arrival order."""
     embedding_bodies: list[dict[str, Any]] = attrs.field(factory=list, init=False)
@@ -182,6 +185,8 @@ class FakeLlamaServer(SlotTable):
             await respond(send, 200, b'{"status":"ok"}')
         elif path == "/props" and method == "GET":
             await respond(send, 200, dumps(self._props()))
+        elif path in ("/v1/models", "/models") and method == "GET":
+            await respond(send, 200, dumps(self._models()))
         elif path == "/slots" and method == "GET":
             await self._slots(scope, send)
         elif path == "/metrics" and method == "GET":
@@ -192,6 +197,8 @@ class FakeLlamaServer(SlotTable):
             await self._slot_action(scope, receive, send)
         elif path in ("/completion", "/completions") and method == "POST":
             await self._completion(scope, receive, send)
+        elif path == "/v1/completions" and method == "POST":
+            await self._v1_completion(receive, send)
         elif path in ("/v1/chat/completions", "/chat/completions") and method == "POST":
             await self._chat(receive, send)
         elif path == "/apply-template" and method == "POST":
@@ -223,6 +230,17 @@ class FakeLlamaServer(SlotTable):
             "build_info": "b0-unknown",
             "is_sleeping": False,
         }
+
+    def _models(self) -> dict[str, Any]:
+        """``/v1/models``: the one model, named by its path, as the engine lists it."""
+        model = {
+            "id": self.model_path,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "llamacpp",
+            "meta": {"n_ctx": self.n_ctx},
+        }
+        return {"object": "list", "data": [model]}
 
     async def _slots(self, scope: Scope, send: Send) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -353,6 +371,18 @@ class FakeLlamaServer(SlotTable):
             await respond(send, *job)
             return
         await self._run(job, NativeFace(job, self.model_path), receive, send)
+
+    async def _v1_completion(self, receive: Receive, send: Send) -> None:
+        body = await read_json(receive)
+        if isinstance(body, dict):
+            self.v1_completion_bodies.append(body)
+            self._notify()
+        accepted = accept_text_completion(body, self._slot_ctx, self.model_path)
+        if isinstance(accepted[0], int):
+            await respond(send, accepted[0], accepted[1])
+            return
+        job, face = accepted
+        await self._run(job, face, receive, send)
 
     async def _chat(self, receive: Receive, send: Send) -> None:
         body = await read_json(receive)
