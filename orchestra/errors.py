@@ -28,7 +28,8 @@ purpose is an :class:`OrchestraError`::
             ├── BudgetExceeded     429 BUDGET_EXCEEDED
             └── TaskFailed         the task's stream ended with an ``error`` event
 
-Nothing outside :mod:`orchestra.engine.llamacpp` sees an ``httpx`` exception, and nothing
+Nothing outside :mod:`orchestra.engine.llamacpp` and :mod:`orchestra.engine.openai_compat`
+sees an ``httpx`` exception, and nothing
 below the HTTP face knows about status codes or headers.
 """
 

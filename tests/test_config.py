@@ -626,6 +626,13 @@ def test_any_extra_key_name_is_reported_on_one_line(extra: dict[str, Any]) -> No
 MODEL_ID_RULE = "use 1 to 128 letters, digits, '.', '_', ':' or '-'"
 
 
+def test_example_replicas_config_loads() -> None:
+    config = load_config(CONFIGS / "replicas.toml")
+    smol = config.models["smol"]
+    assert smol.owned_replicas == 2 and smol.replica().threads == 1
+    assert smol.keep_loaded and not smol.endpoints
+
+
 def test_example_models_config_loads() -> None:
     config = load_config(CONFIGS / "models.toml")
     assert config.bind_is_loopback

@@ -172,6 +172,12 @@ def endpoint_urls(value: Any) -> str | None:
     return None
 
 
+def openai_urls(value: Any) -> str | None:
+    """As :func:`endpoint_urls`, and a trailing ``/v1`` (as OpenAI clients write the base
+    URL) is allowed."""
+    return endpoint_urls([url.removesuffix("/").removesuffix("/v1") for url in value])
+
+
 def host_ports(value: Any) -> str | None:
     """``host:port`` entries (``rpc_servers``)."""
     for index, item in enumerate(value):

@@ -25,6 +25,7 @@ from orchestra.config.checks import (
     engine_kind,
     host_port,
     host_ports,
+    openai_urls,
     is_loopback,
     llamacpp_only,
     log_format,
@@ -207,7 +208,7 @@ class ModelConfig:
     endpoints: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: endpoint_urls})
     """llama-servers someone else runs, on this box or the LAN (``http://host:port``),
     served as replicas of this model; orchestra never starts or stops them."""
-    openai_endpoints: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: endpoint_urls})
+    openai_endpoints: tuple[str, ...] = attrs.field(default=(), metadata={CHECK: openai_urls})
     """Servers that speak the OpenAI API (vLLM, SGLang, TGI, Ollama, another orchestra),
     served as replicas of this model; their capacity is ``slots``."""
     engine: str = attrs.field(default="llamacpp", metadata={CHECK: engine_kind})
