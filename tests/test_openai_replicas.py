@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
@@ -23,14 +22,6 @@ from .harness import make_config, parse_sse
 from .models_harness import WAIT_S
 
 KEY = "replica-key-1"
-
-
-async def _end(queue: Any, task_id: str) -> Any:
-    log = queue.log_of(task_id)
-    with trio.fail_after(WAIT_S):
-        while not log.closed:
-            await log.wait_beyond(len(log))
-    return queue._table.get(task_id)
 
 
 async def test_a_pool_of_an_attached_llama_server_and_an_openai_server(tmp_path: Path) -> None:

@@ -206,3 +206,26 @@ def test_replica_configuration_errors_name_their_key(table: dict[str, Any], prob
     with pytest.raises(ConfigError) as raised:
         make_config("http://127.0.0.1:8081", models={"m": table})
     assert any(line.startswith(problem) for line in raised.value.problems), raised.value.problems
+
+
+async def test_owned_replicas_get_their_devices_ports_and_a_share_of_the_threads(
+    tmp_path: Path,
+) -> None:
+    models = {"m": {"replicas": 2, "threads": 4, "devices": ["0", "1,2"], "keep_loaded": True}}
+    async with open_models(tmp_path, models) as stack:
+        await stack.wait_residency("m", "loaded")
+        queue = stack.models.pool("m").queue
+        replicas = await _wait_states(stack.client, queue, "ready", "ready")
+        base = int(stack.config.adapter.endpoint.rsplit(":", 1)[1])
+        assert [r["endpoint"] for r in replicas] == [
+            f"http://127.0.0.1:{base}",
+            f"http://127.0.0.1:{base + 1}",
+        ]
+        for replica, devices in zip(replicas, ["0", "1,2"], strict=True):
+            pid = replica["pid"]
+            argv = (await trio.Path(f"/proc/{pid}/cmdline").read_bytes()).split(b"\0")
+            raw = await trio.Path(f"/proc/{pid}/environ").read_bytes()
+            environ = dict(entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+            assert argv[argv.index(b"-t") + 1] == b"2"  # 4 threads, split in two
+            assert environ[b"CUDA_VISIBLE_DEVICES"] == devices.encode()
+            assert replica["kind"] == "owned" and replica["slots_total"] == 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,29 @@ async def wait_accepting(process: trio.Process, port: int, log: Path) -> None:
                 return
 
 
+@asynccontextmanager
+async def rpc_server_on(rpc_server: Path, port: int, log_path: Path) -> AsyncIterator[trio.Process]:
+    """An rpc-server on ``127.0.0.1:port`` (one thread), accepting connections; stopped
+    (SIGTERM, SIGKILL after 5 s) and reaped on exit."""
+    with log_path.open("wb") as log:
+        async with trio.open_nursery() as nursery:
+            rpc: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    [str(rpc_server), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                )
+            )
+            try:
+                await wait_accepting(rpc, port, log_path)
+                yield rpc
+            finally:
+                nursery.cancel_scope.cancel()
+
+
 async def complete(command: EngineCommand) -> tuple[dict[str, Any], list[str]]:
     """Start llama-server as orchestra does, run :data:`COMPLETION` once through the native
     ``POST /completion`` (not streamed), stop it; its answer and every line it logged."""
@@ -120,24 +145,8 @@ async def test_layers_on_an_rpc_server_give_the_same_bytes(tmp_path: Path) -> No
     argv = remote_command.argv()
     assert argv[argv.index("--rpc") + 1] == endpoint and argv[argv.index("-ngl") + 1] == "99"
 
-    with rpc_log.open("wb") as log:
-        async with trio.open_nursery() as nursery:
-            # Cancelling the nursery stops rpc-server: SIGTERM, SIGKILL after 5 s, reaped.
-            rpc: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    [str(rpc_server), "-H", "127.0.0.1", "-p", str(rpc_port), "-t", "1"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            )
-            try:
-                await wait_accepting(rpc, rpc_port, rpc_log)
-                remote, remote_log = await complete(remote_command)
-            finally:
-                nursery.cancel_scope.cancel()
+    async with rpc_server_on(rpc_server, rpc_port, rpc_log) as rpc:
+        remote, remote_log = await complete(remote_command)
     assert rpc.returncode is not None  # rpc-server was stopped and reaped
     local, local_log = await complete(command(port=free_port(), gpu_layers=0))
 
@@ -176,38 +185,21 @@ async def test_a_model_split_over_an_rpc_server_through_orchestra_keeps_the_byte
     body = {"prompt": COMPLETION["prompt"], "max_tokens": 24, "seed": 42, "temperature": 0.8}
     texts = {}
     rpc_log = tmp_path / "rpc-server.log"
-    with rpc_log.open("wb") as log:
-        async with trio.open_nursery() as nursery:
-            rpc: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    [str(rpc_server), "-H", "127.0.0.1", "-p", str(rpc_port), "-t", "1"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            )
-            try:
-                await wait_accepting(rpc, rpc_port, rpc_log)
-                stop = trio.Event()
-                async with trio.open_nursery() as service:
-                    running = await service.start(partial(run_service, config, stop=stop))
-                    async with httpx.AsyncClient(base_url=running.urls[0], timeout=180) as client:
-                        for model in ("split", "local"):
-                            response = await client.post(
-                                "/v1/tasks",
-                                json={**body, "model_ref": model, "determinism": "strict"},
-                                headers={"Accept": "text/event-stream"},
-                            )
-                            assert response.status_code == 200, response.text
-                            events = parse_sse(response.content)
-                            assert events[-1].event == "end", events[-1]
-                            texts[model] = "".join(
-                                e.data["t"] for e in events if e.event == "token"
-                            )
-                    stop.set()
-            finally:
-                nursery.cancel_scope.cancel()
+    async with rpc_server_on(rpc_server, rpc_port, rpc_log):
+        stop = trio.Event()
+        async with trio.open_nursery() as service:
+            running = await service.start(partial(run_service, config, stop=stop))
+            async with httpx.AsyncClient(base_url=running.urls[0], timeout=180) as client:
+                for model in ("split", "local"):
+                    response = await client.post(
+                        "/v1/tasks",
+                        json={**body, "model_ref": model, "determinism": "strict"},
+                        headers={"Accept": "text/event-stream"},
+                    )
+                    assert response.status_code == 200, response.text
+                    events = parse_sse(response.content)
+                    assert events[-1].event == "end", events[-1]
+                    texts[model] = "".join(e.data["t"] for e in events if e.event == "token")
+            stop.set()
     assert "Accepted client connection" in rpc_log.read_text()
     assert texts["split"] and texts["split"].encode() == texts["local"].encode()

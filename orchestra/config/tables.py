@@ -25,7 +25,6 @@ from orchestra.config.checks import (
     engine_kind,
     host_port,
     host_ports,
-    openai_urls,
     is_loopback,
     llamacpp_only,
     log_format,
@@ -34,6 +33,7 @@ from orchestra.config.checks import (
     more_than_zero,
     non_empty,
     not_managed,
+    openai_urls,
     split_bind,
     token_chars,
 )

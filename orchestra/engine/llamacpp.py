@@ -265,6 +265,45 @@ class _ChatStream:
         )
 
 
+async def post_sse(
+    client: httpx.AsyncClient,
+    path: str,
+    body: Mapping[str, Any],
+    read: Callable[[bytes], None],
+    error: Callable[[int, bytes], EngineError],
+    data_lines: Callable[[AsyncIterator[bytes]], AsyncGenerator[bytes, None]],
+    read_timeout: httpx.Timeout | None = None,
+) -> None:
+    """POST ``body`` to ``path`` and hand each ``data:`` payload of the answer (as
+    ``data_lines`` finds them) to ``read``, until the engine ends the stream; a status
+    other than 200 raises ``error(status, body)``, and the first EngineError ``read``
+    raises is raised once the stream has ended. ``read_timeout``: the client's when None."""
+    failure: EngineError | None = None
+    timeouts: dict[str, Any] = {} if read_timeout is None else {"timeout": read_timeout}
+    try:
+        async with client.stream(
+            "POST", path, json=body, headers=_ONE_STREAM_PER_CONNECTION, **timeouts
+        ) as response:
+            if response.status_code != 200:
+                raise error(response.status_code, await response.aread())
+            async with (
+                aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks,
+                aclosing(data_lines(chunks)) as lines,
+            ):
+                async for line in lines:
+                    # After a failure read on without looking: the engine ends the stream
+                    # itself, and leaving httpx's generators half-read leaks them.
+                    if failure is None:
+                        try:
+                            read(line)
+                        except EngineError as exc:
+                            failure = exc
+    except httpx.HTTPError as exc:
+        _raise_transport(exc, path)
+    if failure is not None:
+        raise failure
+
+
 def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         raise EngineError(
@@ -399,32 +438,7 @@ class LlamaCppAdapter:
     async def _stream(
         self, path: str, body: Mapping[str, Any], read: Callable[[bytes], None]
     ) -> None:
-        """POST ``body`` to ``path`` and hand each ``data:`` payload of the answer to
-        ``read``, until the engine ends the stream; the first EngineError ``read`` raises
-        is raised once the stream has ended."""
-        failure: EngineError | None = None
-        try:
-            async with self.client.stream(
-                "POST", path, json=body, headers=_ONE_STREAM_PER_CONNECTION
-            ) as response:
-                if response.status_code != 200:
-                    raise _error_from_body(response.status_code, await response.aread())
-                async with (
-                    aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks,
-                    aclosing(_sse_data_lines(chunks)) as lines,
-                ):
-                    async for line in lines:
-                        # After a failure read on without looking: the engine ends the
-                        # stream itself, and leaving httpx's generators half-read leaks them.
-                        if failure is None:
-                            try:
-                                read(line)
-                            except EngineError as exc:
-                                failure = exc
-        except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
-        if failure is not None:
-            raise failure
+        await post_sse(self.client, path, body, read, _error_from_body, _sse_data_lines)
 
     async def render_chat(self, params: Mapping[str, Any]) -> str:
         """The prompt the engine makes of a chat body's ``messages`` and ``tools`` with the

@@ -64,8 +64,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -74,11 +73,11 @@ import trio
 
 from orchestra.engine.llamacpp import (
     _KEEPALIVE_EXPIRY_S,
-    _ONE_STREAM_PER_CONNECTION,
     _ChatStream,
     _embeddings,
     _int_or_none,
     _raise_transport,
+    post_sse,
 )
 from orchestra.engine.protocol import (
     ChatSink,
@@ -546,32 +545,10 @@ class OpenAICompatAdapter:
     async def _stream(
         self, path: str, body: Mapping[str, Any], read: Callable[[bytes], None]
     ) -> None:
-        """POST ``body`` to ``path`` and hand each ``data:`` payload of the answer to
-        ``read``, until the engine ends the stream; the first EngineError ``read`` raises
-        is raised once the stream has ended."""
-        failure: EngineError | None = None
-        try:
-            async with self.client.stream(
-                "POST", path, json=body, headers=_ONE_STREAM_PER_CONNECTION, timeout=self._long
-            ) as response:
-                if response.status_code != 200:
-                    raise self._error(path, response.status_code, await response.aread())
-                async with (
-                    aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks,
-                    aclosing(_sse_data(chunks)) as lines,
-                ):
-                    async for line in lines:
-                        # After a failure read on without looking: the engine ends the
-                        # stream itself, and leaving httpx's generators half-read leaks them.
-                        if failure is None:
-                            try:
-                                read(line)
-                            except EngineError as exc:
-                                failure = exc
-        except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
-        if failure is not None:
-            raise failure
+        def error(status: int, answer: bytes) -> EngineError:
+            return self._error(path, status, answer)
+
+        await post_sse(self.client, path, body, read, error, _sse_data, self._long)
 
     async def embed(self, inputs: Sequence[str]) -> Embeddings:
         """One vector per string of ``inputs``, in their order (``POST /v1/embeddings``
