@@ -317,3 +317,56 @@ def test_the_replica_with_most_free_slots_goes_first_equals_in_turn(slots: tuple
             driver.run_sync(call.send.send_nowait, ("end", None))
     finally:
         driver.close()
+
+
+def test_a_turn_behind_a_blocked_turn_still_goes_to_its_own_replica() -> None:
+    """The head of the line is a session's turn whose replica is full; the next turn,
+    of a session on another replica with room, goes to that replica, not to the one with
+    the most room."""
+    driver = TrioDriver()
+    try:
+        slots = [1, 1, 2]
+        world = World([ReplicaState.READY] * 3, list(slots), 0, [0] * 3)
+        links = tuple(ReplicaLink(f"m/{i}", ReplicaEngine(i, world)) for i in range(3))
+        queue = Queue(capacity=16, replicas=links, retention_s=60, orphan_grace_s=60, pool_id="m")
+
+        def report(index: int, state: ReplicaState) -> None:
+            world.not_ready(index, state)
+            ready = state is ReplicaState.READY
+            status = ReplicaStatus(state, slots[index] if ready else 0, str(state))
+            driver.run(queue.replica_status, status, index)
+
+        def submit(name: str, session: str | None) -> None:
+            if session is not None:
+                world.session_of[name] = session
+            request = TaskRequest(prompt=name, max_tokens=4, session_id=session)
+            driver.run(queue.submit, request, name)
+
+        def end(name: str) -> None:
+            [call] = [c for (p, _), c in world.calls.items() if p == name]
+            driver.run_sync(call.send.send_nowait, ("end", None))
+
+        async def boot() -> None:
+            assert driver.nursery is not None
+            await driver.nursery.start(queue.run)
+
+        driver.run(boot)
+        for i in range(3):
+            report(i, ReplicaState.READY)
+        submit("p1", "s0")  # s0 lives on m/0
+        end("p1")
+        submit("p2", "s1")  # s1 on m/1
+        end("p2")
+        report(0, ReplicaState.STARTING)
+        report(2, ReplicaState.STARTING)
+        submit("p3", None)  # fills m/1, the only one ready
+        report(0, ReplicaState.READY)
+        report(2, ReplicaState.READY)
+        submit("p4", "s1")  # waits: m/1 is full
+        submit("p5", "s0")  # m/0 has room (m/2 has more)
+        assert {p: r for p, r in world.calls} == {"p3": 1, "p5": 0}
+        assert not world.violations
+        for name in ("p3", "p5", "p4"):
+            end(name)
+    finally:
+        driver.close()

@@ -303,10 +303,11 @@ class Queue(QueueFace):
                 continue
             # The head is a session's turn whose replica is full: the first task that can
             # go somewhere goes, and the turn keeps its place.
-            task = self._waiting.pop_first(lambda t: self._fits(t))
+            task = self._waiting.pop_first(self._fits)
             if task is None:
                 break
-            self._start(task, self._home_of(task) or some)
+            home = self._home_of(task)
+            self._start(task, some if home is None else home)
         if self._waiting and self._replicas.choose() is None and not self._running.taking_back:
             # An interactive task never waits behind a batch task that has sent nothing:
             # that one keeps its turn at the head of its class, and the room it held goes
@@ -382,6 +383,9 @@ class Queue(QueueFace):
         link = self.replicas[replica]
         if isinstance(outcome, Completed):
             self.sessions.slot_used(outcome.slot, task.request.session_id, link.id)
+        if not current:
+            return  # a dispatch put back or taken back: the task waits again; the room is free
+        task.scope = task.slot = None
         if isinstance(outcome, Failed) and (
             outcome.error.unreachable or outcome.error.code is ErrorCode.WORKER_RESET
         ):
@@ -392,9 +396,6 @@ class Queue(QueueFace):
                 detail = outcome.error.message if outcome.error.unreachable else LOST_STREAM
                 self._set_replica(replica, ReplicaState.STARTING, detail)
             link.alarm.suspect(outcome.error.message)
-        if not current:
-            return  # a dispatch put back or taken back: the task waits again; the room is free
-        task.scope = task.slot = None
         if task.state is not TaskState.RUNNING:
             return  # cancelled while running: already ended; the slot is free now
         match outcome:
