@@ -252,17 +252,25 @@ class _ChatStream:
             raise EngineError(
                 ErrorCode.WORKER_RESET, "engine closed the stream before its final chunk", True
             )
-        timings, usage = self.timings, self.usage
-        details = usage.get("prompt_tokens_details") or {}
-        tokens_out = _int_or_none(usage.get("completion_tokens"))
-        return Completion(
-            tokens_out=tokens_out or _int_or_none(timings.get("predicted_n")) or 0,
-            decode_time_ms=float(timings.get("predicted_ms", 0.0)),
-            stop_type=_CHAT_STOP_TYPES.get(self.finish_reason, "eos"),
-            tokens_in=_int_or_none(usage.get("prompt_tokens", timings.get("prompt_n"))),
-            prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
-            cache_n=_int_or_none(details.get("cached_tokens", timings.get("cache_n"))) or 0,
-        )
+        stop_type = _CHAT_STOP_TYPES.get(self.finish_reason, "eos")
+        return usage_completion(self.usage, self.timings, stop_type)
+
+
+def usage_completion(
+    usage: Mapping[str, Any], timings: Mapping[str, Any], stop_type: str
+) -> Completion:
+    """How an OpenAI-shaped answer ended, from its ``usage`` and (llama-server's)
+    ``timings``, either of which may be empty."""
+    details = usage.get("prompt_tokens_details") or {}
+    tokens_out = _int_or_none(usage.get("completion_tokens"))
+    return Completion(
+        tokens_out=tokens_out or _int_or_none(timings.get("predicted_n")) or 0,
+        decode_time_ms=float(timings.get("predicted_ms", 0.0)),
+        stop_type=stop_type,
+        tokens_in=_int_or_none(usage.get("prompt_tokens", timings.get("prompt_n"))),
+        prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
+        cache_n=_int_or_none(details.get("cached_tokens", timings.get("cache_n"))) or 0,
+    )
 
 
 async def post_sse(

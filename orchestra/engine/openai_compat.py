@@ -78,6 +78,7 @@ from orchestra.engine.llamacpp import (
     _int_or_none,
     _raise_transport,
     post_sse,
+    usage_completion,
 )
 from orchestra.engine.protocol import (
     ChatSink,
@@ -294,21 +295,9 @@ class _TextStream:
             raise EngineError(
                 ErrorCode.WORKER_RESET, "engine closed the stream before its final chunk", True
             )
-        usage, timings = self.usage, self.timings
-        details = usage.get("prompt_tokens_details") or {}
-        tokens_out = _int_or_none(usage.get("completion_tokens"))
-        return _timed(
-            Completion(
-                tokens_out=tokens_out or _int_or_none(timings.get("predicted_n")) or 0,
-                decode_time_ms=float(timings.get("predicted_ms", 0.0)),
-                stop_type=_stop_type(self.finish_reason, self.stop_reason),
-                tokens_in=_int_or_none(usage.get("prompt_tokens", timings.get("prompt_n"))),
-                prompt_time_ms=float(timings.get("prompt_ms", 0.0)),
-                cache_n=_int_or_none(details.get("cached_tokens", timings.get("cache_n"))) or 0,
-            ),
-            timings,
-            self.clock,
-        )
+        stop_type = _stop_type(self.finish_reason, self.stop_reason)
+        done = usage_completion(self.usage, self.timings, stop_type)
+        return _timed(done, self.timings, self.clock)
 
 
 def _timed(done: Completion, timings: Mapping[str, Any], clock: _Clock) -> Completion:
