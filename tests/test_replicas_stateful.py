@@ -33,6 +33,7 @@ from orchestra.engine.protocol import Completion, EngineProps, HealthProbe, Toke
 from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventKind, EventLog
 from orchestra.pool import ReplicaState, ReplicaStatus
+from orchestra.scheduling.figures import QueueFigures
 from orchestra.scheduling.sessions import SessionBook
 from orchestra.task import TaskRequest
 
@@ -370,3 +371,24 @@ def test_a_turn_behind_a_blocked_turn_still_goes_to_its_own_replica() -> None:
             end(name)
     finally:
         driver.close()
+
+
+def test_predictions_count_each_ready_replica_by_its_measured_speed() -> None:
+    """A replica whose tasks hold a slot a third as long counts as three slots; one not
+    measured yet counts as the mean; one replica counts its slots exactly."""
+    alone = QueueFigures()
+    for hold_s in (0.5, 2.0, 1.0):
+        alone.served("m/0", hold_s)
+    assert alone.effective_slots({"m/0": 3}) == 3
+    figures = QueueFigures()
+    for _ in range(40):  # both well measured: the means have settled
+        figures.served("m/0", 1.0)
+        figures.served("m/1", 3.0)
+    pool_s = figures.rate.mean_service_s
+    assert figures.effective_slots({"m/0": 1, "m/1": 1}) == round(pool_s / 1.0 + pool_s / 3.0)
+    fast_only = figures.effective_slots({"m/0": 1})
+    slow_only = figures.effective_slots({"m/1": 1})
+    assert fast_only > slow_only >= 1
+    assert figures.effective_slots({"m/0": 1, "m/2": 2}) == round(pool_s / 1.0 + 2)
+    assert figures.effective_slots({}) == 0
+    assert figures.retry_ms(figures.effective_slots({"m/0": 1})) < figures.retry_ms(slow_only)

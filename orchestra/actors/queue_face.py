@@ -107,14 +107,19 @@ class QueueFace:
         return admission_checks.queue_full(priority, self.capacity, self.batch_capacity, retry_ms)
 
     def _retry_ms(self) -> int:
-        return self.figures.retry_ms(self._replicas.ready_slots)
+        return self.figures.retry_ms(self._effective_slots())
+
+    def _effective_slots(self) -> int:
+        """The ready replicas' slots, weighed by each one's measured speed."""
+        return self.figures.effective_slots(self._replicas.ready_slots_by_id())
 
     def _predicted_start_ms(self, ahead: list[Task]) -> int:
         """When a task behind ``ahead`` would be dispatched, from what runs now on every
-        ready replica (and the load it waits for, when the model is not in memory)."""
-        slots = self._replicas.ready_slots
-        ready = sum(1 for entry in self._replicas if entry.ready and entry.slots)
-        backlog = self.engine_backlog * ready
+        ready replica, counting each one's slots by its measured speed (and the load it
+        waits for, when the model is not in memory)."""
+        ready = self._replicas.ready_slots_by_id()
+        slots = self.figures.effective_slots(ready)
+        backlog = self.engine_backlog * len(ready)
         load_ms = 0 if self._pool.residency is Residency.LOADED else self._pool.load_ms
         return load_ms + self.figures.predicted_start_ms(self._running, ahead, slots, backlog)
 

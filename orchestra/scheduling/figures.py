@@ -68,6 +68,8 @@ class QueueFigures:
     """Time to first token and decode speed of the tasks completed lately."""
     replica_slo: dict[str, SloWindow] = attrs.field(factory=dict)
     """The same, per replica (by id)."""
+    replica_rate: dict[str, ServiceRate] = attrs.field(factory=dict)
+    """How long a task holds a slot, per replica (by id): how fast each one is."""
 
     def dispatched(self, predicted_ms: int, waited_ms: int) -> None:
         """A task got a slot for the first time ``waited_ms`` after admission."""
@@ -79,7 +81,7 @@ class QueueFigures:
         assert task.dispatched_at is not None
         ttft_s = None if done.first_token_at is None else done.first_token_at - task.submitted_at
         decode_s = done.decode_time_ms / 1000
-        self.rate.observe(now - task.dispatched_at)
+        self.served(task.replica, now - task.dispatched_at)
         self.work.observe(
             prompt_s=done.prompt_time_ms / 1000,
             decode_s=decode_s,
@@ -92,6 +94,29 @@ class QueueFigures:
             if task.replica is not None:
                 self.replica_slo.setdefault(task.replica, SloWindow()).observe(sample)
         return ttft_s
+
+    def served(self, replica: str | None, hold_s: float) -> None:
+        """A task held a slot of ``replica`` for ``hold_s`` seconds."""
+        self.rate.observe(hold_s)
+        if replica is not None:
+            self.replica_rate.setdefault(replica, ServiceRate()).observe(hold_s)
+
+    def effective_slots(self, ready: Mapping[str, int]) -> int:
+        """The slots of the ready replicas (``ready``: id → slots), each weighed by how
+        fast its tasks were served against the pool's mean: a replica whose tasks hold a
+        slot half as long counts twice. One not measured yet counts as the mean; a pool of
+        one replica counts its slots exactly. 0 when none is ready."""
+        if not ready:
+            return 0
+        pool_s = self.rate.mean_service_s
+        total = 0.0
+        for replica, slots in ready.items():
+            rate = self.replica_rate.get(replica)
+            if rate is None or not rate.samples:
+                total += slots
+            else:
+                total += slots * pool_s / max(rate.mean_service_s, 1e-6)
+        return max(1, round(total))
 
     def predicted_start_ms(
         self, running: Iterable[Task], ahead: list[Task], slots: int, backlog: int

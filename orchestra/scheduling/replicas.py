@@ -118,6 +118,10 @@ class ReplicaBook:
                 best, best_free = index, free
         return best
 
+    def ready_slots_by_id(self) -> dict[str, int]:
+        """Each ready replica's slots, by id."""
+        return {e.id: e.slots for e in self._entries if e.ready and e.slots}
+
     @property
     def ready_slots(self) -> int:
         """The slots of every ready replica: what predictions and ``Retry-After`` count."""
