@@ -45,7 +45,7 @@ async def test_a_pool_of_an_attached_llama_server_and_an_openai_server(tmp_path:
             async with httpx.AsyncClient(base_url=running.urls[0], timeout=WAIT_S) as client:
                 with trio.fail_after(WAIT_S):
                     while queue.statistics().slots_total < 2:
-                        await queue.wait_replica_change()
+                        await queue.next_replica_change().wait()
                 [replicaset] = (await client.get("/v1/replicasets")).json()["replicasets"]
                 kinds = [(r["kind"], r["engine"], r["slots_total"]) for r in replicaset["replicas"]]
                 assert kinds == [("attached", "llamacpp", 1), ("openai", "openai", 1)]

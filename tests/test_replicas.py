@@ -40,20 +40,11 @@ async def _wait_states(client: httpx.AsyncClient, queue: Any, *states: str) -> l
     report of a replica's state to the pool's Queue (at most WAIT_S in all)."""
     with trio.fail_after(WAIT_S):
         while True:
-            changed = queue.wait_replica_change
-            async with trio.open_nursery() as nursery:
-                reported = trio.Event()
-
-                async def wait(changed: Any = changed, reported: trio.Event = reported) -> None:
-                    await changed()
-                    reported.set()
-
-                nursery.start_soon(wait)
-                replicas = await _replicas(client)
-                if [r["state"] for r in replicas] == list(states):
-                    nursery.cancel_scope.cancel()
-                    return replicas
-                await reported.wait()
+            changed = queue.next_replica_change()
+            replicas = await _replicas(client)
+            if [r["state"] for r in replicas] == list(states):
+                return replicas
+            await changed.wait()
 
 
 async def test_two_owned_replicas_one_killed_mid_stream(tmp_path: Path) -> None:

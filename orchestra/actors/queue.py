@@ -295,15 +295,12 @@ class Queue(QueueFace):
             return
         while self._waiting and (some := self._replicas.choose()) is not None:
             head = self._waiting.peek()
-            assert head is not None
-            home = self._home_of(head)
-            if home is None or self._replicas.has_room(home):
-                self._waiting.popleft()
-                self._start(head, some if home is None else home)
-                continue
-            # The head is a session's turn whose replica is full: the first task that can
-            # go somewhere goes, and the turn keeps its place.
-            task = self._waiting.pop_first(self._fits)
+            if head is not None and self._fits(head):
+                task: Task | None = self._waiting.popleft()
+            else:
+                # The head is a session's turn whose replica is full: the first task that
+                # can go somewhere goes, and the turn keeps its place.
+                task = self._waiting.pop_first(self._fits)
             if task is None:
                 break
             home = self._home_of(task)
@@ -452,6 +449,8 @@ class Queue(QueueFace):
         self._pool = attrs.evolve(self._pool, residency=residency, load_ms=load_ms)
         self._pool_changed.set()
         self._pool_changed = trio.Event()
+        self._replica_changed.set()  # a replica's view shows the pool's residency
+        self._replica_changed = trio.Event()
         if fail_waiting is not None:
             code, message = fail_waiting
             while self._waiting:

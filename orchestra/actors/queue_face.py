@@ -268,9 +268,11 @@ class QueueFace:
             await self._pool_changed.wait()
         await trio.lowlevel.checkpoint()
 
-    async def wait_replica_change(self) -> None:
-        """Return at the next report of any replica's state (a probe's answer, a loss)."""
-        await self._replica_changed.wait()
+    def next_replica_change(self) -> trio.Event:
+        """An event set at the next report of any replica's state (a probe's answer, a
+        loss) or of the model's residency: take it, read what you need, then wait on it,
+        and no change is missed."""
+        return self._replica_changed
 
     async def wait_quiet(self) -> None:
         """Return once no session runs (tasks may still wait)."""

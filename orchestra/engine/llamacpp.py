@@ -326,6 +326,26 @@ def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
     ) from exc
 
 
+def engine_client(
+    base_url: str, timeout: httpx.Timeout, api_key: str, max_connections: int
+) -> httpx.AsyncClient:
+    """An engine's client: a bounded pool whose idle connections close before the engine
+    closes them, no compression, ``api_key`` (when given) as ``Authorization: Bearer``,
+    and no proxy settings from the environment."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=32,
+            keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+        ),
+        headers={"Accept-Encoding": "identity"}
+        | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+        trust_env=False,
+    )
+
+
 @attrs.define
 class LlamaCppAdapter:
     """llama-server's API: ``/health``, ``/props``, ``/tokenize``, ``/apply-template``,
@@ -351,18 +371,7 @@ class LlamaCppAdapter:
             write=config.connect_timeout_s,
             pool=config.decode_timeout_s,
         )
-        return httpx.AsyncClient(
-            base_url=config.endpoint,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=32,
-                keepalive_expiry=_KEEPALIVE_EXPIRY_S,
-            ),
-            headers={"Accept-Encoding": "identity"}
-            | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
-            trust_env=False,
-        )
+        return engine_client(config.endpoint, timeout, api_key, max_connections)
 
     @property
     def _short(self) -> httpx.Timeout:

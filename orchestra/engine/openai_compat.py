@@ -72,11 +72,11 @@ import httpx
 import trio
 
 from orchestra.engine.llamacpp import (
-    _KEEPALIVE_EXPIRY_S,
     _ChatStream,
     _embeddings,
     _int_or_none,
     _raise_transport,
+    engine_client,
     post_sse,
     usage_completion,
 )
@@ -408,18 +408,8 @@ class OpenAICompatAdapter:
         (when given) as ``Authorization: Bearer``. Use it as an async context manager."""
         parts = urlsplit(base_url)
         path = parts.path.rstrip("/").removesuffix("/v1")
-        return httpx.AsyncClient(
-            base_url=urlunsplit(parts._replace(path=path)),
-            timeout=httpx.Timeout(connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=32,
-                keepalive_expiry=_KEEPALIVE_EXPIRY_S,
-            ),
-            headers={"Accept-Encoding": "identity"}
-            | ({"Authorization": f"Bearer {api_key}"} if api_key else {}),
-            trust_env=False,
-        )
+        base = urlunsplit(parts._replace(path=path))
+        return engine_client(base, httpx.Timeout(connect_timeout_s), api_key, max_connections)
 
     @property
     def _short(self) -> httpx.Timeout:

@@ -127,10 +127,6 @@ class ReplicaBook:
         """The slots of every ready replica: what predictions and ``Retry-After`` count."""
         return sum(entry.slots for entry in self._entries if entry.ready)
 
-    @property
-    def busy(self) -> int:
-        return sum(entry.busy for entry in self._entries)
-
     def homes(self) -> dict[str, int]:
         """Where a new session may live: each ready replica and its slots (every replica
         with known slots when none is ready)."""
