@@ -80,6 +80,12 @@ from orchestra.engine.llamacpp import (
     post_sse,
     usage_completion,
 )
+from orchestra.engine.openai_errors import (
+    answer_refusal,
+    embeddings_error,
+    engine_error,
+    parse_chunk,
+)
 from orchestra.engine.protocol import (
     ChatSink,
     Completion,
@@ -92,10 +98,6 @@ from orchestra.engine.protocol import (
 from orchestra.errors import EngineError, ErrorCode
 from orchestra.task import SAMPLING_FIELDS
 
-_CONTEXT_PHRASES = ("context length", "maximum context")
-"""How vLLM (``This model's maximum context length is ...``) and SGLang (``... longer than
-the model's context length``) say a prompt does not fit."""
-
 _CHAT_FIELDS = ("messages", "tools", "tool_choice", "parallel_tool_calls")
 
 _TEMPLATE_ALLOWANCE = 64
@@ -103,109 +105,6 @@ _TOOLS_ALLOWANCE = 1024
 """The allowances admission adds to a chat's JSON for its template (and its tools), in
 ``orchestra.actors.admission``: :meth:`OpenAICompatAdapter.render_chat` pads its stand-in
 by as many bytes, so that counting it gives admission's own bound."""
-
-
-# -- errors ----------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Refusal:
-    """What an error answer (or error chunk) says."""
-
-    status: int
-    message: str
-    kind: str = ""
-    code: Any = None
-
-
-def _refusal(status: int, body: Any, fallback: str) -> _Refusal:
-    """The parts of an error object in any of the shapes of the module docstring."""
-    if not isinstance(body, dict):
-        return _Refusal(status, fallback)
-    error = body.get("error", body)
-    if isinstance(error, str):  # Ollama, TGI
-        return _Refusal(status, error, str(body.get("error_type") or ""))
-    if not isinstance(error, dict):
-        return _Refusal(status, fallback)
-    message = error.get("message", error.get("detail"))
-    if message is None:
-        message = fallback
-    elif not isinstance(message, str):  # FastAPI's validation errors: a list
-        message = json.dumps(message)
-    return _Refusal(status, message, str(error.get("type") or ""), error.get("code"))
-
-
-def _answer_refusal(status: int, content: bytes) -> _Refusal:
-    """The refusal in an error answer's body (JSON or not)."""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        body = None
-    return _refusal(status, body, f"HTTP {status}: {content[:200].decode(errors='replace')}")
-
-
-def _names_model(refusal: _Refusal) -> bool:
-    return refusal.code == "model_not_found" or "model" in refusal.message.lower()
-
-
-def _engine_error(refusal: _Refusal, *, path: str, model: str) -> EngineError:
-    """An error answer of ``path`` as the EngineError of the module docstring's table."""
-    status, message = refusal.status, refusal.message
-    if (
-        refusal.kind == "exceed_context_size_error"
-        or refusal.code == "context_length_exceeded"
-        or any(phrase in message.lower() for phrase in _CONTEXT_PHRASES)
-    ):
-        return EngineError(ErrorCode.CTX_LIMIT_EXCEEDED, message, retriable=False)
-    if status in (401, 403):
-        text = f"the engine refused the api key (HTTP {status}): {message}"
-        return EngineError(ErrorCode.INVALID_PARAMS, text, retriable=False)
-    if status == 404:
-        text = (
-            f"the engine does not serve model {model!r} (HTTP 404): {message}"
-            if _names_model(refusal)
-            else f"the engine has no {path} (HTTP 404): {message}"
-        )
-        return EngineError(ErrorCode.INVALID_PARAMS, text, retriable=False)
-    if status in (429, 503) or refusal.kind == "unavailable_error":
-        return EngineError(ErrorCode.POOL_UNREADY, message, retriable=True)
-    if 400 <= status < 500:
-        return EngineError(ErrorCode.INVALID_PARAMS, f"engine refused: {message}", False)
-    return EngineError(ErrorCode.WORKER_RESET, f"engine error: {message}", retriable=True)
-
-
-def _embeddings_error(refusal: _Refusal, model: str) -> EngineError:
-    """An error answer of ``/v1/embeddings``: beyond :func:`_engine_error`, a server (or a
-    model) that does not embed, and llama-server's input longer than its batch."""
-    if refusal.status == 501 or (refusal.status == 404 and not _names_model(refusal)):
-        text = (
-            f"the engine does not serve embeddings for model {model!r} (HTTP "
-            f"{refusal.status}: {refusal.message}); a llama-server needs --embeddings"
-        )
-        return EngineError(ErrorCode.INVALID_PARAMS, text, retriable=False)
-    if "too large to process" in refusal.message:
-        text = f"an input has more tokens than the engine can embed at once: {refusal.message}"
-        return EngineError(ErrorCode.CTX_LIMIT_EXCEEDED, text, retriable=False)
-    return _engine_error(refusal, path="/v1/embeddings", model=model)
-
-
-def _chunk(line: bytes, model: str) -> Mapping[str, Any]:
-    """One ``data:`` payload as a JSON object; raises EngineError for anything else, an
-    error chunk included."""
-    try:
-        chunk = json.loads(line)
-    except ValueError as exc:
-        message = f"malformed chunk from engine: {exc}"
-        raise EngineError(ErrorCode.WORKER_RESET, message, True) from None
-    if not isinstance(chunk, dict):
-        raise EngineError(ErrorCode.WORKER_RESET, "malformed chunk from engine", True)
-    if "error" in chunk or chunk.get("object") == "error":
-        error = chunk.get("error", chunk)
-        code = error.get("code") if isinstance(error, dict) else None
-        status = code if isinstance(code, int) and not isinstance(code, bool) else 500
-        refusal = _refusal(status, chunk, "error chunk")
-        raise _engine_error(refusal, path="a stream", model=model)
-    return chunk
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -274,7 +173,7 @@ class _TextStream:
         if line == b"[DONE]":
             self.done = True
             return
-        chunk = _chunk(line, self.model)
+        chunk = parse_chunk(line, self.model)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -425,7 +324,7 @@ class OpenAICompatAdapter:
         )
 
     def _error(self, path: str, status: int, content: bytes) -> EngineError:
-        return _engine_error(_answer_refusal(status, content), path=path, model=self.model)
+        return engine_error(answer_refusal(status, content), path=path, model=self.model)
 
     async def _models(self) -> tuple[int, bytes]:
         try:
@@ -515,7 +414,7 @@ class OpenAICompatAdapter:
 
         def read(line: bytes) -> None:
             if b'"error"' in line:  # an error chunk: mapped here, not as llama-server's
-                _chunk(line, self.model)
+                parse_chunk(line, self.model)
             reader.read(line)
 
         await self._stream("/v1/chat/completions", _body(params, self.model, chat=True), read)
@@ -547,8 +446,8 @@ class OpenAICompatAdapter:
         except httpx.HTTPError as exc:
             _raise_transport(exc, path)
         if response.status_code != 200:
-            refusal = _answer_refusal(response.status_code, response.content)
-            raise _embeddings_error(refusal, self.model)
+            refusal = answer_refusal(response.status_code, response.content)
+            raise embeddings_error(refusal, self.model)
         try:
             return _embeddings(response.json(), len(texts))
         except ValueError as exc:
