@@ -13,6 +13,9 @@ purpose is an :class:`OrchestraError`::
     ├── EngineError                the engine failed a request; mapped at the adapter
     │                              boundary from httpx errors, JSON error bodies and
     │                              ``data: {"error"}`` frames
+    ├── BadFraming                 (orchestra.engine.http1) an engine's answer is not
+    │                              HTTP/1.1 as the stream reader knows it; never leaves
+    │                              the reader: it becomes an EngineError (WORKER_RESET)
     ├── EngineStartError           the engine cannot be started at all (its port is taken)
     ├── ConfigError                a configuration cannot be used: one line per problem,
     │                              each naming its key (``orchestra serve`` exits 2)
@@ -28,9 +31,9 @@ purpose is an :class:`OrchestraError`::
             ├── BudgetExceeded     429 BUDGET_EXCEEDED
             └── TaskFailed         the task's stream ended with an ``error`` event
 
-Nothing outside :mod:`orchestra.engine.llamacpp` and :mod:`orchestra.engine.openai_compat`
-sees an ``httpx`` exception, and nothing
-below the HTTP face knows about status codes or headers.
+Nothing outside :mod:`orchestra.engine.llamacpp`, :mod:`orchestra.engine.openai_compat`
+and :mod:`orchestra.engine.streams` sees an ``httpx`` exception, and nothing below the HTTP
+face knows about status codes or headers.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class EventLog:
     limit: int
     _events: list[StreamEvent] = attrs.field(factory=list, init=False)
     _closed: bool = attrs.field(default=False, init=False)
-    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _readers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    """Where readers wait for the next event (woken all at once, per event)."""
     _subscribers: int = attrs.field(default=0, init=False)
     _ever_subscribed: bool = attrs.field(default=False, init=False)
     _subscribers_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -132,18 +133,20 @@ class EventLog:
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._readers.unpark_all()
 
     async def wait_beyond(self, index: int) -> None:
         """Return once the log holds an event with ``id >= index`` or is closed.
 
-        Returns at once if that is already so (after a checkpoint); cancellation leaves
-        the log unchanged.
+        Always a checkpoint: one wait when there is nothing yet (the wake-up is the only
+        schedule point of a reader per event), one checkpoint when there is. Cancellation
+        leaves the log unchanged.
         """
+        if len(self._events) > index or self._closed:
+            await trio.lowlevel.checkpoint()
+            return
         while len(self._events) <= index and not self._closed:
-            await self._changed.wait()
-        await trio.lowlevel.checkpoint()
+            await self._readers.park()
 
     # -- subscribers -------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The llama.cpp adapter: llama-server's native HTTP API on one ``httpx.AsyncClient``.
+"""The llama.cpp adapter: llama-server's native HTTP API, its short calls on one
+``httpx.AsyncClient`` and its streams read by :mod:`orchestra.engine.streams`.
 
-This is the only module that sees ``httpx``. Every engine failure leaves it as an
+Every engine failure leaves it as an
 :class:`~orchestra.errors.EngineError` carrying the wire code the task ends with:
 
 ======================================================  ==================  =========
@@ -24,9 +25,8 @@ It never sends ``X-Conversation-Id`` (that header would keep generating after a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
-from typing import Any, NoReturn, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import httpx
@@ -41,14 +41,8 @@ from orchestra.engine.protocol import (
     TokenSink,
     ToolCallDelta,
 )
+from orchestra.engine.streams import HttpxStreams, Streams, raise_transport, stream_timeout
 from orchestra.errors import EngineError, ErrorCode
-
-_ONE_STREAM_PER_CONNECTION = {"Connection": "close"}
-"""llama-server closes the connection after every streamed response although its headers
-say keep-alive; a pooled connection reused at once races that close and fails before any
-byte. So a stream's connection is never used again: it is a fresh one (a loopback connect:
-well under 1 ms) or one a short call (a health probe) left idle in the pool."""
-
 
 _KEEPALIVE_EXPIRY_S = 3.0
 """An idle pooled connection is closed by orchestra after this long: llama-server
@@ -141,22 +135,6 @@ def _embeddings(answer: Any, n_inputs: int) -> Embeddings:
     usage = answer.get("usage")
     tokens = _int_or_none(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
     return Embeddings(vectors=tuple(v for v in vectors if v is not None), prompt_tokens=tokens or 0)
-
-
-async def _sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """The payloads of the ``data:`` lines of an SSE byte stream (comments skipped).
-
-    Runs inside the caller's ``aclosing`` and holds no cancel scope or nursery.
-    """
-    pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data: "):
-                yield line[6:]
-    if pending.startswith(b"data: "):
-        yield pending[6:]
 
 
 def _frame(line: bytes) -> Mapping[str, Any]:
@@ -273,59 +251,6 @@ def usage_completion(
     )
 
 
-async def post_sse(
-    client: httpx.AsyncClient,
-    path: str,
-    body: Mapping[str, Any],
-    read: Callable[[bytes], None],
-    error: Callable[[int, bytes], EngineError],
-    data_lines: Callable[[AsyncIterator[bytes]], AsyncGenerator[bytes, None]],
-    read_timeout: httpx.Timeout | None = None,
-) -> None:
-    """POST ``body`` to ``path`` and hand each ``data:`` payload of the answer (as
-    ``data_lines`` finds them) to ``read``, until the engine ends the stream; a status
-    other than 200 raises ``error(status, body)``, and the first EngineError ``read``
-    raises is raised once the stream has ended. ``read_timeout``: the client's when None."""
-    failure: EngineError | None = None
-    timeouts: dict[str, Any] = {} if read_timeout is None else {"timeout": read_timeout}
-    try:
-        async with client.stream(
-            "POST", path, json=body, headers=_ONE_STREAM_PER_CONNECTION, **timeouts
-        ) as response:
-            if response.status_code != 200:
-                raise error(response.status_code, await response.aread())
-            async with (
-                aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks,
-                aclosing(data_lines(chunks)) as lines,
-            ):
-                async for line in lines:
-                    # After a failure read on without looking: the engine ends the stream
-                    # itself, and leaving httpx's generators half-read leaks them.
-                    if failure is None:
-                        try:
-                            read(line)
-                        except EngineError as exc:
-                            failure = exc
-    except httpx.HTTPError as exc:
-        _raise_transport(exc, path)
-    if failure is not None:
-        raise failure
-
-
-def _raise_transport(exc: httpx.HTTPError, what: str) -> NoReturn:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        raise EngineError(
-            ErrorCode.WORKER_RESET, f"engine unreachable during {what}: {exc}", True, True
-        ) from exc
-    if isinstance(exc, httpx.TimeoutException):
-        raise EngineError(
-            ErrorCode.DECODE_TIMEOUT, f"engine went silent during {what}", retriable=True
-        ) from exc
-    raise EngineError(
-        ErrorCode.WORKER_RESET, f"engine connection lost during {what}: {exc!r}", True
-    ) from exc
-
-
 def engine_client(
     base_url: str, timeout: httpx.Timeout, api_key: str, max_connections: int
 ) -> httpx.AsyncClient:
@@ -358,6 +283,11 @@ class LlamaCppAdapter:
 
     client: httpx.AsyncClient
     config: AdapterConfig
+    streams: Streams = attrs.field(
+        default=attrs.Factory(lambda self: HttpxStreams(self.client), takes_self=True)
+    )
+    """How its streams are read: through ``client`` unless told (the service gives every
+    ``http://`` engine :class:`~orchestra.engine.streams.SocketStreams`)."""
 
     @classmethod
     def open_client(
@@ -365,12 +295,7 @@ class LlamaCppAdapter:
     ) -> httpx.AsyncClient:
         """A client for ``config.endpoint`` with bounded timeouts and connection pool,
         sending ``api_key`` (when given) as the bearer token llama-server demands."""
-        timeout = httpx.Timeout(
-            connect=config.connect_timeout_s,
-            read=config.decode_timeout_s,
-            write=config.connect_timeout_s,
-            pool=config.decode_timeout_s,
-        )
+        timeout = stream_timeout(config.connect_timeout_s, config.decode_timeout_s)
         return engine_client(config.endpoint, timeout, api_key, max_connections)
 
     @property
@@ -381,7 +306,7 @@ class LlamaCppAdapter:
         try:
             response = await self.client.get(path, timeout=self._short)
         except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
+            raise_transport(exc, path)
         try:
             return response.status_code, response.json()
         except ValueError:
@@ -415,7 +340,7 @@ class LlamaCppAdapter:
         try:
             response = await self.client.post(path, json=body, timeout=self._short)
         except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
+            raise_transport(exc, path)
         if response.status_code != 200:
             raise _error_from_body(response.status_code, response.content)
         try:
@@ -455,7 +380,7 @@ class LlamaCppAdapter:
     async def _stream(
         self, path: str, body: Mapping[str, Any], read: Callable[[bytes], None]
     ) -> None:
-        await post_sse(self.client, path, body, read, _error_from_body, _sse_data_lines)
+        await self.streams.post_sse(path, body, read, _error_from_body)
 
     async def render_chat(self, params: Mapping[str, Any]) -> str:
         """The prompt the engine makes of a chat body's ``messages`` and ``tools`` with the
@@ -481,7 +406,7 @@ class LlamaCppAdapter:
                 path, json={"input": texts, "encoding_format": "float"}
             )
         except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
+            raise_transport(exc, path)
         if response.status_code != 200:
             raise _embeddings_error(response.status_code, response.content)
         try:
@@ -502,7 +427,7 @@ class LlamaCppAdapter:
                 f"/slots/{slot}", params={"action": "erase"}, timeout=self._short
             )
         except httpx.HTTPError as exc:
-            _raise_transport(exc, "/slots")
+            raise_transport(exc, "/slots")
         return response.status_code == 200
 
 

@@ -63,7 +63,7 @@ Only these keys of a native body are sent: ``prompt`` (or ``messages``, ``tools`
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,9 +75,7 @@ from orchestra.engine.llamacpp import (
     _ChatStream,
     _embeddings,
     _int_or_none,
-    _raise_transport,
     engine_client,
-    post_sse,
     usage_completion,
 )
 from orchestra.engine.openai_errors import (
@@ -95,6 +93,7 @@ from orchestra.engine.protocol import (
     TokenSink,
     ToolCallDelta,
 )
+from orchestra.engine.streams import HttpxStreams, Streams, raise_transport, stream_timeout
 from orchestra.errors import EngineError, ErrorCode
 from orchestra.task import SAMPLING_FIELDS
 
@@ -108,23 +107,6 @@ by as many bytes, so that counting it gives admission's own bound."""
 
 
 # -- streams ---------------------------------------------------------------------------------
-
-
-async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """The payloads of the ``data:`` lines of an SSE byte stream, with or without the space
-    after the colon and with ``\\n`` or ``\\r\\n`` line ends (comments skipped).
-
-    Runs inside the caller's ``aclosing`` and holds no cancel scope or nursery.
-    """
-    pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):
-        yield pending[5:].strip()
 
 
 @attrs.define
@@ -292,6 +274,11 @@ class OpenAICompatAdapter:
     """Seconds a stream (or an embedding) may stay silent before the task fails."""
     connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     """Seconds to connect, and for the short calls (``/v1/models``)."""
+    streams: Streams = attrs.field(
+        default=attrs.Factory(lambda self: HttpxStreams(self.client, self._long), takes_self=True)
+    )
+    """How its streams are read: through ``client`` unless told (the service gives every
+    ``http://`` server :class:`~orchestra.engine.streams.SocketStreams`)."""
 
     @classmethod
     def open_client(
@@ -316,12 +303,7 @@ class OpenAICompatAdapter:
 
     @property
     def _long(self) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=self.connect_timeout_s,
-            read=self.decode_timeout_s,
-            write=self.connect_timeout_s,
-            pool=self.decode_timeout_s,
-        )
+        return stream_timeout(self.connect_timeout_s, self.decode_timeout_s)
 
     def _error(self, path: str, status: int, content: bytes) -> EngineError:
         return engine_error(answer_refusal(status, content), path=path, model=self.model)
@@ -330,7 +312,7 @@ class OpenAICompatAdapter:
         try:
             response = await self.client.get("/v1/models", timeout=self._short)
         except httpx.HTTPError as exc:
-            _raise_transport(exc, "/v1/models")
+            raise_transport(exc, "/v1/models")
         return response.status_code, response.content
 
     async def health(self) -> HealthProbe:
@@ -426,7 +408,7 @@ class OpenAICompatAdapter:
         def error(status: int, answer: bytes) -> EngineError:
             return self._error(path, status, answer)
 
-        await post_sse(self.client, path, body, read, error, _sse_data, self._long)
+        await self.streams.post_sse(path, body, read, error)
 
     async def embed(self, inputs: Sequence[str]) -> Embeddings:
         """One vector per string of ``inputs``, in their order (``POST /v1/embeddings``
@@ -444,7 +426,7 @@ class OpenAICompatAdapter:
         try:
             response = await self.client.post(path, json=body, timeout=self._long)
         except httpx.HTTPError as exc:
-            _raise_transport(exc, path)
+            raise_transport(exc, path)
         if response.status_code != 200:
             refusal = answer_refusal(response.status_code, response.content)
             raise embeddings_error(refusal, self.model)

@@ -28,6 +28,7 @@ from orchestra.engine.llamacpp import LlamaCppAdapter
 from orchestra.engine.machine import machine_budget_mb
 from orchestra.engine.openai_compat import OpenAICompatAdapter
 from orchestra.engine.process import EngineCommand, resolve_command
+from orchestra.engine.streams import streams_for
 from orchestra.errors import Refusal
 from orchestra.http.context import Actors
 from orchestra.messages import Doorbell
@@ -105,10 +106,15 @@ class Wiring:
 
 
 async def _engine(w: Wiring, adapter: AdapterConfig, api_key: str | None = None) -> LlamaCppAdapter:
-    client = await w.clients.enter_async_context(
-        LlamaCppAdapter.open_client(adapter, api_key=w.api_key if api_key is None else api_key)
+    key = w.api_key if api_key is None else api_key
+    client = await w.clients.enter_async_context(LlamaCppAdapter.open_client(adapter, api_key=key))
+    streams = streams_for(
+        client,
+        api_key=key,
+        connect_timeout_s=adapter.connect_timeout_s,
+        read_timeout_s=adapter.decode_timeout_s,
     )
-    return LlamaCppAdapter(client, adapter)
+    return LlamaCppAdapter(client, adapter, streams)
 
 
 async def _single_pool(w: Wiring) -> Pool:
@@ -220,6 +226,12 @@ async def _plan_replicas(w: Wiring, name: str, model: ModelConfig) -> list[_Plan
             slots=model.slots,
             decode_timeout_s=config.adapter.decode_timeout_s,
             connect_timeout_s=config.adapter.connect_timeout_s,
+            streams=streams_for(
+                client,
+                api_key=key,
+                connect_timeout_s=config.adapter.connect_timeout_s,
+                read_timeout_s=config.adapter.decode_timeout_s,
+            ),
         )
         link = ReplicaLink(f"{name}/{len(planned)}", compat, counts_tokens=False)
         planned.append(_Planned(link, ReplicaKind.OPENAI, endpoint))
