@@ -1,16 +1,21 @@
 """What orchestra adds on top of the engine: direct to the fake llama-server vs through orchestra.
 
-The fake engine (5 ms per token), orchestra and this load client each run in their own
-process. Measured interleaved in one run:
+The fake engine (``--token-delay-ms``, 5 by default; 8 slots), orchestra and this load
+client each run in their own process. Measured interleaved in one run:
 
 - sequential: N tasks of 32 streamed tokens, each sent once directly and once through
   orchestra, alternately; time to first token (TTFT) and total time per task; the added
   TTFT is the median of the paired differences;
 - concurrent: 8 clients each running tasks back to back, alternating direct and orchestra
-  rounds; tasks/s per round, median over rounds, and the ratio orchestra / direct.
+  rounds; tasks/s per round, median over rounds, and the ratio orchestra / direct; and
+  orchestra's own CPU in its rounds (``/proc/<pid>/stat``, utime + stime) per 1,000 streamed
+  tokens and as tokens per CPU-second. With ``--token-delay-ms 0`` the engine sends its
+  tokens as fast as it can: that is orchestra's ceiling.
 
 Usage: python bench/overhead.py [--sequential 200] [--rounds 3] [--per-client 16]
-Writes proof-bundle/bench/overhead.json and overhead.md.
+           [--token-delay-ms 5] [--out PREFIX] [--tree DIR]
+``--tree``: the orchestra source tree to run (a worktree of another revision, for a
+before/after pair). Writes proof-bundle/bench/overhead.json and overhead.md (or PREFIX.*).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from typing import Any
 
 import httpx
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstat import cpu_seconds  # the sibling bench module (run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "proof-bundle" / "bench"
@@ -99,7 +107,9 @@ async def concurrent_round(client: httpx.AsyncClient, run: Runner, per_client: i
     return CLIENTS * per_client / (time.perf_counter() - start)
 
 
-async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    engine: str, orchestra: str, args: argparse.Namespace, pid: int
+) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
         httpx.AsyncClient(base_url=engine, timeout=60, limits=limits) as direct,
@@ -121,8 +131,18 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
         rounds = []
         for _ in range(args.rounds):
             d_rate = await concurrent_round(direct, direct_task, args.per_client)
+            cpu_before = cpu_seconds(pid)
             o_rate = await concurrent_round(orch, orchestra_task, args.per_client)
-            rounds.append({"direct_tasks_per_s": d_rate, "orchestra_tasks_per_s": o_rate})
+            cpu_ms_per_1k = (
+                (cpu_seconds(pid) - cpu_before) * 1e6 / (CLIENTS * args.per_client * TOKENS)
+            )
+            rounds.append(
+                {
+                    "direct_tasks_per_s": d_rate,
+                    "orchestra_tasks_per_s": o_rate,
+                    "orchestra_cpu_ms_per_1k_tokens": round(cpu_ms_per_1k, 1),
+                }
+            )
 
     def ms(values: list[float]) -> float:
         return round(statistics.median(values) * 1000, 3)
@@ -130,6 +150,7 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
     added_ttft = [o[0] - d[0] for d, o in pairs]
     added_total = [o[1] - d[1] for d, o in pairs]
     ratios = [r["orchestra_tasks_per_s"] / r["direct_tasks_per_s"] for r in rounds]
+    cpu_1k = statistics.median(r["orchestra_cpu_ms_per_1k_tokens"] for r in rounds)
     return {
         "sequential": {
             "tasks": args.sequential,
@@ -152,6 +173,8 @@ async def measure(engine: str, orchestra: str, args: argparse.Namespace) -> dict
                 statistics.median(r["orchestra_tasks_per_s"] for r in rounds), 2
             ),
             "tasks_per_s_ratio_median": round(statistics.median(ratios), 3),
+            "orchestra_cpu_ms_per_1k_tokens_median": round(cpu_1k, 1),
+            "orchestra_tokens_per_cpu_second": round(1e6 / cpu_1k) if cpu_1k else None,
         },
     }
 
@@ -161,6 +184,9 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--per-client", type=int, default=16)
+    parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
+    parser.add_argument("--out", default=str(OUT / "overhead"), help="output prefix")
+    parser.add_argument("--tree", default=str(ROOT), help="the orchestra tree to run")
     args = parser.parse_args()
     engine_port, orchestra_port = free_port(), free_port()
     engine = f"http://127.0.0.1:{engine_port}"
@@ -176,12 +202,12 @@ def main() -> None:
         procs = [
             subprocess.Popen(
                 [python, "-m", "orchestra.testing.fake_llama", "--port", str(engine_port),
-                 "--slots", str(CLIENTS), "--token-delay-ms", str(TOKEN_DELAY_MS)],
+                 "--slots", str(CLIENTS), "--token-delay-ms", str(args.token_delay_ms)],
                 stdout=subprocess.DEVNULL,
             ),
             subprocess.Popen(
                 [python, "-m", "orchestra", "serve", "--config", str(config)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=args.tree,
             ),
         ]  # fmt: skip
         try:
@@ -189,14 +215,15 @@ def main() -> None:
             wait_http(f"{orchestra}/v1/pools/default/health")
             while not httpx.get(f"{orchestra}/v1/pools/default/health").json()["ready"]:
                 time.sleep(0.05)
-            results = trio.run(measure, engine, orchestra, args)
+            results = trio.run(measure, engine, orchestra, args, procs[1].pid)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
     results["setup"] = {
-        "engine": f"fake llama-server, {TOKEN_DELAY_MS} ms per token, {CLIENTS} slots",
+        "engine": f"fake llama-server, {args.token_delay_ms} ms per token, {CLIENTS} slots",
+        "orchestra_tree": args.tree,
         "tokens_per_task": TOKENS,
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -205,10 +232,11 @@ def main() -> None:
         "command": "python bench/overhead.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     s, c = results["sequential"], results["concurrent"]
-    (OUT / "overhead.md").write_text(
+    out.with_suffix(".md").write_text(
         "# orchestra overhead vs the engine directly (fake engine)\n\n"
         f"{results['setup']['engine']}; {TOKENS} streamed tokens per task; "
         f"{results['setup']['machine']}; {results['setup']['date']}.\n"
@@ -223,6 +251,10 @@ def main() -> None:
         f"| tasks/s, {CLIENTS} clients (median of {len(c['rounds'])} rounds) | "
         f"{c['direct_tasks_per_s_median']} | {c['orchestra_tasks_per_s_median']} | "
         f"{c['tasks_per_s_ratio_median']}x |\n"
+        f"| orchestra CPU per 1,000 tokens, ms (median of its rounds) | | "
+        f"{c['orchestra_cpu_ms_per_1k_tokens_median']} | "
+        f"{c['orchestra_tokens_per_cpu_second']} tokens per CPU-second |\n"
+        f"\nOrchestra tree: `{args.tree}`.\n"
     )
     print(json.dumps(results, indent=2))
 
