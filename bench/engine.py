@@ -623,7 +623,10 @@ def config_text(args: argparse.Namespace, orchestra_port: int, engine_port: int)
         f'bind_addr = "127.0.0.1:{orchestra_port}"\n'
         f"[admission]\nqueue_capacity = 64\n"
         f'[adapter]\nendpoint = "http://127.0.0.1:{engine_port}"\n'
-        "[replica]\n" + "\n".join(replica) + "\n"
+        + (f"engine_backlog = {args.engine_backlog}\n" if args.engine_backlog is not None else "")
+        + "[replica]\n"
+        + "\n".join(replica)
+        + "\n"
     )
 
 
@@ -697,6 +700,12 @@ def main() -> None:
     parser.add_argument("--binary", default="", help="llama-server (default: the cached one)")
     parser.add_argument("--model", default="", help="GGUF model (default: the cached one)")
     parser.add_argument("--out", default=str(OUT), help="output prefix (.json and .md)")
+    parser.add_argument(
+        "--engine-backlog",
+        type=int,
+        default=None,
+        help="orchestra's [adapter] engine_backlog (default: orchestra's own default)",
+    )
     parser.add_argument(
         "--tree",
         default=str(ROOT),

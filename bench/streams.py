@@ -65,6 +65,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstat import cpu_seconds, open_fds, rss_bytes  # the sibling bench module
+from soak import wait_forgotten  # the sibling bench modules (run as a script)
 
 from orchestra.testing.fake_llama.words import generated_word
 
@@ -453,6 +454,7 @@ class Outcome:
     """This client's own failure, if any."""
     queue_wait_ms: int | None = None
     keepalives: int = 0
+    task_id: str = ""
 
 
 async def one_stream(client: httpx.AsyncClient, k: int, tokens: int) -> Outcome:
@@ -464,6 +466,7 @@ async def one_stream(client: httpx.AsyncClient, k: int, tokens: int) -> Outcome:
     try:
         async with client.stream("POST", "/v1/tasks", json=body, headers=SSE) as response:
             o.status, o.accepted = response.status_code, now()
+            o.task_id = response.headers.get("X-Task-Id", "")
             if o.status != 200:
                 text = (await response.aread()).decode(errors="replace")[:200]
                 o.problems.append(f"HTTP {o.status}: {text}")
@@ -681,11 +684,11 @@ def markdown(r: dict[str, Any]) -> str:
         "The waves, one after another against the same orchestra (the first wave's figures "
         "are the ones above; 'after' is once its streams closed):\n\n"
         "| wave | complete and right | 429 | orchestra failures | peak RSS MiB | RSS after MiB "
-        "| fds after |\n|---|---|---|---|---|---|---|\n"
+        "| fds after | RSS once its tasks are forgotten MiB |\n|---|---|---|---|---|---|---|---|\n"
         + "".join(
             f"| {w['wave']} | {w['complete_and_right']} | {w['refused_429']} | "
             f"{w['orchestra_failures']} | {w['peak_rss_mib']} | {w['rss_after_mib']} | "
-            f"{w['after']['fds']} |\n"
+            f"{w['after']['fds']} | {w['once_forgotten'].get('rss_mib', 'not waited for')} |\n"
             for w in r["waves"]
         )
         + "\n"
@@ -716,6 +719,13 @@ def main() -> None:
     parser.add_argument(
         "--waves", type=int, default=3, help="rounds of --streams streams, one after another"
     )
+    parser.add_argument(
+        "--retention-s",
+        type=float,
+        default=None,
+        help="[streams] retention_s; when given, each wave's tasks are waited for until "
+        "forgotten (404) and RSS is read again",
+    )
     parser.add_argument("--out", default=str(OUT), help="path prefix of the .json and .md")
     args = parser.parse_args()
     nofile = raise_nofile()
@@ -729,8 +739,11 @@ def main() -> None:
         procs = Procs(tmp)
         try:
             spawn_engine(procs, engine_port, args.slots, args.token_delay_ms)
+            retention = (
+                "" if args.retention_s is None else f"[streams]\nretention_s = {args.retention_s}\n"
+            )
             config = attached_config(
-                port, engine_port, tmp / "data", args.log_level, max(1000, args.streams)
+                port, engine_port, tmp / "data", args.log_level, max(1000, args.streams), retention
             )
             up = start_orchestra(procs, "orchestra", config, port)
             pid = up.proc.pid
@@ -750,6 +763,15 @@ def main() -> None:
             for wave in range(args.waves):
                 raw = trio.run(load, up.base, pid, args)
                 after = wait_fds(pid, idle["fds"], args.fd_deadline)
+                forgotten: dict[str, Any] = {}
+                if args.retention_s is not None:  # every task of the wave forgotten, then RSS
+                    last = max(raw["outcomes"], key=lambda o: o.ended).task_id
+                    said, waited = wait_forgotten(up.base, last, args.retention_s)
+                    forgotten = {
+                        "last_task": said,
+                        "waited_s": waited,
+                        "rss_mib": round(rss_bytes(pid) / MIB, 2),
+                    }
                 waves.append(
                     {
                         "wave": wave + 1,
@@ -757,6 +779,7 @@ def main() -> None:
                         "after": after,
                         "rss_after_mib": round(rss_bytes(pid) / MIB, 2),
                         "peak_rss_mib": waves_peak(raw),
+                        "once_forgotten": forgotten,
                     }
                 )
                 print(f"wave {wave + 1}: {waves[-1]['rss_after_mib']} MiB after", flush=True)
@@ -775,7 +798,7 @@ def main() -> None:
     results = {
         "summary": summary,
         "waves": [
-            {k: w[k] for k in ("wave", "after", "rss_after_mib", "peak_rss_mib")}
+            {k: w[k] for k in ("wave", "after", "rss_after_mib", "peak_rss_mib", "once_forgotten")}
             | {
                 key: w["summary"][key]
                 for key in ("complete_and_right", "refused_429", "orchestra_failures")
@@ -814,7 +837,8 @@ def main() -> None:
         and w["summary"]["orchestra_failures"] == 0
         for w in waves
     )
-    rss_after = [w["rss_after_mib"] for w in waves]
+    rss_after = [w["once_forgotten"].get("rss_mib", w["rss_after_mib"]) for w in waves]
+    when = "once its tasks were forgotten" if args.retention_s is not None else "after"
     results["targets"] = [
         {
             "name": f"streams complete, in order, full token count ({args.streams})",
@@ -829,7 +853,7 @@ def main() -> None:
             "met": all(w["after"]["returned"] for w in waves),
         },
         {
-            "name": "orchestra's RSS after each wave (MiB), idle before the first",
+            "name": f"orchestra's RSS {when} each wave (MiB), idle before the first",
             "value": f"{rss_after} vs idle {idle['rss_mib']}",
             "target": "back at the idle level",
             "met": rss_after[-1] <= idle["rss_mib"] * 1.05,
