@@ -103,6 +103,7 @@ from streams import (
     spawn_engine,
     start_orchestra,
     wait_fds,
+    wait_forgotten,
 )
 
 from orchestra.engine import cache as engine_cache
@@ -626,22 +627,6 @@ def owned_startup(procs: Procs, tmp: Path, i: int, args: argparse.Namespace) -> 
     }
     print(f"owned start-up {i}: {run}", flush=True)
     return run
-
-
-def wait_forgotten(base: str, task_id: str, retention_s: float) -> tuple[str, float]:
-    """Poll ``GET /v1/tasks/ID`` of the soak's last task until it is forgotten (404), at
-    most ``retention_s`` + 30 s (skipped past 10 minutes); what it last said, and the wait."""
-    began = now()
-    if not task_id or retention_s > 600:
-        return "not checked", 0.0
-    said = ""
-    with httpx.Client(base_url=base, timeout=10) as client:
-        while now() - began < retention_s + 30:
-            said = f"HTTP {client.get(f'/v1/tasks/{task_id}').status_code}"
-            if said == "HTTP 404":
-                break
-            time.sleep(0.5)
-    return said, round(now() - began, 1)
 
 
 # --- report ------------------------------------------------------------------------------

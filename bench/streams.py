@@ -65,7 +65,6 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstat import cpu_seconds, open_fds, rss_bytes  # the sibling bench module
-from soak import wait_forgotten  # the sibling bench modules (run as a script)
 
 from orchestra.testing.fake_llama.words import generated_word
 
@@ -296,6 +295,22 @@ class Sample(NamedTuple):
     t: float
     rss: int
     fds: int
+
+
+def wait_forgotten(base: str, task_id: str, retention_s: float) -> tuple[str, float]:
+    """Poll ``GET /v1/tasks/ID`` of a run's last task until it is forgotten (404), at
+    most ``retention_s`` + 30 s (skipped past 10 minutes); what it last said, and the wait."""
+    began = now()
+    if not task_id or retention_s > 600:
+        return "not checked", 0.0
+    said = ""
+    with httpx.Client(base_url=base, timeout=10) as client:
+        while now() - began < retention_s + 30:
+            said = f"HTTP {client.get(f'/v1/tasks/{task_id}').status_code}"
+            if said == "HTTP 404":
+                break
+            time.sleep(0.5)
+    return said, round(now() - began, 1)
 
 
 def waves_peak(raw: dict[str, Any]) -> float | None:
