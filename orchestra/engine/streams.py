@@ -22,8 +22,9 @@ import ipaddress
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, Protocol
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -110,9 +111,13 @@ class HttpxStreams:
             ) as response:
                 if response.status_code != 200:
                     raise error(response.status_code, await response.aread())
-                async for chunk in response.aiter_raw():
-                    for line in lines.feed(chunk):
-                        read(line)
+                # Closed explicitly when ``read`` fails mid-stream: a half-read httpx
+                # generator left to the garbage collector would be finalized out of place.
+                raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                async with aclosing(raw) as chunks:
+                    async for chunk in chunks:
+                        for line in lines.feed(chunk):
+                            read(line)
                 for line in lines.end():
                     read(line)
         except httpx.HTTPError as exc:
