@@ -287,18 +287,19 @@ class SocketStreams:
         with trio.move_on_after(self.connect_timeout_s):
             for family, address in await self._addresses(path):
                 sock = socket.socket(family, socket.SOCK_STREAM)
+                connected = False
                 try:
                     sock.setblocking(False)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     await _connect_one(sock, address)
+                    connected = True
                 except OSError as exc:
-                    sock.close()
                     failures.append(str(exc))
-                    continue
-                except BaseException:
-                    sock.close()
-                    raise
-                return sock
+                finally:
+                    if not connected:  # refused, or cancelled (the timeout included)
+                        sock.close()
+                if connected:
+                    return sock
             raise _unreachable(path, "; ".join(failures) or "no address")
         raise _unreachable(path, f"no connection within {self.connect_timeout_s} s")
 
