@@ -20,9 +20,14 @@ purpose is an :class:`OrchestraError`::
     ├── ConfigError                a configuration cannot be used: one line per problem,
     │                              each naming its key (``orchestra serve`` exits 2)
     ├── InstallError               ``orchestra engine install`` cannot go on (exits 1)
-    ├── CatalogError               the model catalog's database failed (answered 500)
+    ├── CatalogError               the model catalog's or the artifact store's database
+    │                              or files failed (answered 500)
+    ├── AuditError                 (orchestra.tools) the tools' audit database failed
+    │                              (answered 500: a call that cannot be audited fails)
     ├── Problem                    (orchestra.actors.fields) one bad request field; never
     │                              leaves a parser: all of a body's become one Refusal
+    ├── UsageError                 (orchestra.cli.artifacts) arguments or a file the
+    │                              ``orchestra artifact`` command cannot use (exits 2)
     └── the SDK's errors           (orchestra.sdk) a client's view of a call:
         ├── TransportError         no answer: could not connect, broke, timed out
         ├── ParseError             an answer that is not what the contract says
@@ -64,6 +69,10 @@ class ErrorCode(enum.StrEnum):
     DECODE_TIMEOUT = "DECODE_TIMEOUT"
     WORKER_RESET = "WORKER_RESET"
     CANCELLED = "CANCELLED"
+    ARTIFACT_TOO_LARGE = "ARTIFACT_TOO_LARGE"
+    STORAGE_FULL = "STORAGE_FULL"
+    TOOL_FAILED = "TOOL_FAILED"
+    TOOL_TIMEOUT = "TOOL_TIMEOUT"
     INTERNAL = "INTERNAL"
 
 
@@ -143,6 +152,16 @@ class CatalogError(OrchestraError):
     """Raised when the catalog database cannot be opened, read or written: a corrupt or
     foreign file, a full disk, a lock held by another process past its busy timeout, a
     data directory that cannot be created, or a schema newer than this orchestra knows.
+
+    The message names the database path; the underlying :mod:`sqlite3` or OS error is
+    chained as ``__cause__``.
+    """
+
+
+class AuditError(OrchestraError):
+    """Raised by the tools' audit (:mod:`orchestra.tools.audit`) when its database cannot be
+    opened, read or written (a corrupt or foreign file, a full disk, a lock held past its
+    busy timeout, a schema newer than this orchestra knows).
 
     The message names the database path; the underlying :mod:`sqlite3` or OS error is
     chained as ``__cause__``.

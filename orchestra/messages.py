@@ -120,6 +120,10 @@ class Completed:
     prompt_time_ms: float = 0.0
     vectors: tuple[tuple[float, ...], ...] | None = None
     """An embedding task's vectors, one per input."""
+    artifact_id: str | None = None
+    """The artifact its text was kept as, when the task asked for one."""
+    artifact_error: str | None = None
+    """Why its text could not be kept as the artifact it asked for."""
 
     @property
     def finish_reason(self) -> str:

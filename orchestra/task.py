@@ -83,6 +83,16 @@ class Chat:
     parallel_tool_calls: bool | None = None
 
 
+@attrs.frozen
+class KeepArtifact:
+    """A task's ``"artifact"``: when it completes, keep its generated text as an artifact
+    of this ``kind`` with these ``tags``, recording the task's id and session
+    (:mod:`orchestra.artifacts`)."""
+
+    kind: str
+    tags: tuple[str, ...] = ()
+
+
 @attrs.frozen(kw_only=True)
 class TaskRequest:
     """A validated task: built only by :mod:`orchestra.actors.admission` (``POST /v1/tasks``)
@@ -118,6 +128,8 @@ class TaskRequest:
     """The engine constrains the output to JSON matching this schema (OpenAI's
     ``json_object`` is ``{"type": "object"}``)."""
     face: Face = Face.V1
+    artifact: KeepArtifact | None = None
+    """Keep the generated text as an artifact when the task completes."""
 
     @property
     def endpoint(self) -> Endpoint:

@@ -24,6 +24,10 @@ class TaskView:
     error_code: str | None
     queue_wait_ms: int | None
     run_ms: int | None
+    artifact_id: str | None = None
+    """The artifact its output was kept as, once it completed (when it asked)."""
+    artifact_error: str | None = None
+    """Why its output could not be kept as the artifact it asked for."""
 
 
 @attrs.frozen

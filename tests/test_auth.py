@@ -139,7 +139,13 @@ def test_the_environment_token_counts_for_a_non_loopback_bind(
 
 # -- every route of a live server ----------------------------------------------------------
 
-_PARAMS = {"task_id": "t-1", "pool_id": "default", "model_id": "m-1", "session_id": "s-1"}
+_PARAMS = {
+    "task_id": "t-1",
+    "pool_id": "default",
+    "model_id": "m-1",
+    "session_id": "s-1",
+    "artifact_id": "sha256:" + "0" * 64,
+}
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:

@@ -112,6 +112,7 @@ def _fields(limits: AdmissionConfig) -> Mapping[str, fields.Check]:
         "sampler_profile_version": fields.string(max_len=128),
         "kv_hint": fields.string(max_len=128),
         "metrics": fields.boolean,
+        "artifact": fields.keep_artifact,
     }
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import attrs
 
+from orchestra.artifacts.model import kind_problem, normal_tags, tags_problem
 from orchestra.errors import ErrorCode, OrchestraError, Refusal
+from orchestra.task import KeepArtifact
 
 MAX_STOP = 16
 """Stop strings a request may give."""
@@ -86,6 +88,21 @@ def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Problem(f"must be true or false (got {describe(value)})")
     return value
+
+
+def keep_artifact(value: Any) -> KeepArtifact:
+    """A task's ``"artifact"``: ``{"kind": ..., "tags": [...]}``."""
+    if not isinstance(value, dict):
+        raise Problem(f'must be an object with "kind" and "tags" (got {describe(value)})')
+    if unknown := sorted(set(value) - {"kind", "tags"}):
+        raise Problem(f".{unknown[0]}: unknown field")
+    if "kind" not in value:
+        raise Problem(".kind: required")
+    tags = value.get("tags", [])
+    for name, problem in (("kind", kind_problem(value["kind"])), ("tags", tags_problem(tags))):
+        if problem is not None:
+            raise Problem(f".{name}: {problem}")
+    return KeepArtifact(value["kind"], normal_tags(tags))
 
 
 def stop_list(value: Any) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from orchestra.actors import queue_messages as msg
 from orchestra.actors.queue_face import QueueFace
 from orchestra.actors.queue_messages import Admitted, CancelReason, QueueMsg, ReplicaLink
 from orchestra.actors.stream_session import StreamSession
+from orchestra.artifacts import ArtifactStore
 from orchestra.config import SessionsConfig
 from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
@@ -126,6 +127,8 @@ class Queue(QueueFace):
     Models actor plans again."""
     residency: Residency = Residency.LOADED
     """Its model's residency at the start (``unloaded`` for a pool loaded on demand)."""
+    artifacts: ArtifactStore | None = None
+    """Where a task that asks for it keeps its output (:mod:`orchestra.actors.keep_output`)."""
     _table: TaskTable = attrs.field(init=False)
     _waiting: WaitingLine = attrs.field(init=False)
     _cuts: Cuts = attrs.field(factory=Cuts, init=False)

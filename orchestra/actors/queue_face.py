@@ -18,6 +18,7 @@ import logging
 import attrs
 import trio
 
+from orchestra.actors.keep_output import keep_output
 from orchestra.actors.queue_messages import (
     Admitted,
     BeginUnload,
@@ -39,10 +40,11 @@ from orchestra.actors.queue_messages import (
     UnloadMode,
 )
 from orchestra.actors.stream_session import StreamSession
+from orchestra.artifacts import ArtifactStore
 from orchestra.engine.protocol import Engine
 from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventLog, Subscription
-from orchestra.messages import Reply
+from orchestra.messages import Completed, Reply
 from orchestra.obs import logs
 from orchestra.pool import PoolState, PoolStatus, ReplicaStatus, Residency
 from orchestra.scheduling import admission_checks
@@ -82,6 +84,7 @@ class QueueFace:
     orphan_grace_s: float
     sessions: SessionBook
     figures: QueueFigures
+    artifacts: ArtifactStore | None
     _inbox: trio.MemorySendChannel[QueueMsg]
     _inbox_out: trio.MemoryReceiveChannel[QueueMsg]
     _table: TaskTable
@@ -239,6 +242,8 @@ class QueueFace:
         self._sessions.start_soon(self._watch_readers, task, watcher)
         try:
             outcome = await session.run()
+            if isinstance(outcome, Completed) and task.request.artifact is not None:
+                outcome = await keep_output(self.artifacts, task, outcome)
         finally:
             watcher.cancel()
         await self._inbox.send(SessionEnded(task, attempt, outcome, replica))
@@ -316,6 +321,8 @@ class QueueFace:
             error_code=task.error_code,
             queue_wait_ms=None if started is None else ms(started - task.submitted_at),
             run_ms=None if started is None or ended is None else ms(ended - started),
+            artifact_id=task.artifact_id,
+            artifact_error=task.artifact_error,
         )
 
     def session_view(self, session_id: str) -> SessionView | None:

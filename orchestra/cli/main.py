@@ -1,9 +1,11 @@
 """The ``orchestra`` command line.
 
 ``serve`` runs the service and ``engine install`` builds llama-server; the client commands
-(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``chat``) talk to a
-running server through the SDK and live in :mod:`orchestra.cli.client` (``chat``, a REPL
-over the OpenAI face, in :mod:`orchestra.cli.chat`).
+(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``chat``,
+``artifact``, ...) talk to a running server through the SDK and live in
+:mod:`orchestra.cli.client` (``chat``, a REPL over the OpenAI face, in
+:mod:`orchestra.cli.chat`; ``artifact``, the artifact registry, in
+:mod:`orchestra.cli.artifacts`).
 
 Exit status: 0 ok, 1 could not start (for example the address is in use), 2 usage or
 configuration error, 3 refused by the server (a 4xx answer), 4 server, engine or
@@ -31,7 +33,13 @@ from orchestra.cli.exits import (
     EXIT_USAGE,
 )
 from orchestra.engine import cache as engine_cache
-from orchestra.errors import CatalogError, ConfigError, EngineStartError, InstallError
+from orchestra.errors import (
+    AuditError,
+    CatalogError,
+    ConfigError,
+    EngineStartError,
+    InstallError,
+)
 
 if TYPE_CHECKING:  # the service is imported by the commands that run it, not by the clients
     from orchestra.config import Config
@@ -147,7 +155,7 @@ def _serve(path: str) -> int:
     failure: str | None = None
     try:
         trio.run(_serve_until_signalled, config)
-    except* (EngineStartError, CatalogError) as group:
+    except* (EngineStartError, CatalogError, AuditError) as group:
         failure = "; ".join(_leaves(group))
     except* OSError as group:
         failure = f"cannot listen on {config.bind_addr}: " + "; ".join(_leaves(group))

@@ -27,6 +27,8 @@ What is where (each module imports only those above it):
   ``host:port`` splitting they share;
 - :mod:`orchestra.config.tables`: the table classes (:class:`Config` and its tables), with
   their defaults and the checks their fields name;
+- :mod:`orchestra.config.tools_tables`: the ``[tools]`` tables (:class:`ToolsConfig` and
+  its policy, secrets and search tables), which :class:`Config` holds;
 - :mod:`orchestra.config.structure`: :data:`converter`, its strict hooks, and cattrs'
   errors turned into problem lines;
 - :mod:`orchestra.config.parse`: the cross-key checks, the token in effect,
@@ -44,6 +46,7 @@ from orchestra.config.parse import parse_config as parse_config
 from orchestra.config.structure import converter as converter
 from orchestra.config.tables import AdapterConfig as AdapterConfig
 from orchestra.config.tables import AdmissionConfig as AdmissionConfig
+from orchestra.config.tables import ArtifactsConfig as ArtifactsConfig
 from orchestra.config.tables import AuthConfig as AuthConfig
 from orchestra.config.tables import Config as Config
 from orchestra.config.tables import LogConfig as LogConfig
@@ -52,18 +55,27 @@ from orchestra.config.tables import PlacementConfig as PlacementConfig
 from orchestra.config.tables import ReplicaConfig as ReplicaConfig
 from orchestra.config.tables import SessionsConfig as SessionsConfig
 from orchestra.config.tables import StreamsConfig as StreamsConfig
+from orchestra.config.tools_tables import PolicyConfig as PolicyConfig
+from orchestra.config.tools_tables import SearchConfig as SearchConfig
+from orchestra.config.tools_tables import SecretsConfig as SecretsConfig
+from orchestra.config.tools_tables import ToolsConfig as ToolsConfig
 from orchestra.errors import ConfigError as ConfigError
 
 __all__ = [
     "AdapterConfig",
     "AdmissionConfig",
+    "ArtifactsConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
     "ModelConfig",
     "PlacementConfig",
+    "PolicyConfig",
     "ReplicaConfig",
+    "SearchConfig",
+    "SecretsConfig",
     "StreamsConfig",
+    "ToolsConfig",
     "converter",
     "load_config",
     "parse_config",

@@ -2,11 +2,11 @@
 
 :data:`converter` (one cattrs converter) structures a parsed TOML document into the
 classes of :mod:`orchestra.config.tables`. Nothing is coerced: its hooks for ``int``,
-``float``, ``bool``, ``str`` and ``tuple[str, ...]`` take only values of that very type,
-unknown keys are refused, and :func:`field_hook` runs a field's per-key check (its
-``metadata={CHECK: ...}``) right after the type check, so cattrs' detailed validation
-reports it with its path beside every other problem. :func:`problem_lines` turns the error
-cattrs raises into one ``key.path: problem`` line per problem.
+``float``, ``bool``, ``str``, ``tuple[str, ...]`` and ``tuple[int, ...]`` take only values
+of that very type, unknown keys are refused, and :func:`field_hook` runs a field's per-key
+check (its ``metadata={CHECK: ...}``) right after the type check, so cattrs' detailed
+validation reports it with its path beside every other problem. :func:`problem_lines`
+turns the error cattrs raises into one ``key.path: problem`` line per problem.
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ def _structure_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _structure_int_tuple(value: Any, _: Any) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected an array of integers (got {show(value)})")
+    for index, item in enumerate(value):
+        if not _is_int(item):
+            raise TypeError(f"expected an array of integers (got {show(item)} at index {index})")
+    return tuple(value)
+
+
 converter.register_structure_hook(int, _strict("an integer", _is_int, int))
 converter.register_structure_hook(float, _structure_float)
 converter.register_structure_hook(
@@ -68,6 +77,7 @@ converter.register_structure_hook(
 )
 converter.register_structure_hook(str, _strict("a string", lambda v: isinstance(v, str), str))
 converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
+converter.register_structure_hook_func(lambda t: t == tuple[int, ...], _structure_int_tuple)
 
 
 def _checked(base: Callable[[Any, Any], Any], check: Check) -> Callable[[Any, Any], Any]:

@@ -1,8 +1,8 @@
 """The configuration's tables (DESIGN §3): one frozen attrs class per TOML table.
 
 :class:`Config` is the whole file; the other classes are its ``[auth]``, ``[log]``,
-``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]``, ``[replica]``, ``[models.ID]``
-and ``[placement]`` tables.
+``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]``, ``[replica]``, ``[models.ID]``,
+``[placement]`` and ``[artifacts]`` tables.
 Each field carries its default, its documentation and, in ``metadata={CHECK: ...}``, the
 per-key check from :mod:`orchestra.config.checks` that
 :mod:`orchestra.config.structure` runs after the field's type check. The classes only
@@ -37,6 +37,7 @@ from orchestra.config.checks import (
     split_bind,
     token_chars,
 )
+from orchestra.config.tools_tables import ToolsConfig
 
 
 @attrs.frozen(kw_only=True)
@@ -278,6 +279,18 @@ class PlacementConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ArtifactsConfig:
+    """``[artifacts]``: how much the artifact registry (in ``data_dir``) may keep."""
+
+    max_artifact_bytes: int = attrs.field(default=4 * 1024 * 1024, metadata={CHECK: at_least(1)})
+    """Bytes one artifact may hold (default 4 MiB); a bigger one is refused with 413. The
+    request body limit (8 MiB) grows to fit one this large sent as base64."""
+    max_total_bytes: int = attrs.field(default=1024**3, metadata={CHECK: at_least(1)})
+    """Bytes all artifacts may hold together (default 1 GiB); a put past it is refused
+    with 507, and nothing is evicted behind anyone's back."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file."""
 
@@ -310,6 +323,11 @@ class Config:
     means the first one."""
     placement: PlacementConfig = PlacementConfig()
     """``[placement]``."""
+    artifacts: ArtifactsConfig = ArtifactsConfig()
+    """``[artifacts]``."""
+    tools: ToolsConfig = attrs.field(factory=ToolsConfig)
+    """``[tools]``, ``[tools.policy]``, ``[tools.secrets]``, ``[tools.search]``: the agents'
+    HTTP fetch and search tools (:mod:`orchestra.config.tools_tables`)."""
 
     @property
     def bind_host(self) -> str:

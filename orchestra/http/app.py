@@ -7,8 +7,10 @@
     ├── tasks blueprint        the data plane (orchestra.http.tasks)
     ├── control blueprint      the control plane (orchestra.http.control)
     ├── catalog blueprint      the model catalog (orchestra.http.catalog)
+    ├── artifacts blueprint    the artifact registry (orchestra.http.artifacts)
     ├── models blueprint       the models: list, load, unload (orchestra.http.models)
     ├── openai blueprint       the OpenAI-compatible face (orchestra.http.openai)
+    ├── tools blueprint        the agents' tools: http_fetch, search, audit (orchestra.http.tools)
     └── error handlers         a Refusal, an HTTP error or a bug: the envelope
                                (orchestra.http.envelope), always
 
@@ -27,15 +29,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from orchestra.errors import ErrorCode, Refusal
+from orchestra.http.artifacts import artifacts_blueprint
 from orchestra.http.auth import Gate
 from orchestra.http.bodies import json_response
 from orchestra.http.catalog import catalog_blueprint
 from orchestra.http.context import Actors
 from orchestra.http.control import control_blueprint
 from orchestra.http.envelope import error_response
+from orchestra.http.mcp import mcp_blueprint
 from orchestra.http.models import models_blueprint
 from orchestra.http.openai import openai_blueprint
 from orchestra.http.tasks import tasks_blueprint
+from orchestra.http.tools import tools_blueprint
 from orchestra.obs import logs
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,9 @@ _MAX_BODY = 8 * 1024 * 1024
 def create_app(actors: Actors) -> QuartTrio:
     """The QuartTrio app serving the v1 API over ``actors``."""
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = _MAX_BODY
+    # An artifact of max_artifact_bytes, sent as base64 in JSON, must fit.
+    artifact_body = -(-actors.config.artifacts.max_artifact_bytes // 3) * 4 + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = max(_MAX_BODY, artifact_body)
     config = actors.config
     auth = config.auth
     gate = Gate(
@@ -102,6 +109,9 @@ def create_app(actors: Actors) -> QuartTrio:
     app.register_blueprint(tasks_blueprint(actors))
     app.register_blueprint(control_blueprint(actors))
     app.register_blueprint(catalog_blueprint(actors))
+    app.register_blueprint(artifacts_blueprint(actors))
     app.register_blueprint(models_blueprint(actors))
     app.register_blueprint(openai_blueprint(actors))
+    app.register_blueprint(tools_blueprint(actors))
+    app.register_blueprint(mcp_blueprint(actors))
     return app

@@ -12,9 +12,11 @@ from orchestra.actors.models import Models
 from orchestra.actors.pool_control import PoolControl
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import Supervisor
+from orchestra.artifacts import ArtifactStore
 from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config
 from orchestra.obs.metrics import Metrics
+from orchestra.tools import Tools
 
 
 @attrs.frozen
@@ -26,6 +28,9 @@ class Actors:
     models: Models
     catalog: Catalog
     metrics: Metrics
+    artifacts: ArtifactStore = attrs.field(kw_only=True)
+    tools: Tools | None = attrs.field(default=None, kw_only=True)
+    """The agents' tools (``POST /v1/tools/...``); the service always sets them."""
     adopt: Callable[[CatalogModel], Awaitable[None]] | None = None
     """Give a catalog entry registered or verified while running a pool of its own
     (several models only)."""

@@ -14,13 +14,15 @@ UNAUTHORIZED                                401     ``WWW-Authenticate: Bearer r
 FORBIDDEN                                   403
 NOT_FOUND                                   404
 CONFLICT, CANCELLED                         409
+ARTIFACT_TOO_LARGE                          413
 MODEL_LOAD_FAILED                           422
 ADMISSION_REJECT (a queue is full)          429     ``Retry-After`` (s, ≥ 1), ``X-Backoff-Ms``
 ADMISSION_REJECT (max sessions), BUDGET...  429
 INTERNAL                                    500
-WORKER_RESET                                502
+WORKER_RESET, TOOL_FAILED                   502
 POOL_UNREADY, POOL_UNAVAILABLE              503
-DEADLINE_UNMET, DECODE_TIMEOUT              504
+DEADLINE_UNMET, DECODE_TIMEOUT, TOOL_TIMEOUT  504
+STORAGE_FULL                                507
 ==========================================  ======  ==========================================
 """
 
@@ -52,6 +54,10 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.DECODE_TIMEOUT: 504,
     ErrorCode.WORKER_RESET: 502,
     ErrorCode.CANCELLED: 409,
+    ErrorCode.ARTIFACT_TOO_LARGE: 413,
+    ErrorCode.STORAGE_FULL: 507,
+    ErrorCode.TOOL_FAILED: 502,
+    ErrorCode.TOOL_TIMEOUT: 504,
     ErrorCode.INTERNAL: 500,
 }
 """The status an HTTP answer with each code carries."""

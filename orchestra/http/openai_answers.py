@@ -67,16 +67,25 @@ class Answer:
         }
 
     def _chunk(self, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
+        extra = self.artifact if finish is not None else {}
         if self.endpoint is Endpoint.CHAT:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return _frame({**self._envelope("chat.completion.chunk"), "choices": [choice]})
+            chunk = {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+            return _frame(chunk | extra)
         choice = {
             "index": 0,
             "text": delta.get("content", ""),
             "logprobs": None,
             "finish_reason": finish,
         }
-        return _frame({**self._envelope("text_completion"), "choices": [choice]})
+        return _frame({**self._envelope("text_completion"), "choices": [choice]} | extra)
+
+    @property
+    def artifact(self) -> dict[str, Any]:
+        """orchestra's fields beside OpenAI's in the answer's last chunk (or the whole
+        answer): the ``artifact_id`` its output was kept as, or ``artifact_error``."""
+        end = self.end or {}
+        return {k: end[k] for k in ("artifact_id", "artifact_error") if k in end}
 
     def _text_chunk(self, text: str) -> bytes:
         """The chunk of one piece of text: :meth:`_chunk`'s bytes, with the parts around the
@@ -186,7 +195,8 @@ class Answer:
                 "logprobs": None,
                 "finish_reason": self.finish_reason,
             }
-            return {**self._envelope("text_completion"), "choices": [choice], "usage": self.usage}
+            whole = {**self._envelope("text_completion"), "choices": [choice], "usage": self.usage}
+            return whole | self.artifact
         message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
         if self.calls:
             message["tool_calls"] = [
@@ -205,4 +215,5 @@ class Answer:
             "logprobs": None,
             "finish_reason": self.finish_reason,
         }
-        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage}
+        whole = {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage}
+        return whole | self.artifact

@@ -158,6 +158,7 @@ def _common(limits: AdmissionConfig) -> dict[str, Check]:
         "top_k": fields.integer(0, 1_000_000),
         "min_p": fields.number(0.0, 1.0),
         "repeat_penalty": fields.number(0.0, 10.0),
+        "artifact": fields.keep_artifact,
     }
 
 
@@ -214,6 +215,7 @@ _TASK_FIELDS = (
     "session_id",
     "task_id",
     "deadline_ms",
+    "artifact",
 )
 
 

@@ -14,16 +14,19 @@ plus the service's own fields (``engine``, ``engine_version``, ``model_digest``,
 through the same path (logger ``orchestra.engine``).
 
 Secrets never appear: :class:`Redactor` replaces every registered secret (the bearer
-token, the engine's api key) wherever it occurs in the finished line, and nothing logs
-request headers.
+token, the engine's api key), every match of a registered pattern (``tools.secrets.patterns``)
+and the most recent secrets the tools saw in a call's headers, wherever they occur in the
+finished line; and nothing logs request headers.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import datetime
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -51,18 +54,42 @@ FIELDS = (
     "stream",
     "pid",
     "who",
+    "tool",
+    "decision",
+    "rule",
+    "method",
+    "url",
+    "status",
+    "bytes",
+    "time_ms",
+    "session_id",
+    "task_id",
 )
 """The ``extra=`` keys copied into a line (others are ignored, so nothing leaks by accident)."""
 
 REDACTED = "[redacted]"
 
 
+TRANSIENT_SECRETS = 256
+"""How many of the secrets seen in calls (:meth:`Redactor.add_transient`) are remembered."""
+
+
 class Redactor:
-    """The secrets of this process; :meth:`scrub` removes them from a text."""
+    """The secrets of this process; :meth:`scrub` removes them from a text.
+
+    Three kinds, all bounded: the service's own secrets (:meth:`add`: a handful), the
+    configured patterns (:meth:`add_pattern`: those of the configuration), and the secrets
+    that passed through a tool call (:meth:`add_transient`: the newest
+    :data:`TRANSIENT_SECRETS`, a last line of defence; the tools scrub what they log
+    themselves). Safe to use from any thread: :meth:`scrub` reads one immutable snapshot.
+    """
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._patterns: dict[str, re.Pattern[str]] = {}
+        self._transient: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._snapshot: tuple[tuple[str, ...], tuple[re.Pattern[str], ...]] = ((), ())
 
     def add(self, secret: str) -> None:
         """Never write ``secret`` again (ignored when shorter than 8 characters: the
@@ -71,11 +98,42 @@ class Redactor:
         if len(secret) >= 8:
             with self._lock:
                 self._secrets.add(secret)
+                self._rebuild()
+
+    def add_pattern(self, pattern: str) -> None:
+        """Never write a match of the regular expression ``pattern`` again (one that
+        matches the empty string is refused with ValueError)."""
+        compiled = re.compile(pattern)
+        if compiled.fullmatch(""):
+            raise ValueError(f"{pattern!r} matches the empty string")
+        with self._lock:
+            self._patterns.setdefault(pattern, compiled)
+            self._rebuild()
+
+    def add_transient(self, secret: str) -> None:
+        """Scrub ``secret`` too for as long as it is among the newest
+        :data:`TRANSIENT_SECRETS` added so (ignored when shorter than 8 characters)."""
+        if len(secret) < 8:
+            return
+        with self._lock:
+            self._transient[secret] = None
+            self._transient.move_to_end(secret)
+            while len(self._transient) > TRANSIENT_SECRETS:
+                self._transient.popitem(last=False)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        secrets = sorted(self._secrets | set(self._transient), key=len, reverse=True)
+        self._snapshot = (tuple(secrets), tuple(self._patterns.values()))
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        secrets, patterns = self._snapshot
+        for secret in secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        for pattern in patterns:
+            text = pattern.sub(REDACTED, text)
         return text
 
 

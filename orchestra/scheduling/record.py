@@ -56,6 +56,10 @@ class Task:
     """The replica of its latest dispatch (the one running it, while it runs)."""
     token_cap: int | None = None
     """``n_predict`` when its session's token budget lowered it below ``max_tokens``."""
+    artifact_id: str | None = None
+    """The artifact its output was kept as (``"artifact"`` in the request)."""
+    artifact_error: str | None = None
+    """Why its output could not be kept."""
 
     @property
     def counted_attempts(self) -> int:
@@ -107,4 +111,9 @@ class Task:
         }
         if done.vectors is not None:
             end["embeddings"] = [list(vector) for vector in done.vectors]
+        self.artifact_id, self.artifact_error = done.artifact_id, done.artifact_error
+        if done.artifact_id is not None:
+            end["artifact_id"] = done.artifact_id
+        if done.artifact_error is not None:
+            end["artifact_error"] = done.artifact_error
         return end

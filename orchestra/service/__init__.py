@@ -29,6 +29,7 @@ import trio
 from quart_trio import QuartTrio
 
 from orchestra.actors.queue import Queue
+from orchestra.artifacts import ArtifactStore, Limits
 from orchestra.catalog import Catalog
 from orchestra.config import Config
 from orchestra.http.app import create_app
@@ -37,6 +38,7 @@ from orchestra.messages import Doorbell
 from orchestra.obs import logs
 from orchestra.obs.metrics import Metrics
 from orchestra.service.wiring import Wiring, build_actors
+from orchestra.tools import Tools
 
 log = logging.getLogger("orchestra")
 
@@ -116,15 +118,27 @@ async def run_service(
         api_key = secrets.token_urlsafe(32)  # the engine answers orchestra and nobody else
         logs.redactor.add(api_key)
     catalog = await Catalog.open(config.data_path)
+    artifacts = await ArtifactStore.open(
+        config.data_path,
+        Limits(config.artifacts.max_artifact_bytes, config.artifacts.max_total_bytes),
+    )
     # llama-server acts on its slots (erasing a deleted session's cache) only when it has
     # a directory for slot files; a private one lives as long as the service.
     slot_dir = tempfile.TemporaryDirectory(prefix="orchestra-slots-")
     with slot_dir:
         async with contextlib.AsyncExitStack() as clients:
             wiring = Wiring(
-                config, catalog, api_key, Path(slot_dir.name), Metrics(), Doorbell(), clients
+                config,
+                catalog,
+                artifacts,
+                api_key,
+                Path(slot_dir.name),
+                Metrics(),
+                Doorbell(),
+                clients,
             )
-            actors = await build_actors(wiring)
+            tools = await Tools.open(config.tools, config.data_path)
+            actors = attrs.evolve(await build_actors(wiring), tools=tools)
             queue = actors.queue
             http_stop, http_stopped = trio.Event(), trio.Event()
             async with trio.open_nursery() as root:

@@ -20,6 +20,7 @@ from orchestra.actors.queue import Queue
 from orchestra.actors.queue_messages import ReplicaLink
 from orchestra.actors.replica_set import Replica, ReplicaKind, ReplicaSet
 from orchestra.actors.supervisor import ReplicaSupervisor, Supervisor
+from orchestra.artifacts import ArtifactStore
 from orchestra.catalog import Catalog, CatalogError, CatalogModel, ModelState, TrustState
 from orchestra.config import AdapterConfig, Config, ConfigError, ModelConfig
 from orchestra.engine import cache
@@ -61,14 +62,8 @@ async def _catalog_id(catalog: Catalog, command: EngineCommand) -> str | None:
     return entry.id
 
 
-def _queue(
-    config: Config,
-    links: tuple[ReplicaLink, ...],
-    metrics: Metrics,
-    doorbell: Doorbell,
-    pool_id: str,
-    residency: Residency,
-) -> Queue:
+def _queue(w: Wiring, links: tuple[ReplicaLink, ...], pool_id: str, residency: Residency) -> Queue:
+    config = w.config
     return Queue(
         capacity=config.admission.queue_capacity,
         batch_capacity=config.admission.batch_queue_capacity,
@@ -77,11 +72,12 @@ def _queue(
         retention_s=config.streams.retention_s,
         orphan_grace_s=config.streams.orphan_grace_ms / 1000,
         engine_backlog=config.adapter.engine_backlog,
-        metrics=metrics,
+        metrics=w.metrics,
         sessions=SessionBook(config.sessions),
         pool_id=pool_id,
-        doorbell=doorbell,
+        doorbell=w.doorbell,
         residency=residency,
+        artifacts=w.artifacts,
     )
 
 
@@ -91,6 +87,7 @@ class Wiring:
 
     config: Config
     catalog: Catalog
+    artifacts: ArtifactStore
     api_key: str
     slot_dir: Path
     metrics: Metrics
@@ -122,7 +119,7 @@ async def _single_pool(w: Wiring) -> Pool:
     config = w.config
     engine = await _engine(w, config.adapter)
     link = ReplicaLink("default/0", engine)
-    queue = _queue(config, (link,), w.metrics, w.doorbell, "default", Residency.LOADED)
+    queue = _queue(w, (link,), "default", Residency.LOADED)
     supervisor: Supervisor
     model_id = None
     kind = ReplicaKind.ATTACHED
@@ -240,11 +237,10 @@ async def _plan_replicas(w: Wiring, name: str, model: ModelConfig) -> list[_Plan
 
 async def _model_pool(w: Wiring, name: str, model: ModelConfig) -> Pool:
     """A pool of ``[models]``: unloaded until a task or ``keep_loaded`` asks for it."""
-    config = w.config
     replica = model.replica()
     planned = await _plan_replicas(w, name, model)
     links = tuple(p.link for p in planned)
-    queue = _queue(config, links, w.metrics, w.doorbell, name, Residency.UNLOADED)
+    queue = _queue(w, links, name, Residency.UNLOADED)
     replicas = []
     for index, plan in enumerate(planned):
         report = partial(queue.replica_status, replica=index)
@@ -380,7 +376,15 @@ async def build_actors(w: Wiring) -> Actors:
         if pool is not None:
             await models.adopt(pool)
 
-    return Actors(config, admission, models, w.catalog, w.metrics, adopt if config.models else None)
+    return Actors(
+        config,
+        admission,
+        models,
+        w.catalog,
+        w.metrics,
+        artifacts=w.artifacts,
+        adopt=adopt if config.models else None,
+    )
 
 
 async def _catalog_pool(w: Wiring, entry: CatalogModel, pools: list[Pool]) -> Pool | None:
