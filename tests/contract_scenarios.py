@@ -103,6 +103,7 @@ VOLATILE: frozenset[str] = frozenset(
         "created",  # the same date, in Unix seconds
         "verified_at",  # a date
         "message",  # prose for people; some carry timings or engine details
+        "created_at",  # a date (an artifact's)
     }
 )
 """JSON keys whose values may differ from one capture to the next, wherever they occur:
@@ -190,6 +191,7 @@ def sdk_call(method: str, path: str) -> str:
         ("GET", r"/v1/sessions/[^/]+", "session"),
         ("DELETE", r"/v1/sessions/[^/]+", "delete_session"),
         ("POST", r"/v1/models/[^/]+/load", "load_model"),
+        ("POST", r"/v1/artifacts", "put_artifact"),
     ]
     for route_method, pattern, call in routes:
         if method == route_method and re.fullmatch(pattern, path):
@@ -235,6 +237,14 @@ def submitted(task_id: str, prompt: str = HAIKU, **body: Any) -> Prepare:
         await submit(server, prompt=prompt, task_id=task_id, **body)
 
     return prepare
+
+
+async def _fill_artifacts(server: Server) -> None:
+    response = await server.client.post("/v1/artifacts", json={"kind": "text", "content": "x" * 60})
+    assert response.status_code == 201, response.text
+
+
+PLAN = {"kind": "plan", "content": "1. read the code\n2. change it\n", "tags": ["refactor"]}
 
 
 def completed(task_id: str, **body: Any) -> Prepare:
@@ -629,6 +639,27 @@ SCENARIOS: tuple[Scenario, ...] = (
         summary="GET /v1/tasks/{id}/stream of an unknown task",
         request=_stream("fx-no-such-task"),
         covers=ErrorCode.NOT_FOUND,
+    ),
+    # -- artifacts -----------------------------------------------------------------------
+    Scenario(
+        name="put_artifact_201",
+        summary="POST /v1/artifacts: a plan kept as text, with a tag",
+        request=_post("/v1/artifacts", PLAN),
+    ),
+    Scenario(
+        name="put_artifact_413_artifact_too_large",
+        summary="POST /v1/artifacts of 65 bytes with artifacts.max_artifact_bytes = 64",
+        request=_post("/v1/artifacts", {"kind": "text", "content": "x" * 65}),
+        covers=ErrorCode.ARTIFACT_TOO_LARGE,
+        config={"artifacts": {"max_artifact_bytes": 64}},
+    ),
+    Scenario(
+        name="put_artifact_507_storage_full",
+        summary="POST /v1/artifacts of a plan when 60 of artifacts.max_total_bytes = 64 are used",
+        request=_post("/v1/artifacts", PLAN),
+        covers=ErrorCode.STORAGE_FULL,
+        config={"artifacts": {"max_total_bytes": 64}},
+        prepare=_fill_artifacts,
     ),
 )
 BY_NAME: Mapping[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}

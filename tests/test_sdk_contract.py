@@ -69,6 +69,10 @@ NOT_REACHABLE: Mapping[ErrorCode, str] = {
     # while its task still runs, which the queue never lets happen); no request is meant
     # to produce it.
     ErrorCode.INTERNAL: "a server bug by definition; no request produces it on purpose",
+    # The tools (POST /v1/tools/...) are for agents, over HTTP and MCP; the SDK has no call
+    # for them, so none can meet their upstream's failures.
+    ErrorCode.TOOL_FAILED: "answered by the tool routes only, which no SDK call sends",
+    ErrorCode.TOOL_TIMEOUT: "answered by the tool routes only, which no SDK call sends",
 }
 """The error codes no SDK call can be made to meet on a live server, and why."""
 
@@ -371,6 +375,11 @@ async def call_sdk(client: AsyncClient, fixture: Mapping[str, Any]) -> Any:
         return await client.delete_session(path_segment(path, 3))
     if call == "load_model":
         return await client.load_model(path_segment(path, 3))
+    if call == "put_artifact":
+        body = dict(request["json"])
+        return await client.put_artifact(
+            body.pop("content"), kind=body.pop("kind"), tags=body.pop("tags", ())
+        )
     assert call == "stream", call
     last = request["headers"].get("last-event-id")
     last_event_id = None if last is None else int(last)

@@ -2,15 +2,17 @@
 their arguments, and running each one.
 
 ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``, ``load``,
-``unload`` and ``chat`` talk to a running server at ``--url`` (default ``$ORCHESTRA_URL``,
-else ``http://127.0.0.1:8080``) with the bearer token of ``$ORCHESTRA_TOKEN``. Each prints a
-short human-readable answer, or with ``--json`` the JSON of the SDK's typed object (``submit
---stream --json``: one event per line). Errors go to stderr as ``orchestra: CODE: message``;
-the exit status says what kind of failure it was (:data:`orchestra.cli.exits.EXIT_HELP`).
+``unload``, ``chat`` and ``artifact`` talk to a running server at ``--url`` (default
+``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``) with the bearer token of
+``$ORCHESTRA_TOKEN``. Each prints a short human-readable answer, or with ``--json`` the
+JSON of the SDK's typed object (``submit --stream --json``: one event per line). Errors go
+to stderr as ``orchestra: CODE: message``; the exit status says what kind of failure it
+was (:data:`orchestra.cli.exits.EXIT_HELP`).
 
 The output is rendered by :mod:`orchestra.cli.render`, ``submit --stream`` is
 :mod:`orchestra.cli.follow`, ``chat`` (a REPL over the OpenAI face) is
-:mod:`orchestra.cli.chat`, and the exit statuses and error reports are
+:mod:`orchestra.cli.chat`, ``artifact`` (the artifact registry) is
+:mod:`orchestra.cli.artifacts`, and the exit statuses and error reports are
 :mod:`orchestra.cli.exits`.
 """
 
@@ -26,7 +28,7 @@ from typing import Any, Final
 
 import trio
 
-from orchestra.cli import chat
+from orchestra.cli import artifacts, chat
 from orchestra.cli.exits import EXIT_HELP, EXIT_INTERRUPTED, EXIT_OK, report
 from orchestra.cli.follow import Follow
 from orchestra.cli.render import (
@@ -51,7 +53,19 @@ _CLIENT_EXIT_HELP: Final = "\n".join(
 )
 
 COMMANDS: Final = frozenset(
-    {"submit", "cancel", "status", "caps", "health", "models", "ps", "load", "unload", "chat"}
+    {
+        "submit",
+        "cancel",
+        "status",
+        "caps",
+        "health",
+        "models",
+        "ps",
+        "load",
+        "unload",
+        "chat",
+        "artifact",
+    }
 )
 """The subcommands this module adds and runs."""
 
@@ -70,7 +84,7 @@ def _http_url(value: str) -> str:
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``,
-    ``load``, ``unload`` and ``chat``."""
+    ``load``, ``unload``, ``chat`` and ``artifact``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -158,6 +172,14 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     chat.add_arguments(
         add("chat", "chat with the model (a REPL over the OpenAI face)", chat.DESCRIPTION)
     )
+    artifact = commands.add_parser(  # its actions have the common options, it has none
+        "artifact",
+        help="keep and read artifacts: put, get, ls, lineage, tag, rm",
+        description=textwrap.fill(artifacts.DESCRIPTION, width=78),
+        epilog=_CLIENT_EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    artifacts.add_arguments(artifact, common, _CLIENT_EXIT_HELP)
 
 
 # -- running a command ---------------------------------------------------------------------
@@ -167,6 +189,8 @@ def run_client_command(args: argparse.Namespace) -> int:
     """Run one client command (``args.command`` in :data:`COMMANDS`); its exit status."""
     if args.command == "chat":
         return chat.run_chat(args)
+    if args.command == "artifact":
+        return artifacts.run_artifact(args)
     prompt: str | None = None
     if args.command == "submit":
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt

@@ -95,7 +95,7 @@ def capability_lines(caps: Capabilities) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns padded to their widest cell (the last one not padded)."""
     lines = [header, *rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
@@ -130,7 +130,7 @@ def model_table(answer: Mapping[str, Any], now: datetime | None = None) -> str:
     notes = [f"{m.id}: load failed: {m.error}\n" for m in models if m.error is not None]
     if any(m.default for m in models):
         notes.append("* the default model\n")
-    return _table(header, rows) + "".join(notes)
+    return table(header, rows) + "".join(notes)
 
 
 def ps_table(answer: Mapping[str, Any]) -> str:
@@ -153,7 +153,7 @@ def ps_table(answer: Mapping[str, Any]) -> str:
         )
         for m in models
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def residency(model: CatalogModel) -> str:

@@ -22,6 +22,16 @@ Several models: ``models()`` lists them with their residency, ``load_model(id_or
         client.chat(messages, model="qwen")       # this call only
         client.embed(["a", "b"], model="nomic").vectors
 
+Artifacts: ``put_artifact(content, kind=...)`` keeps text or bytes under the id of their
+hash, with tags and parents; ``get_artifact``, ``read_artifact``, ``list_artifacts``,
+``lineage``, ``tag_artifact`` and ``delete_artifact`` read and change them, and a task (or
+a chat) with ``artifact="summary"`` keeps its output, its id in the ``End`` event::
+
+    with Client() as client:
+        plan = client.put_artifact("1. read\n2. write", kind="plan", tags=["v1"])
+        done = client.complete("Summarise", artifact={"kind": "summary", "tags": ["v1"]})
+        client.read_artifact(done.artifact_id)
+
 ``AsyncClient`` is the same API for Trio code. Every error is an
 :class:`OrchestraError`: :class:`TransportError` (no answer), :class:`ParseError` (an answer
 outside the contract) or :class:`ServerError` (the server's error envelope, with
@@ -32,6 +42,10 @@ outside the contract) or :class:`ServerError` (the server's error envelope, with
 from orchestra import API_VERSION as API_VERSION
 from orchestra import __version__ as __version__
 from orchestra.errors import ErrorCode as ErrorCode
+from orchestra.sdk._artifacts import Artifact as Artifact
+from orchestra.sdk._artifacts import ArtifactPage as ArtifactPage
+from orchestra.sdk._artifacts import Lineage as Lineage
+from orchestra.sdk._artifacts import LineageNode as LineageNode
 from orchestra.sdk._async import AsyncClient as AsyncClient
 from orchestra.sdk._chat import ChatCompletion as ChatCompletion
 from orchestra.sdk._chat import ChatDelta as ChatDelta
@@ -77,5 +91,6 @@ from orchestra.sdk._retry import Retry as Retry
 from orchestra.sdk._sync import Client as Client
 from orchestra.sdk._sync import SyncChatStream as SyncChatStream
 from orchestra.task import Determinism as Determinism
+from orchestra.task import KeepArtifact as KeepArtifact
 from orchestra.task import Priority as Priority
 from orchestra.task import TaskState as TaskState

@@ -19,6 +19,7 @@ import httpx
 import trio
 
 from orchestra import __version__
+from orchestra.sdk._artifacts import ArtifactCalls
 from orchestra.sdk._chat import ChatCompletion, ChatRequest, Message, chat_body
 from orchestra.sdk._convert import event_from_wire, request_body, structure
 from orchestra.sdk._error_answers import error_from_response
@@ -122,7 +123,7 @@ def _transport_error(exc: httpx.RequestError, what: str) -> TransportError:
     return TransportError(f"{what}: {reason}", request_sent=not isinstance(exc, _NOT_SENT))
 
 
-class AsyncClient:
+class AsyncClient(ArtifactCalls):
     """The orchestra SDK for Trio code: typed calls, typed stream events, honest errors.
 
     ``url`` defaults to ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``; ``token`` to
@@ -132,7 +133,8 @@ class AsyncClient:
     id or alias) of every call that names none (a call's ``model=`` wins); without either,
     the server's default model serves it. Use it as an async context manager, or call
     :meth:`aclose`. ``AsyncClient.embedded(config)`` gives the same API over an
-    orchestrator running in this process.
+    orchestrator running in this process. The artifact registry's calls
+    (``put_artifact()``, ``read_artifact()``, ...) are in :mod:`orchestra.sdk._artifacts`.
     """
 
     def __init__(
@@ -201,6 +203,30 @@ class AsyncClient:
 
     # -- requests ------------------------------------------------------------------------
 
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        params: Mapping[str, str] | None = None,
+        http_timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """One request; its successful (read) answer, or the mapped error."""
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=body,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
+            )
+        except httpx.RequestError as exc:
+            raise _transport_error(exc, f"{method} {path}") from exc
+        if not response.is_success:
+            raise error_from_response(response)
+        return response
+
     async def _send(
         self,
         method: str,
@@ -211,22 +237,11 @@ class AsyncClient:
         http_timeout: httpx.Timeout | None = None,
     ) -> tuple[int, Any]:
         """One request; its status and JSON answer, or the mapped error."""
-        what = f"{method} {path}"
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=body,
-                params=params,
-                timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
-            )
-        except httpx.RequestError as exc:
-            raise _transport_error(exc, what) from exc
-        if not response.is_success:
-            raise error_from_response(response)
+        response = await self._request(method, path, body, params=params, http_timeout=http_timeout)
         try:
             return response.status_code, response.json()
         except ValueError as exc:
+            what = f"{method} {path}"
             raise ParseError(f"{what}: the answer is not JSON", response.status_code) from exc
 
     async def _call(
@@ -454,6 +469,8 @@ class AsyncClient:
                             queue_wait_ms=queue_wait_ms,
                             decode_time_ms=event.decode_time_ms,
                             total_ms=(time.perf_counter() - began) * 1000,
+                            artifact_id=event.artifact_id,
+                            artifact_error=event.artifact_error,
                         )
                     elif isinstance(event, Error):
                         over = True

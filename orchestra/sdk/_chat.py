@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-from orchestra.task import Determinism, Priority
+from orchestra.sdk._artifacts import keep_artifact, keep_artifact_json
+from orchestra.task import Determinism, KeepArtifact, Priority
 
 # -- the conversation ------------------------------------------------------------------------
 
@@ -141,6 +142,9 @@ class ChatRequest:
     top_k: int | None = None
     min_p: float | None = None
     repeat_penalty: float | None = None
+    artifact: KeepArtifact | None = attrs.field(default=None, converter=keep_artifact)
+    """Keep the answer's text as an artifact (as ``TaskRequest.artifact``): its id is then
+    :attr:`ChatCompletion.artifact_id`."""
     extra_body: Mapping[str, Any] | None = None
     """More fields, sent as they are (as the official SDKs' ``extra_body``): for a field
     of a newer server that this class does not name yet."""
@@ -158,6 +162,8 @@ def chat_body(request: ChatRequest) -> dict[str, Any]:
             value = [m.as_json() if isinstance(m, ChatMessage) else dict(m) for m in value]
         elif isinstance(value, Priority | Determinism):
             value = str(value)
+        elif isinstance(value, KeepArtifact):
+            value = keep_artifact_json(value)
         elif isinstance(value, tuple):
             value = [dict(v) if isinstance(v, Mapping) else v for v in value]
         elif isinstance(value, Mapping):
@@ -229,6 +235,10 @@ class ChatCompletion:
     usage: Usage
     correlation_id: str | None
     """The server's ``X-Correlation-Id`` for this request (its log lines carry it)."""
+    artifact_id: str | None = None
+    """The artifact the text was kept as, for a chat with ``artifact``."""
+    artifact_error: str | None = None
+    """Why the text could not be kept as the artifact asked for."""
 
     @property
     def content(self) -> str:

@@ -67,6 +67,15 @@ def _structure_floats(value: Any, _: Any) -> tuple[float, ...]:
     return tuple(map(float, value))
 
 
+def _structure_strs(value: Any, _: Any) -> tuple[str, ...]:
+    """A list of strings; a string is not one (cattrs would split it into characters)."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    if not all(isinstance(item, str) for item in value):
+        raise TypeError("expected an array of strings")
+    return tuple(value)
+
+
 def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -84,6 +93,7 @@ converter.register_structure_hook_func(
     lambda t: t in (Mapping[str, Any], Mapping[str, float | None]), _structure_mapping
 )
 converter.register_structure_hook_func(lambda t: t == tuple[float, ...], _structure_floats)
+converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_strs)
 converter.register_structure_hook(
     Token,
     make_dict_structure_fn(Token, converter, text=override(rename="t"), index=override(rename="i")),

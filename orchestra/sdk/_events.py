@@ -51,6 +51,10 @@ class End:
     id: int
     tokens_out: int
     decode_time_ms: float
+    artifact_id: str | None = None
+    """The artifact the task's text was kept as, for a task submitted with ``artifact``."""
+    artifact_error: str | None = None
+    """Why its text could not be kept (the task completed all the same)."""
 
 
 @attrs.frozen(kw_only=True)

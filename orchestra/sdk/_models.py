@@ -13,7 +13,8 @@ from typing import Any
 import attrs
 
 from orchestra.errors import ErrorCode
-from orchestra.task import Determinism, Priority, TaskState
+from orchestra.sdk._artifacts import keep_artifact
+from orchestra.task import Determinism, KeepArtifact, Priority, TaskState
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -50,6 +51,11 @@ class TaskRequest:
     kv_hint: str | None = None
     metrics: bool | None = None
     """``True``: the stream also carries :class:`Metrics` events (progress figures)."""
+    artifact: KeepArtifact | None = attrs.field(default=None, converter=keep_artifact)
+    """Keep the generated text as an artifact when the task completes: a
+    :class:`~orchestra.task.KeepArtifact`, a kind alone (``"summary"``), or ``{"kind":
+    ..., "tags": [...]}``. Its id is then in the ``End`` event (``artifact_id``, or
+    ``artifact_error`` when it could not be kept) and in :class:`TaskStatus`."""
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -82,6 +88,10 @@ class TaskStatus:
     error_code: ErrorCode | None
     queue_wait_ms: int | None
     run_ms: int | None
+    artifact_id: str | None = None
+    """The artifact its text was kept as, once it completed (a task with ``artifact``)."""
+    artifact_error: str | None = None
+    """Why its text could not be kept as the artifact it asked for."""
 
 
 @attrs.frozen(kw_only=True)
@@ -342,3 +352,7 @@ class Completion:
     """The engine's decode time."""
     total_ms: float
     """From submission to the last event, as this client measured it."""
+    artifact_id: str | None = None
+    """The artifact the text was kept as (``complete(..., artifact=...)``)."""
+    artifact_error: str | None = None
+    """Why the text could not be kept as the artifact asked for."""

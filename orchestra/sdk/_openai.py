@@ -89,6 +89,8 @@ class _Chunk:
     model: str
     choices: tuple[_Choice, ...]
     usage: _Usage | None = None
+    artifact_id: str | None = None
+    artifact_error: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -149,6 +151,8 @@ class ChatStream:
     _calls: dict[int, _Call] = attrs.field(factory=dict)
     _finish_reason: str | None = None
     _usage: Usage | None = None
+    _artifact: tuple[str | None, str | None] = (None, None)
+    """The answer's ``artifact_id`` and ``artifact_error``, from its last chunk."""
     _done: bool = False
     """``[DONE]`` was read: the answer is whole."""
     _failure: OrchestraError | None = None
@@ -303,6 +307,8 @@ class ChatStream:
 
     def _chunk(self, chunk: _Chunk) -> None:
         self._id, self._model = chunk.id, chunk.model
+        if chunk.artifact_id is not None or chunk.artifact_error is not None:
+            self._artifact = (chunk.artifact_id, chunk.artifact_error)
         if chunk.usage is not None:
             details = chunk.usage.prompt_tokens_details
             self._usage = Usage(
@@ -359,4 +365,6 @@ class ChatStream:
             ),
             usage=self._usage,
             correlation_id=self.correlation_id,
+            artifact_id=self._artifact[0],
+            artifact_error=self._artifact[1],
         )

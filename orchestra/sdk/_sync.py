@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
+from orchestra.sdk._artifacts import Artifact, ArtifactPage, Lineage
 from orchestra.sdk._async import AsyncClient
 from orchestra.sdk._chat import ChatCompletion, ChatDelta, Message
 from orchestra.sdk._events import Event
@@ -310,6 +311,78 @@ class Client:
     def delete_session(self, session_id: str) -> DeletedSession:
         """End a session (see :meth:`AsyncClient.delete_session`)."""
         return self._portal.call(lambda c: c.delete_session(session_id))
+
+    def put_artifact(
+        self,
+        content: str | bytes,
+        *,
+        kind: str,
+        media_type: str | None = None,
+        tags: Sequence[str] = (),
+        parents: Sequence[str] = (),
+        session_id: str | None = None,
+        task_id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Artifact:
+        """Keep content as an artifact (see :meth:`AsyncClient.put_artifact`)."""
+        return self._portal.call(
+            lambda c: c.put_artifact(
+                content,
+                kind=kind,
+                media_type=media_type,
+                tags=tags,
+                parents=parents,
+                session_id=session_id,
+                task_id=task_id,
+                meta=meta,
+            )
+        )
+
+    def get_artifact(self, artifact_id: str) -> Artifact:
+        """An artifact's metadata."""
+        return self._portal.call(lambda c: c.get_artifact(artifact_id))
+
+    def read_artifact(self, artifact_id: str) -> bytes:
+        """An artifact's content (see :meth:`AsyncClient.read_artifact`)."""
+        return self._portal.call(lambda c: c.read_artifact(artifact_id))
+
+    def list_artifacts(
+        self,
+        *,
+        kind: str | None = None,
+        tag: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        parent: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> ArtifactPage:
+        """One page of the artifacts (see :meth:`AsyncClient.list_artifacts`)."""
+        return self._portal.call(
+            lambda c: c.list_artifacts(
+                kind=kind,
+                tag=tag,
+                session_id=session_id,
+                task_id=task_id,
+                parent=parent,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    def lineage(self, artifact_id: str) -> Lineage:
+        """What an artifact was made from and what was made from it."""
+        return self._portal.call(lambda c: c.lineage(artifact_id))
+
+    def tag_artifact(
+        self, artifact_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> Artifact:
+        """Add and remove an artifact's tags."""
+        return self._portal.call(lambda c: c.tag_artifact(artifact_id, add=add, remove=remove))
+
+    def delete_artifact(self, artifact_id: str, *, cascade: bool = False) -> tuple[str, ...]:
+        """Delete an artifact (see :meth:`AsyncClient.delete_artifact`); the ids deleted."""
+        return self._portal.call(lambda c: c.delete_artifact(artifact_id, cascade=cascade))
 
     def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> Completion:
         """Submit a task and wait for its whole text (see :meth:`AsyncClient.complete`);
