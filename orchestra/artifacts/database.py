@@ -1,8 +1,7 @@
 """The artifact index's SQLite side, all blocking: called only in worker threads.
 
 The schema and its migrations, the row mapping, the queries (listing, lineage, the
-total size), and the connection shape shared with the catalog
-(:func:`orchestra.catalog.database.connected` and :func:`~orchestra.catalog.database.write`:
+total size), on the SQLite shape every orchestra database takes (:mod:`orchestra.catalog.sqlite`:
 one connection per operation, ``BEGIN IMMEDIATE`` transactions, ``synchronous = FULL``).
 """
 
@@ -10,13 +9,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from orchestra.artifacts.model import Artifact, Filters, LineageNode
-from orchestra.catalog.database import write
+from orchestra.catalog import sqlite
 from orchestra.errors import CatalogError
+
+T = TypeVar("T")
 
 DB_NAME: Final = "index.sqlite3"
 """The index's file name inside the artifact directory."""
@@ -67,22 +68,12 @@ COLUMNS: Final = "seq, id, kind, media_type, size_bytes, created_at, session_id,
 
 def initialise(db_path: Path, conn: sqlite3.Connection) -> None:
     """WAL mode, then the schema migrated to :data:`SCHEMA_VERSION`."""
-    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    sqlite.initialise(db_path, conn, MIGRATIONS, what="artifact index", error=CatalogError)
 
-    def migrate(conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CatalogError(
-                f"artifact index {db_path} has schema version {version}, newer than this "
-                f"orchestra's {SCHEMA_VERSION}; refusing to touch it"
-            )
-        for steps in MIGRATIONS[version:]:
-            for statement in steps:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    write(conn, migrate)
+def connected(db_path: Path, operation: Callable[[sqlite3.Connection], T]) -> T:
+    """Open a connection, run ``operation`` on it, close it (CatalogError on failure)."""
+    return sqlite.connected(db_path, operation, what="artifact index", error=CatalogError)
 
 
 def row_artifact(conn: sqlite3.Connection, row: Sequence[Any]) -> Artifact:

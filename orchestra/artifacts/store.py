@@ -58,7 +58,7 @@ from orchestra.artifacts.model import (
     artifact_id,
     normal_tags,
 )
-from orchestra.catalog.database import connected, write
+from orchestra.catalog.sqlite import write
 from orchestra.errors import ErrorCode, Refusal
 
 T = TypeVar("T")
@@ -339,7 +339,7 @@ class ArtifactStore:
                 blobs.write(self._root, id, content)
             return write(conn, commit)
 
-        return connected(self._db_path, put)
+        return database.connected(self._db_path, put)
 
     def _delete(self, id: str, cascade: bool) -> tuple[str, ...]:
         def delete(conn: sqlite3.Connection) -> tuple[str, ...]:
@@ -357,7 +357,7 @@ class ArtifactStore:
             database.delete(conn, doomed)
             return doomed
 
-        doomed = connected(self._db_path, lambda conn: write(conn, delete))
+        doomed = database.connected(self._db_path, lambda conn: write(conn, delete))
         for gone in doomed:  # after the commit: a crash here leaves orphans, never holes
             blobs.remove(self._root, gone)
         return doomed
@@ -374,8 +374,8 @@ class ArtifactStore:
                 database.delete(conn, broken)
             return broken
 
-        broken = connected(self._db_path, lambda conn: write(conn, reconcile))
-        kept = connected(self._db_path, database.all_sizes)
+        broken = database.connected(self._db_path, lambda conn: write(conn, reconcile))
+        kept = database.connected(self._db_path, database.all_sizes)
         orphans = 0
         for id in list(blobs.stored(self._root)):
             if id not in kept:
@@ -387,4 +387,4 @@ class ArtifactStore:
         return await trio.to_thread.run_sync(work, limiter=self._limiter)
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._blocking(lambda: connected(self._db_path, operation))
+        return await self._blocking(lambda: database.connected(self._db_path, operation))

@@ -11,6 +11,9 @@ What is where:
   problem line for a :class:`~orchestra.errors.Refusal`.
 - :mod:`orchestra.catalog.database`: the blocking SQLite work: the file name, the schema and
   its migrations, connections and transactions.
+- :mod:`orchestra.catalog.sqlite`: the SQLite shape every orchestra database takes (this
+  one, the artifact index, the tools' audit): a connection per operation, ``BEGIN
+  IMMEDIATE`` transactions, WAL, migrations by ``user_version``.
 
 :class:`CatalogError` (a database that cannot be read or written) is
 :class:`orchestra.errors.CatalogError`, re-exported here.

@@ -27,7 +27,6 @@ cannot be opened, read or written raises :class:`~orchestra.errors.AuditError`.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -37,14 +36,13 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
+from orchestra.catalog import sqlite
 from orchestra.errors import AuditError
 
 T = TypeVar("T")
 
 DB_NAME: Final = "tools-audit.sqlite3"
 """The database's file name inside the data directory."""
-BUSY_TIMEOUT_S: Final = 30.0
-"""How long a connection waits for another's lock before failing."""
 DECISIONS: Final = ("allowed", "refused", "failed")
 """What happened to a call."""
 MAX_PAGE: Final = 1000
@@ -167,58 +165,19 @@ def rfc3339_ms(seconds: float) -> str:
 # -- the blocking side (worker threads only) ---------------------------------------------------
 
 
-def _write(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = change(conn)
-    except Exception:  # in a worker thread: no Cancelled arrives here
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+_WHAT: Final = "tools' audit database"
 
 
 def _connected(db_path: Path, operation: Callable[[sqlite3.Connection], T]) -> T:
-    try:
-        conn = sqlite3.connect(db_path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot open the tools' audit database {db_path}: {exc}") from exc
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA synchronous = FULL")
-        return operation(conn)
-    except sqlite3.Error as exc:
-        raise AuditError(f"tools' audit database {db_path}: {exc}") from exc
-    finally:
-        conn.close()
+    return sqlite.connected(db_path, operation, what=_WHAT, error=AuditError)
 
 
 def _initialise(db_path: Path, conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode = WAL").fetchone()  # refused on some file systems: fine
-
-    def migrate(conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise AuditError(
-                f"tools' audit database {db_path} has schema version {version}, newer than "
-                f"this orchestra's {SCHEMA_VERSION}; refusing to touch it"
-            )
-        for steps in MIGRATIONS[version:]:
-            for statement in steps:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    _write(conn, migrate)
+    sqlite.initialise(db_path, conn, MIGRATIONS, what=_WHAT, error=AuditError)
 
 
 def _make_dir(data_dir: Path) -> None:
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AuditError(f"cannot create the data directory {data_dir}: {exc}") from exc
+    sqlite.make_dir(data_dir, what="data directory", error=AuditError)
 
 
 class AuditLog:
@@ -262,7 +221,7 @@ class AuditLog:
             conn.execute("DELETE FROM calls WHERE id <= ?", (new_id - keep,))
             return new_id
 
-        new_id = await self._run(lambda conn: _write(conn, insert))
+        new_id = await self._run(lambda conn: sqlite.write(conn, insert))
         return attrs.evolve(entry, id=new_id)
 
     async def page(self, query: AuditQuery) -> AuditPage:
