@@ -98,12 +98,9 @@ async def measure(rounds: int) -> dict[str, Any]:
             parent_id = parent.json()["id"]
             for i in range(rounds):
                 body = {"kind": "summary", "content": f"summary {i} " * 400, "parents": [parent_id]}
-                times["put_new"].append(
-                    await timed(lambda: client.post("/v1/artifacts", json=body))
-                )
-                times["put_again"].append(
-                    await timed(lambda: client.post("/v1/artifacts", json=body))
-                )
+                put = partial(client.post, "/v1/artifacts", json=body)
+                times["put_new"].append(await timed(put))
+                times["put_again"].append(await timed(put))
             listed = (await client.get("/v1/artifacts", params={"limit": 1})).json()
             some = listed["artifacts"][0]["id"]
             for _ in range(rounds):
