@@ -51,6 +51,12 @@ class End:
     id: int
     tokens_out: int
     decode_time_ms: float
+    finish_reason: str | None = None
+    """``stop``, ``length`` or ``tool_calls`` (None from an older server)."""
+    tokens_in: int | None = None
+    """The prompt's tokens as the engine counted them, when it said."""
+    cached_tokens: int = 0
+    """Of those, the ones the engine reused from the slot's cache."""
     artifact_id: str | None = None
     """The artifact the task's text was kept as, for a task submitted with ``artifact``."""
     artifact_error: str | None = None

@@ -119,6 +119,10 @@ class ServedModel:
     id: str | None
     digest: str | None
     ctx_max: int | None
+    pool: str | None = None
+    """The pool that serves it (None from an older server)."""
+    residency: str | None = None
+    """``loaded``, ``loading``, ``unloading`` or ``unloaded`` (None from an older server)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +205,8 @@ class Health:
     queue_capacity: int
     api_version: str
     last_error: str | None = None
+    residency: str | None = None
+    """Whether its model is in memory (None from an older server)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -266,16 +272,17 @@ class CatalogModel:
     """When it was registered in the catalog, Unix seconds (``registered_at``)."""
     owned_by: str
     """Always ``orchestra``."""
-    path: str
-    sha256: str | None
-    digest: str | None
-    trust_state: str
+    # the catalog entry: None for a model served but not in the catalog
+    path: str | None = None
+    sha256: str | None = None
+    digest: str | None = None
+    trust_state: str | None = None
     """``verified``, ``mismatch`` or ``unverified``."""
-    state: str
+    state: str | None = None
     """``active`` or ``retired``."""
-    size_bytes: int | None
-    registered_at: str
-    verified_at: str | None
+    size_bytes: int | None = None
+    registered_at: str | None = None
+    verified_at: str | None = None
     loaded: bool
     """True while it is loaded (an engine serves it now)."""
     context: int | None
