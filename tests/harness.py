@@ -139,10 +139,12 @@ async def open_stack(
     slots: int = 1,
     token_delay_s: float = 0.0,
     model_path: str | None = None,
+    tracer_provider: Any = None,
     **sections: Any,
 ) -> AsyncIterator[Stack]:
     """The fake engine and orchestra, ready to take tasks; shut down gracefully on exit.
-    ``model_path`` is the file the fake engine says it serves (``/props``), when given."""
+    ``model_path`` is the file the fake engine says it serves (``/props``), when given;
+    ``tracer_provider`` receives the spans when ``[tracing]`` is on."""
     fake = FakeLlamaServer(total_slots=slots, token_delay_s=token_delay_s)
     if model_path is not None:
         fake.model_path = model_path
@@ -151,7 +153,9 @@ async def open_stack(
         config = make_config(engine_url, **sections)
         stop = trio.Event()
         async with trio.open_nursery() as inner:
-            running = await inner.start(partial(run_service, config, stop=stop))
+            running = await inner.start(
+                partial(run_service, config, stop=stop, tracer_provider=tracer_provider)
+            )
             await running.actors.queue.wait_ready()
             await running.actors.control.wait_model_known()
             async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:

@@ -38,6 +38,7 @@ from orchestra.messages import (
     Outcome,
 )
 from orchestra.obs.metrics import Metrics
+from orchestra.obs.tracing import TaskTrace
 from orchestra.pool import PoolState, PoolStatus, ReplicaState, Residency
 from orchestra.scheduling import admission_checks, preemption
 from orchestra.scheduling.cuts import Cut, Cuts
@@ -193,8 +194,14 @@ class Queue(QueueFace):
     def _apply(self, message: QueueMsg) -> None:
         """Apply one message (the run loop then enforces cuts and dispatches)."""
         match message:
-            case msg.Submit(request, fingerprint, reply, correlation_id):
-                reply.send(self._submit(request, fingerprint, correlation_id))
+            case msg.Submit(request, fingerprint, reply, correlation_id, trace):
+                result = self._submit(request, fingerprint, correlation_id, trace)
+                if trace is not None and not trace.adopted:
+                    if isinstance(result, Refusal):
+                        trace.refused(result)
+                    else:
+                        trace.duplicate(result.task_id)
+                reply.send(result)
             case msg.Cancel(task_id, reason, reply):
                 state = self._cancel(task_id, reason)
                 if reply is not None:
@@ -236,7 +243,11 @@ class Queue(QueueFace):
     # -- state changes (only ever called from the run loop) ------------------------------
 
     def _submit(
-        self, request: TaskRequest, fingerprint: str, correlation_id: str | None = None
+        self,
+        request: TaskRequest,
+        fingerprint: str,
+        correlation_id: str | None = None,
+        trace: TaskTrace | None = None,
     ) -> Admitted | Refusal:
         known = self._table.get(request.task_id)
         if known is not None:
@@ -271,7 +282,11 @@ class Queue(QueueFace):
             correlation_id=correlation_id,
             queue_position=ahead,
             predicted_start_ms=predicted_ms,
+            trace=trace,
         )
+        if trace is not None:
+            loading = self._pool.residency is not Residency.LOADED
+            trace.admitted(task.id, self.pool_id, waits_for_load=loading)
         self._table.add(task)
         self._waiting.append(task)
         if request.session_id is not None:
@@ -322,6 +337,8 @@ class Queue(QueueFace):
             if victim is not None:
                 self._running.take_back(victim)
                 self._waiting.appendleft(victim)
+                if victim.trace is not None:
+                    victim.trace.preempted(victim.attempts)
                 log.info("task %s taken back for an interactive task", victim.id)
 
     def _home_of(self, task: Task) -> int | None:
@@ -346,6 +363,8 @@ class Queue(QueueFace):
         link = self.replicas[replica]
         task.replica = link.id
         assert task.scope is not None
+        if task.trace is not None:
+            task.trace.dispatched(task.attempts, link.id)
         if task.attempts == 1:
             waited_ms = task.first_dispatch(now)
             self.figures.dispatched(task.predicted_start_ms, waited_ms)
@@ -407,6 +426,8 @@ class Queue(QueueFace):
                 if tokens_sent == 0 and error.retriable and task.counted_attempts < MAX_ATTEMPTS:
                     self._running.put_back(task)
                     self._waiting.appendleft(task)  # it keeps its turn
+                    if task.trace is not None:
+                        task.trace.requeued(error.code, error.message, task.attempts)
                     return
                 self._fail(task, error.code, error.message, retriable=error.retriable)
             case Interrupted():
@@ -417,6 +438,8 @@ class Queue(QueueFace):
         if ttft_s is not None:
             self.metrics.first_token(ttft_s, model=self.pool_id)
         end = task.record_completion(done)
+        if task.trace is not None:
+            task.trace.completed(done)
         if task.token_cap is not None and done.stop_type == "limit":
             message = f"the session's token budget ran out after {done.tokens_out} tokens"
             self._fail(task, ErrorCode.BUDGET_EXCEEDED, message, retriable=False)
@@ -437,6 +460,8 @@ class Queue(QueueFace):
             if task.log.tokens == 0 and task.counted_attempts < MAX_ATTEMPTS:
                 self._running.put_back(task)
                 requeue.append(task)
+                if task.trace is not None:
+                    task.trace.requeued(code, detail, task.attempts)
             else:
                 task.scope = task.slot = None
                 self._fail(task, code, detail, retriable=True, state=state)
@@ -450,6 +475,10 @@ class Queue(QueueFace):
             for index in range(len(self._replicas)):
                 self._set_replica(index, ReplicaState.STARTING, f"the model is {residency}")
         self._pool = attrs.evolve(self._pool, residency=residency, load_ms=load_ms)
+        if residency is Residency.LOADED:
+            for waiting in self._waiting.order():
+                if waiting.trace is not None:
+                    waiting.trace.loaded()
         self._pool_changed.set()
         self._pool_changed = trio.Event()
         self._replica_changed.set()  # a replica's view shows the pool's residency
@@ -532,6 +561,11 @@ class Queue(QueueFace):
             replica=task.replica,
         )  # fmt: skip
         self.sessions.turn_ended(task, now, tokens_out)
+        if task.trace is not None:
+            message = str(data.get("message", ""))
+            task.trace.end(
+                state, task.error_code, message, tokens_out=tokens_out, attempts=task.attempts
+            )
         log.info("task %s %s", task.id, state, extra={**task.log_fields(), "pool_id": self.pool_id})
 
     def _delete_session(self, session_id: str) -> tuple[SessionView, tuple[int, int] | None] | None:

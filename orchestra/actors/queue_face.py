@@ -45,7 +45,8 @@ from orchestra.engine.protocol import Engine
 from orchestra.errors import EngineError, ErrorCode, Refusal
 from orchestra.events import EventLog, Subscription
 from orchestra.messages import Completed, Reply
-from orchestra.obs import logs
+from orchestra.obs import logs, tracing
+from orchestra.obs.tracing import TaskTrace
 from orchestra.pool import PoolState, PoolStatus, ReplicaStatus, Residency
 from orchestra.scheduling import admission_checks
 from orchestra.scheduling.figures import QueueFigures, ServiceFigures, ms
@@ -130,8 +131,11 @@ class QueueFace:
         """Admit a task or raise :class:`Refusal`; never waits for queue space (a full
         inbox is a full queue: 429)."""
         reply: Reply[Admitted | Refusal] = Reply()
+        trace = tracing.admitting.get()
         try:
-            self._inbox.send_nowait(Submit(request, fingerprint, reply, logs.correlation_id.get()))
+            self._inbox.send_nowait(
+                Submit(request, fingerprint, reply, logs.correlation_id.get(), trace)
+            )
         except trio.WouldBlock:
             pending = self._inbox.statistics().current_buffer_used
             raise Refusal(
@@ -142,6 +146,8 @@ class QueueFace:
                 retry_after_ms=self._retry_ms(),
                 policy_label="inbox",
             ) from None
+        if trace is not None:
+            trace.hand_over()  # the message will be applied: its trace is the Queue's now
         result = await reply.receive()
         if isinstance(result, Refusal):
             raise result
@@ -295,6 +301,12 @@ class QueueFace:
         """A reader of a known task's events from event ``start`` on (None: unknown)."""
         task = self._table.get(task_id)
         return None if task is None else task.log.subscribe(start)
+
+    def trace_of(self, task_id: str) -> TaskTrace | None:
+        """The trace of a known task, for its readers' spans (None: unknown, or not
+        traced)."""
+        task = self._table.get(task_id)
+        return None if task is None else task.trace
 
     def log_of(self, task_id: str) -> EventLog | None:
         """The event log of a known task, to inspect (tests, tools); streams subscribe."""

@@ -10,6 +10,7 @@ import attrs
 from orchestra.engine.protocol import Engine
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.messages import EngineAlarm, Outcome, Reply
+from orchestra.obs.tracing import TaskTrace
 from orchestra.pool import ReplicaStatus, Residency
 from orchestra.scheduling.record import Task
 from orchestra.scheduling.sessions import SessionView
@@ -52,6 +53,8 @@ class Submit:
     fingerprint: str
     reply: Reply[Admitted | Refusal]
     correlation_id: str | None = None
+    trace: TaskTrace | None = None
+    """The trace the HTTP face opened for it, the Queue's from now on (None: not traced)."""
 
 
 @attrs.frozen

@@ -55,6 +55,7 @@ from orchestra.config.tables import PlacementConfig as PlacementConfig
 from orchestra.config.tables import ReplicaConfig as ReplicaConfig
 from orchestra.config.tables import SessionsConfig as SessionsConfig
 from orchestra.config.tables import StreamsConfig as StreamsConfig
+from orchestra.config.tables import TracingConfig as TracingConfig
 from orchestra.config.tools_tables import PolicyConfig as PolicyConfig
 from orchestra.config.tools_tables import SearchConfig as SearchConfig
 from orchestra.config.tools_tables import SecretsConfig as SecretsConfig
@@ -76,6 +77,7 @@ __all__ = [
     "SecretsConfig",
     "StreamsConfig",
     "ToolsConfig",
+    "TracingConfig",
     "converter",
     "load_config",
     "parse_config",

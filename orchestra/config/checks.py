@@ -464,3 +464,26 @@ def searxng_url(value: Any) -> str | None:
     except ValueError:
         return problem
     return problem if port == 0 else None
+
+
+def otlp_endpoint(value: Any) -> str | None:
+    """``tracing.otlp_endpoint``: empty, or an ``http(s)://host[:port][/path]`` URL with
+    no credentials, query or fragment (it is logged)."""
+    if not value:
+        return None
+    problem = (
+        "must be empty or a URL like http://127.0.0.1:4318 or "
+        f"http://127.0.0.1:4318/v1/traces (got {show(value)})"
+    )
+    if any(c.isspace() or not c.isprintable() for c in value) or "?" in value or "#" in value:
+        return problem
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return problem
+    if parts.username is not None or parts.password is not None:
+        return problem
+    try:
+        port = parts.port
+    except ValueError:
+        return problem
+    return problem if port == 0 else None

@@ -2,7 +2,7 @@
 
 :class:`Config` is the whole file; the other classes are its ``[auth]``, ``[log]``,
 ``[admission]``, ``[sessions]``, ``[streams]``, ``[adapter]``, ``[replica]``, ``[models.ID]``,
-``[placement]`` and ``[artifacts]`` tables.
+``[placement]``, ``[artifacts]`` and ``[tracing]`` tables.
 Each field carries its default, its documentation and, in ``metadata={CHECK: ...}``, the
 per-key check from :mod:`orchestra.config.checks` that
 :mod:`orchestra.config.structure` runs after the field's type check. The classes only
@@ -34,6 +34,7 @@ from orchestra.config.checks import (
     non_empty,
     not_managed,
     openai_urls,
+    otlp_endpoint,
     split_bind,
     token_chars,
 )
@@ -291,6 +292,30 @@ class ArtifactsConfig:
 
 
 @attrs.frozen(kw_only=True)
+class TracingConfig:
+    """``[tracing]``: OpenTelemetry traces, one per task (``specs/observability.md``); off
+    by default."""
+
+    enabled: bool = False
+    """Trace every task; setting ``otlp_endpoint`` turns it on too."""
+    otlp_endpoint: str = attrs.field(default="", metadata={CHECK: otlp_endpoint})
+    """Where spans go, with OTLP over HTTP (protobuf): a collector's base URL
+    (``http://127.0.0.1:4318``; ``/v1/traces`` is added) or its full traces URL. Empty with
+    ``enabled``: the exporter's default (``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else
+    ``http://localhost:4318/v1/traces``)."""
+    service_name: str = attrs.field(default="orchestra", metadata={CHECK: non_empty})
+    """The ``service.name`` of every span."""
+    sample_ratio: float = attrs.field(default=1.0, metadata={CHECK: between(0, 1)})
+    """The share of new traces kept (0..1); a task continuing a client's ``traceparent``
+    follows that trace's sampling decision."""
+
+    @property
+    def on(self) -> bool:
+        """Tasks are traced."""
+        return self.enabled or bool(self.otlp_endpoint)
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file."""
 
@@ -325,6 +350,8 @@ class Config:
     """``[placement]``."""
     artifacts: ArtifactsConfig = ArtifactsConfig()
     """``[artifacts]``."""
+    tracing: TracingConfig = TracingConfig()
+    """``[tracing]``."""
     tools: ToolsConfig = attrs.field(factory=ToolsConfig)
     """``[tools]``, ``[tools.policy]``, ``[tools.secrets]``, ``[tools.search]``: the agents'
     HTTP fetch and search tools (:mod:`orchestra.config.tools_tables`)."""

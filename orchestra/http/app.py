@@ -14,7 +14,8 @@
     └── error handlers         a Refusal, an HTTP error or a bug: the envelope
                                (orchestra.http.envelope), always
 
-Every response carries ``X-Correlation-Id``.
+Every response carries ``X-Correlation-Id``; with tracing on, one about a task carries its
+``traceparent`` too (``specs/observability.md``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def create_app(actors: Actors) -> QuartTrio:
         with contextlib.suppress(Exception):
             await request.get_data(cache=False)
         response.headers["X-Correlation-Id"] = g.get("correlation_id") or str(uuid.uuid4())
+        traceparent = g.get("traceparent")
+        if traceparent:  # a traced task's (orchestra.http.traced)
+            response.headers["traceparent"] = traceparent
         return response
 
     @app.errorhandler(Refusal)

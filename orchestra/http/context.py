@@ -16,6 +16,7 @@ from orchestra.artifacts import ArtifactStore
 from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config
 from orchestra.obs.metrics import Metrics
+from orchestra.obs.tracing import Tracing
 from orchestra.tools import Tools
 
 
@@ -31,6 +32,8 @@ class Actors:
     artifacts: ArtifactStore = attrs.field(kw_only=True)
     tools: Tools | None = attrs.field(default=None, kw_only=True)
     """The agents' tools (``POST /v1/tools/...``); the service always sets them."""
+    tracing: Tracing = attrs.field(factory=Tracing, kw_only=True)
+    """Traces of the tasks (off unless ``[tracing]`` turns it on)."""
     adopt: Callable[[CatalogModel], Awaitable[None]] | None = None
     """Give a catalog entry registered or verified while running a pool of its own
     (several models only)."""

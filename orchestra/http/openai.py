@@ -34,6 +34,8 @@ from orchestra.http.openai_answers import Answer
 from orchestra.http.openai_embeddings import embeddings_body, parse_embeddings
 from orchestra.http.openai_requests import OpenAIRequest, Parser, parse_chat, parse_completion
 from orchestra.http.sse import KEEPALIVE_S, sse_response
+from orchestra.http.traced import admitting
+from orchestra.obs.tracing import TaskTrace, reader_done
 from orchestra.task import Embed, Endpoint, Face, TaskRequest
 
 _CANCEL_TIMEOUT_S = 5.0
@@ -45,6 +47,7 @@ def openai_blueprint(actors: Actors) -> Blueprint:
     admission, models = actors.admission, actors.models
     limits = actors.config.admission
     fingerprint = f"orchestra-{__version__}"
+    tracing = actors.tracing
 
     async def answer(endpoint: Endpoint, parser: Parser) -> Response:
         raw = await request.get_data(cache=False)
@@ -53,7 +56,8 @@ def openai_blueprint(actors: Actors) -> Blueprint:
         def parse() -> OpenAIRequest:
             return parser(fields.load_object(raw), limits)
 
-        parsed, admitted, route = await admission.admit_with(parse, Face.OPENAI)
+        with admitting(tracing, request.path):
+            parsed, admitted, route = await admission.admit_with(parse, Face.OPENAI)
         pool = models.pool(route.id)
         task_id = g.task_id = admitted.task_id  # on the answer, an error one too
         subscription = pool.queue.subscribe(task_id)
@@ -74,7 +78,8 @@ def openai_blueprint(actors: Actors) -> Blueprint:
             fingerprint=fingerprint,
         )
         if parsed.stream:
-            response = await _stream(reply, subscription, cancel)
+            trace = pool.queue.trace_of(task_id)
+            response = await _stream(reply, subscription, cancel, trace)
         else:
             response = await _whole(reply, subscription, cancel)
         response.headers["X-Task-Id"] = task_id
@@ -97,7 +102,8 @@ def openai_blueprint(actors: Actors) -> Blueprint:
         task = TaskRequest(
             prompt=Embed(asked.inputs), max_tokens=1, face=Face.OPENAI, model_ref=pool.id
         )
-        _, admitted, _ = await admission.admit_with(lambda: V1Request(task), Face.OPENAI)
+        with admitting(tracing, request.path):
+            _, admitted, _ = await admission.admit_with(lambda: V1Request(task), Face.OPENAI)
         task_id = g.task_id = admitted.task_id
         subscription = pool.queue.subscribe(task_id)
         if subscription is None:
@@ -181,9 +187,13 @@ async def _whole(
 
 
 async def _stream(
-    reply: Answer, subscription: Subscription, cancel: Callable[[str], Any]
+    reply: Answer,
+    subscription: Subscription,
+    cancel: Callable[[str], Any],
+    trace: TaskTrace | None = None,
 ) -> Response:
     """The answer as OpenAI's stream; a client that leaves before its end cancels the task.
+    With the task's ``trace``, the stream is an ``orchestra.stream`` span.
 
     The body is started here, before the response is handed to Quart: a client gone before
     Quart reads the body (the body is then never iterated, only dropped) still has its task
@@ -192,6 +202,7 @@ async def _stream(
 
     async def frames() -> AsyncGenerator[bytes, None]:
         finished = False
+        span = None if trace is None else trace.reader("openai")
         try:
             with subscription:
                 yield b""  # started: from here on, leaving cancels the task
@@ -211,6 +222,8 @@ async def _stream(
                     if waited.cancelled_caught:
                         yield b": keepalive\n\n"
         finally:
+            if span is not None:
+                reader_done(span, finished=finished)
             if not finished:
                 await cancel(reply.task_id)
 

@@ -9,31 +9,42 @@ import trio
 from quart import Response
 
 from orchestra.events import Subscription
+from orchestra.obs.tracing import TaskTrace, reader_done
 
 KEEPALIVE_S = 15.0
 """An SSE comment is sent after this long without events, so proxies keep the stream."""
 
 
-def event_stream(subscription: Subscription) -> Response:
-    """An SSE response that reads ``subscription`` until the task's log is closed and read.
+def event_stream(
+    subscription: Subscription, trace: TaskTrace | None = None, start: int = 0
+) -> Response:
+    """An SSE response that reads ``subscription`` (from event ``start``) until the task's
+    log is closed and read; with the task's ``trace``, as an ``orchestra.stream`` span.
 
     The subscription counts as a reader while the response is being sent (the Queue
     cancels a running task whose readers all left and none came back in time).
     """
 
     async def frames() -> AsyncIterator[bytes]:
-        with subscription:
-            while True:
-                chunk = subscription.take()
-                if chunk:
-                    yield chunk
-                    continue
-                if subscription.finished:
-                    return
-                with trio.move_on_after(KEEPALIVE_S) as waited:
-                    await subscription.wait()
-                if waited.cancelled_caught:
-                    yield b": keepalive\n\n"
+        span = None if trace is None else trace.reader("sse", start)
+        finished = False
+        try:
+            with subscription:
+                while True:
+                    chunk = subscription.take()
+                    if chunk:
+                        yield chunk
+                        continue
+                    if subscription.finished:
+                        finished = True
+                        return
+                    with trio.move_on_after(KEEPALIVE_S) as waited:
+                        await subscription.wait()
+                    if waited.cancelled_caught:
+                        yield b": keepalive\n\n"
+        finally:
+            if span is not None:
+                reader_done(span, finished=finished)
 
     return sse_response(frames())
 

@@ -18,6 +18,7 @@ from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response
 from orchestra.http.context import Actors
 from orchestra.http.sse import event_stream
+from orchestra.http.traced import admitting, answer_for
 from orchestra.scheduling.sessions import SessionView
 from orchestra.task import Face
 
@@ -52,6 +53,7 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
     routes = Blueprint("tasks", __name__)
     models, admission = actors.models, actors.admission
     limits = actors.config.admission
+    tracing = actors.tracing
 
     def queue_of(task_id: str) -> Queue:
         queue = models.find(task_id)
@@ -69,16 +71,19 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
     async def submit_task() -> Response:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
-        _, admitted, route = await admission.admit_with(
-            lambda: V1Request(parse_task_request(body, limits)), Face.V1
-        )
+        with admitting(tracing, "/v1/tasks"):
+            _, admitted, route = await admission.admit_with(
+                lambda: V1Request(parse_task_request(body, limits)), Face.V1
+            )
         stream_url = f"/v1/tasks/{admitted.task_id}/stream"
+        queue = models.pool(route.id).queue
+        answer_for(trace := queue.trace_of(admitted.task_id))  # an earlier task's, if a repeat
         if "text/event-stream" in request.headers.get("Accept", ""):
-            subscription = models.pool(route.id).queue.subscribe(admitted.task_id)
+            subscription = queue.subscribe(admitted.task_id)
             if subscription is not None:
                 # Submit and stream in one round trip: the same events, ids and resume as
                 # GET stream_url, which a client that loses this stream reconnects to.
-                response = event_stream(subscription)
+                response = event_stream(subscription, trace)
                 response.headers["X-Task-Id"] = admitted.task_id
                 response.headers["Location"] = stream_url
                 return response
@@ -108,9 +113,11 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/tasks/<task_id>/stream")
     async def stream_task(task_id: str) -> Response:
-        subscription = queue_of(task_id).subscribe(task_id, _last_event_id() + 1)
+        queue, start = queue_of(task_id), _last_event_id() + 1
+        subscription = queue.subscribe(task_id, start)
         assert subscription is not None  # nothing ran in between: the task is still known
-        return event_stream(subscription)
+        answer_for(trace := queue.trace_of(task_id))
+        return event_stream(subscription, trace, start)
 
     @routes.get("/v1/sessions/<session_id>")
     async def session_status(session_id: str) -> Response:

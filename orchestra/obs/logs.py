@@ -8,7 +8,8 @@ Every record becomes one JSON object on one line::
 Fields come from three places: the record itself (``ts``, ``level``, ``logger``, ``msg``,
 ``exc``), the request being served (``correlation_id``, set per request in a context
 variable that the request's task and its children see), and ``extra=`` of the call
-(``job_id``, ``tokens_in``, ``tokens_out``, ``decode_time_ms``, ``queue_wait_ms``, ...),
+(``job_id``, ``tokens_in``, ``tokens_out``, ``decode_time_ms``, ``queue_wait_ms``, ...;
+``trace_id`` when the task is traced, :mod:`orchestra.obs.tracing`),
 plus the service's own fields (``engine``, ``engine_version``, ``model_digest``,
 ``pool_id``, ``replica_id``) read when the line is written. llama-server's output goes
 through the same path (logger ``orchestra.engine``).
@@ -38,6 +39,7 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The correlation id of the request being served (set by the HTTP face)."""
 
 FIELDS = (
+    "trace_id",
     "job_id",
     "outcome",
     "error_code",

@@ -7,6 +7,7 @@ import trio
 
 from orchestra.events import EventKind, EventLog
 from orchestra.messages import Completed
+from orchestra.obs.tracing import TaskTrace
 from orchestra.task import TaskRequest, TaskState
 
 
@@ -60,6 +61,9 @@ class Task:
     """The artifact its output was kept as (``"artifact"`` in the request)."""
     artifact_error: str | None = None
     """Why its output could not be kept."""
+    trace: TaskTrace | None = None
+    """Its spans (:mod:`orchestra.obs.tracing`), carried here rather than in any task's
+    context variables; None when tracing is off. Only the Queue calls it."""
 
     @property
     def counted_attempts(self) -> int:
@@ -71,6 +75,7 @@ class Task:
         started = self.dispatched_at
         return {
             "correlation_id": self.correlation_id,
+            "trace_id": None if self.trace is None else self.trace.trace_id,
             "job_id": self.id,
             "face": str(self.request.face),
             "outcome": str(self.state),

@@ -26,6 +26,7 @@ import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
+from opentelemetry.trace import TracerProvider
 from quart_trio import QuartTrio
 
 from orchestra.actors.queue import Queue
@@ -37,6 +38,7 @@ from orchestra.http.context import Actors
 from orchestra.messages import Doorbell
 from orchestra.obs import logs
 from orchestra.obs.metrics import Metrics
+from orchestra.obs.tracing import Tracing, otlp_url
 from orchestra.service.wiring import Wiring, build_actors
 from orchestra.tools import Tools
 
@@ -104,13 +106,16 @@ async def run_service(
     *,
     stop: trio.Event,
     listen: bool = True,
+    tracer_provider: TracerProvider | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully and return.
 
     Reports :class:`Running` (the bound URLs, which tells the port of a ``:0`` bind) once
     the HTTP listener accepts connections. With ``listen=False`` nothing listens: the app
-    in :class:`Running` is the only way in (embedded mode).
+    in :class:`Running` is the only way in (embedded mode). When ``[tracing]`` is on,
+    spans go to ``tracer_provider`` if given (a test's), else to the OTLP exporter the
+    configuration names; OpenTelemetry's global provider is never set.
     """
     logs.redactor.add(config.auth.token)
     api_key = ""
@@ -138,7 +143,15 @@ async def run_service(
                 clients,
             )
             tools = await Tools.open(config.tools, config.data_path)
-            actors = attrs.evolve(await build_actors(wiring), tools=tools)
+            tracing = Tracing.from_config(config.tracing, tracer_provider)
+            clients.push_async_callback(tracing.aclose)  # after the last task's spans
+            if tracing.on:
+                target = "the given tracer provider" if tracer_provider else "OTLP/HTTP at " + (
+                    otlp_url(config.tracing.otlp_endpoint) if config.tracing.otlp_endpoint
+                    else "the exporter's default endpoint"
+                )  # fmt: skip
+                log.info("tracing every task to %s", target)
+            actors = attrs.evolve(await build_actors(wiring), tools=tools, tracing=tracing)
             queue = actors.queue
             http_stop, http_stopped = trio.Event(), trio.Event()
             async with trio.open_nursery() as root:
