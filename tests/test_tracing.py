@@ -410,3 +410,67 @@ async def test_an_otlp_endpoint_builds_an_exporter_the_service_shuts_down() -> N
     tracing = Tracing.from_config(TracingConfig(otlp_endpoint="http://127.0.0.1:9/"))
     assert tracing.on
     await tracing.aclose()  # nothing was traced: nothing is sent
+
+
+async def _collector(
+    received: list[bytes], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """An OTLP/HTTP collector on loopback: keeps each request's body, answers 200."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+        received.append(body)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_spans_reach_an_otlp_collector_by_the_shutdown() -> None:
+    """The real path: `[tracing] otlp_endpoint` exports over OTLP/HTTP (protobuf), batched in
+    the SDK's thread and flushed when the service stops."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_collector, received)
+        endpoint = f"http://127.0.0.1:{port}"
+        async with open_stack(tracing={"otlp_endpoint": endpoint, "service_name": "lab-1"}) as s:
+            answer = await s.client.post("/v1/tasks", json={"prompt": "hi", "max_tokens": 3})
+            await s.stream(answer.json()["task_id"])
+            traceparent = answer.headers.get("traceparent")
+        nursery.cancel_scope.cancel()
+    assert received, "nothing was exported"
+    spans, services = [], set()
+    for body in received:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for attribute in resource_spans.resource.attributes:
+                if attribute.key == "service.name":
+                    services.add(attribute.value.string_value)
+            for scope in resource_spans.scope_spans:
+                spans += list(scope.spans)
+    assert services == {"lab-1"}
+    assert {"orchestra.task", "orchestra.admission", "orchestra.engine"} <= {s.name for s in spans}
+    assert traceparent is not None  # the task's own trace id is the one exported
+    assert traceparent.split("-")[1] in {s.trace_id.hex() for s in spans}
