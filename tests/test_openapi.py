@@ -133,6 +133,8 @@ RETRY_HEADERS: Mapping[str, Mapping[str, frozenset[str]]] = {
 read before they retry."""
 OPENAI_ERROR_HEADER = "x-should-retry"
 """On every error answer of the OpenAI face: whether the official SDKs should retry it."""
+SOURCE_MEDIA_TYPES = frozenset({"text/javascript", "application/typescript"})
+"""The JavaScript SDK's files (``GET /sdk/...``), whose examples are their first lines."""
 DONE = "[DONE]"
 """The data of the last frame of an OpenAI stream that did not fail."""
 
@@ -2047,6 +2049,10 @@ BAD_BODY = {"colour": "blue"}
 
 PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("control", "GET", "/health", "200", "alive"): Producer(_get("/health")),
+    ("control", "GET", "/sdk/orchestra.js", "200", "module"): Producer(_get("/sdk/orchestra.js")),
+    ("control", "GET", "/sdk/orchestra.d.ts", "200", "declarations"): Producer(
+        _get("/sdk/orchestra.d.ts")
+    ),
     # data plane
     ("data", "POST", "/v1/tasks", "200", "completed"): Producer(_submit_streaming),
     ("data", "POST", "/v1/tasks", "202", "admitted"): Producer(
@@ -2224,6 +2230,8 @@ def test_example_is_what_the_server_answers(
         assert metric_families(response.text) == metric_families(example.value)
     elif example.media_type == "*/*":
         assert response.content == str(example.value).encode()
+    elif example.media_type in SOURCE_MEDIA_TYPES:  # a file's example is its first line
+        assert response.text.startswith(example.value)
     else:
         assert shape_mismatches(example.value, response.json()) == []
 
@@ -2550,6 +2558,9 @@ def test_operation_documents_errors_headers_and_examples(
     for status, response in responses.items():
         assert "X-Correlation-Id" in response.get("headers", {}), status
         if status == "202" and path == "/mcp":  # MCP: a notification is taken without a body
+            assert "content" not in response
+            continue
+        if status == "304":  # not modified: the client's copy is current
             assert "content" not in response
             continue
         assert response.get("content"), status

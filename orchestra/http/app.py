@@ -11,6 +11,7 @@
     ├── models blueprint       the models: list, load, unload (orchestra.http.models)
     ├── openai blueprint       the OpenAI-compatible face (orchestra.http.openai)
     ├── tools blueprint        the agents' tools: http_fetch, search, audit (orchestra.http.tools)
+    ├── sdk files blueprint    /sdk/orchestra.js and its .d.ts, open (orchestra.http.static)
     └── error handlers         a Refusal, an HTTP error or a bug: the envelope
                                (orchestra.http.envelope), always
 
@@ -40,6 +41,7 @@ from orchestra.http.envelope import error_response
 from orchestra.http.mcp import mcp_blueprint
 from orchestra.http.models import models_blueprint
 from orchestra.http.openai import openai_blueprint
+from orchestra.http.static import static_blueprint
 from orchestra.http.tasks import tasks_blueprint
 from orchestra.http.tools import tools_blueprint
 from orchestra.obs import logs
@@ -52,7 +54,7 @@ _MAX_BODY = 8 * 1024 * 1024
 
 def create_app(actors: Actors) -> QuartTrio:
     """The QuartTrio app serving the v1 API over ``actors``."""
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)  # static/ is served by orchestra.http.static
     # An artifact of max_artifact_bytes, sent as base64 in JSON, must fit.
     artifact_body = -(-actors.config.artifacts.max_artifact_bytes // 3) * 4 + 64 * 1024
     app.config["MAX_CONTENT_LENGTH"] = max(_MAX_BODY, artifact_body)
@@ -118,4 +120,5 @@ def create_app(actors: Actors) -> QuartTrio:
     app.register_blueprint(openai_blueprint(actors))
     app.register_blueprint(tools_blueprint(actors))
     app.register_blueprint(mcp_blueprint(actors))
+    app.register_blueprint(static_blueprint())
     return app

@@ -8,7 +8,7 @@ it once, at start. Each request then meets :class:`Gate`:
 ========================================  ================================================
 request                                   answer
 ========================================  ================================================
-an open path (``GET /health``)            let in, always (liveness only: it says nothing)
+an open path (``GET /health``, the SDK)   let in, always (liveness, public code: no secret)
 no token configured (loopback only)       let in
 ``Authorization: Bearer <the token>``     let in
 an ``Authorization`` header, malformed    401 ``UNAUTHORIZED``
@@ -29,8 +29,10 @@ import attrs
 
 from orchestra.errors import ErrorCode, Refusal
 
-OPEN_PATHS = frozenset({"/health"})
-"""Paths answered without a token: liveness only, like llama-server's own ``/health``."""
+OPEN_PATHS = frozenset({"/health", "/sdk/orchestra.js", "/sdk/orchestra.d.ts"})
+"""Paths answered without a token: liveness only, like llama-server's own ``/health``, and
+the JavaScript SDK's two files (public code, no secret in them: a page loads the module
+before it can ask for the token; ``orchestra.http.static``)."""
 
 
 @attrs.frozen

@@ -1,0 +1,288 @@
+// Types of orchestra's JavaScript client (orchestra.js, served at /sdk/orchestra.js).
+// Values from the wire keep the wire's field names (snake_case, as in specs/openapi/*.yaml);
+// the SDK's own options and error fields are camelCase.
+
+export const VERSION: string;
+
+export type ErrorCode =
+  | "INVALID_PARAMS"
+  | "CTX_LIMIT_EXCEEDED"
+  | "UNAUTHORIZED"
+  | "FORBIDDEN"
+  | "NOT_FOUND"
+  | "CONFLICT"
+  | "ADMISSION_REJECT"
+  | "BUDGET_EXCEEDED"
+  | "POOL_UNREADY"
+  | "POOL_UNAVAILABLE"
+  | "MODEL_LOAD_FAILED"
+  | "MODEL_TOO_LARGE"
+  | "DEADLINE_UNMET"
+  | "DECODE_TIMEOUT"
+  | "WORKER_RESET"
+  | "CANCELLED"
+  | "ARTIFACT_TOO_LARGE"
+  | "STORAGE_FULL"
+  | "TOOL_FAILED"
+  | "TOOL_TIMEOUT"
+  | "INTERNAL"
+  | (string & {});
+
+export class OrchestraError extends Error {}
+
+/** No answer came back: the connection failed, broke, or timed out. */
+export class TransportError extends OrchestraError {
+  constructor(message: string, options?: { cause?: unknown });
+}
+
+/** An answer outside the contract. */
+export class ParseError extends OrchestraError {
+  status: number | null;
+}
+
+/** The server's error envelope (or a stream's error event, with status null). */
+export class ServerError extends OrchestraError {
+  code: ErrorCode;
+  status: number | null;
+  retriable: boolean;
+  retryAfterMs: number | null;
+  correlationId: string | null;
+  policyLabel: string | null;
+  problems: string[];
+  details: Record<string, unknown> | null;
+  /** The OpenAI face's INVALID_PARAMS: the field its first problem names. */
+  param: string | null;
+}
+
+/** 429 ADMISSION_REJECT: come back after retryAfterMs. */
+export class QueueFull extends ServerError {}
+/** 429 BUDGET_EXCEEDED: the session's budget is spent; not retriable. */
+export class BudgetExceeded extends ServerError {}
+/** The task ended with an error event / error chunk; `text` is what came before it. */
+export class TaskFailed extends ServerError {
+  taskId: string;
+  text: string;
+}
+
+export interface RetryOptions {
+  /** Tries in all, the first included (4). */
+  attempts?: number;
+  /** The first wait when the server advised none, doubled each time (250). */
+  backoffMs?: number;
+  /** The longest wait; a longer advised wait is not made: the error is thrown (30000). */
+  maxWaitMs?: number;
+}
+
+export interface ClientOptions {
+  /** Default: the page's origin in a browser, else http://127.0.0.1:8080. */
+  baseUrl?: string;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string | null;
+  /** Retry 429/503 (and no answer) after the advised delay; off unless given. */
+  retry?: boolean | RetryOptions;
+  /** Per plain call, until the answer's headers (30000). */
+  timeoutMs?: number;
+  /** Failed reconnections in a row before a stream throws TransportError (5). */
+  resumeAttempts?: number;
+  /** Silence after which a stream counts as dropped and is resumed (45000). */
+  idleMs?: number;
+  /** A fetch to use instead of globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Sent with every request. */
+  headers?: Record<string, string>;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface TaskRequest {
+  prompt: string;
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  seed?: number;
+  stop?: string[];
+  priority?: "interactive" | "batch";
+  deadline_ms?: number;
+  determinism?: "strict" | "best_effort";
+  task_id?: string;
+  session_id?: string;
+  model_ref?: string;
+  metrics?: boolean;
+  artifact?: string | { kind: string; tags?: string[] };
+  [field: string]: unknown;
+}
+
+export interface TaskHandle {
+  task_id: string;
+  queue_position: number;
+  predicted_start_ms: number;
+  stream_url: string;
+  [field: string]: unknown;
+}
+
+export interface TaskStatus {
+  task_id: string;
+  state: "queued" | "running" | "completed" | "cancelled" | "failed" | (string & {});
+  queue_position: number | null;
+  predicted_start_ms: number | null;
+  tokens_out: number;
+  attempts: number;
+  error_code: ErrorCode | null;
+  [field: string]: unknown;
+}
+
+export interface CancelResult {
+  task_id: string;
+  state: string;
+  [field: string]: unknown;
+}
+
+export type Json = Record<string, unknown>;
+
+export interface CatalogModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+  loaded: boolean;
+  [field: string]: unknown;
+}
+
+export interface StartedEvent {
+  kind: "started";
+  id: number;
+  queue_position: number;
+  predicted_start_ms: number;
+  queue_wait_ms: number;
+}
+export interface TokenEvent {
+  kind: "token";
+  id: number;
+  /** The wire's `t`. */
+  text: string;
+  /** The wire's `i`: this piece's index among the task's tokens, from 0. */
+  index: number;
+}
+export interface MetricsEvent {
+  kind: "metrics";
+  id: number;
+  queue_depth?: number;
+  tokens_per_s?: number;
+  on_time_probability?: number | null;
+  [field: string]: unknown;
+}
+export interface ToolCallEvent {
+  kind: "tool_call";
+  id: number;
+  index: number;
+  arguments: string;
+  name?: string;
+  [field: string]: unknown;
+}
+export interface EndEvent {
+  kind: "end";
+  id: number;
+  tokens_out: number;
+  decode_time_ms: number;
+  finish_reason?: string | null;
+  tokens_in?: number | null;
+  cached_tokens?: number;
+  artifact_id?: string | null;
+  artifact_error?: string | null;
+}
+export interface ErrorEvent {
+  kind: "error";
+  id: number;
+  code: ErrorCode;
+  retriable: boolean;
+  retry_after_ms?: number | null;
+  message?: string | null;
+}
+export type TaskEvent = StartedEvent | TokenEvent | MetricsEvent | ToolCallEvent | EndEvent | ErrorEvent;
+
+export interface StreamOptions extends CallOptions {
+  /** Only events after this id. */
+  lastEventId?: number | null;
+}
+
+export interface Completion {
+  task_id: string;
+  text: string;
+  tokens_out: number;
+  queue_wait_ms: number;
+  decode_time_ms: number;
+  total_ms: number;
+  finish_reason: string | null;
+  artifact_id: string | null;
+  artifact_error: string | null;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | "tool" | (string & {});
+  content: string | null | Json[];
+  name?: string;
+  tool_calls?: Json[];
+  tool_call_id?: string;
+}
+
+export interface ChatCompletion {
+  task_id: string | null;
+  id: string;
+  model: string;
+  text: string;
+  finish_reason: string | null;
+  tool_calls: Json[];
+  usage: Json | null;
+  /** The assistant message, to append to the conversation. */
+  message: ChatMessage;
+  correlation_id: string | null;
+  /** OpenAI's whole answer. */
+  raw: Json;
+}
+
+export interface ChatDelta {
+  content: string;
+  tool_calls: Json[];
+  finish_reason: string | null;
+  usage: Json | null;
+}
+
+export class ChatStream implements AsyncIterable<ChatDelta> {
+  /** X-Task-Id, once the answer began (null before). */
+  taskId: string | null;
+  correlationId: string | null;
+  /** The text so far. */
+  text: string;
+  /** True once [DONE] was read. */
+  done: boolean;
+  /** Close the HTTP stream: the server cancels the task. */
+  close(): void;
+  [Symbol.asyncIterator](): AsyncGenerator<ChatDelta, void, undefined>;
+}
+
+export class Client {
+  constructor(options?: ClientOptions);
+  readonly baseUrl: string;
+  capabilities(options?: CallOptions): Promise<Json>;
+  health(pool?: string, options?: CallOptions): Promise<Json>;
+  models(options?: CallOptions): Promise<CatalogModel[]>;
+  submit(request: TaskRequest, options?: CallOptions): Promise<TaskHandle>;
+  status(taskId: string, options?: CallOptions): Promise<TaskStatus>;
+  cancel(taskId: string, options?: CallOptions): Promise<CancelResult>;
+  loadModel(modelId: string, options?: CallOptions & { timeoutMs?: number }): Promise<CatalogModel>;
+  unloadModel(
+    modelId: string,
+    options?: CallOptions & { force?: boolean; timeoutMs?: number },
+  ): Promise<CatalogModel & { cancelled: number }>;
+  stream(taskId: string, options?: StreamOptions): AsyncGenerator<TaskEvent, void, undefined>;
+  complete(
+    prompt: string,
+    params?: Omit<TaskRequest, "prompt">,
+    options?: CallOptions,
+  ): Promise<Completion>;
+  chat(messages: ChatMessage[], params?: Json, options?: CallOptions & { timeoutMs?: number }): Promise<ChatCompletion>;
+  streamChat(messages: ChatMessage[], params?: Json, options?: CallOptions): ChatStream;
+}
