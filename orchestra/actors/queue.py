@@ -239,6 +239,8 @@ class Queue(QueueFace):
                 reply.send(None)
             case msg.BeginUnload(mode, reply):
                 reply.send(self._begin_unload(mode))
+            case msg.Ping(reply):
+                reply.send(None)
 
     # -- state changes (only ever called from the run loop) ------------------------------
 

@@ -27,6 +27,7 @@ from orchestra.actors.queue_messages import (
     CancelReason,
     DeleteSession,
     DrainStart,
+    Ping,
     QueueMsg,
     RefuseNew,
     ReplicaChanged,
@@ -198,6 +199,13 @@ class QueueFace:
         """From now on, refuse submissions (shutdown has begun)."""
         reply: Reply[None] = Reply()
         await self._inbox.send(RefuseNew(reply))
+        await reply.receive()
+
+    async def ping(self) -> None:
+        """Return once the run loop has taken and answered a message (the watchdog's
+        round trip); changes nothing."""
+        reply: Reply[None] = Reply()
+        await self._inbox.send(Ping(reply))
         await reply.receive()
 
     async def cancel_all(self, reason: CancelReason) -> int:

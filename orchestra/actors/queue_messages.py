@@ -174,7 +174,14 @@ class BeginUnload:
     reply: Reply[tuple[bool, int]]
 
 
+@attrs.frozen
+class Ping:
+    """Answered at once: the watchdog's proof that the run loop takes messages."""
+
+    reply: Reply[None]
+
+
 QueueMsg = (
     Submit | Cancel | SessionEnded | ReplicaChanged | ReplicaLost | RefuseNew | CancelAll
-    | SetDraining | StopRunning | DeleteSession | SetResidency | BeginUnload
+    | SetDraining | StopRunning | DeleteSession | SetResidency | BeginUnload | Ping
 )  # fmt: skip

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from orchestra import __version__
+from orchestra import API_VERSION, __version__
 from orchestra.cli.client import COMMANDS, add_client_commands, run_client_command
+from orchestra.cli.configs import add_config_command, run_config_command
 from orchestra.cli.exits import (
     EXIT_HELP,
     EXIT_INTERRUPTED,
@@ -32,6 +33,7 @@ from orchestra.cli.exits import (
     EXIT_OK,
     EXIT_USAGE,
 )
+from orchestra.cli.service import add_service_command, run_service_command
 from orchestra.engine import cache as engine_cache
 from orchestra.errors import (
     AuditError,
@@ -54,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"orchestra {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"orchestra {__version__} (API {API_VERSION})"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the service until SIGTERM or SIGINT")
     serve.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
@@ -104,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
             + f"; {engine_cache.DEFAULT_MODEL} is always fetched"
         ),
     )
+    add_service_command(commands)
+    add_config_command(commands)
     add_client_commands(commands)
     return parser
 
@@ -121,11 +127,13 @@ async def _watch_signals(stop: trio.Event, cancel_scope: trio.CancelScope) -> No
 
 async def _serve_until_signalled(config: Config) -> None:
     from orchestra.service import run_service
+    from orchestra.service.notify import Notifier
 
     stop = trio.Event()
+    notifier = Notifier.from_environ()  # None unless systemd runs us (Type=notify)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
-        await run_service(config, stop=stop)
+        await run_service(config, stop=stop, notifier=notifier)
         nursery.cancel_scope.cancel()
 
 
@@ -187,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "engine":
         return _engine_install(cuda=args.cuda, models=args.models, rpc=args.rpc)
+    if args.command == "config":
+        return run_config_command(args)
+    if args.command == "service":
+        return run_service_command(args)
     if args.command in COMMANDS:
         return run_client_command(args)
     raise AssertionError(args.command)  # argparse allows no other command

@@ -43,11 +43,12 @@ PR_SET_PDEATHSIG = 1
 
 def scrubbed_env() -> dict[str, str]:
     """The environment for llama-server: ours without ``LLAMA_*``/``HF_*``/``AIP_*``
-    variables, which would silently change its flags or its port."""
+    variables, which would silently change its flags or its port, nor systemd's
+    ``NOTIFY_SOCKET``/``WATCHDOG_*`` (orchestra alone speaks to its service manager)."""
     return {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("LLAMA_", "HF_", "AIP_"))
+        if not name.startswith(("LLAMA_", "HF_", "AIP_", "WATCHDOG_")) and name != "NOTIFY_SOCKET"
     }
 
 

@@ -39,6 +39,7 @@ from orchestra.messages import Doorbell
 from orchestra.obs import logs
 from orchestra.obs.metrics import Metrics
 from orchestra.obs.tracing import Tracing, otlp_url
+from orchestra.service.notify import Notifier, StatusLine, run_notify, stopping
 from orchestra.service.wiring import Wiring, build_actors
 from orchestra.tools import Tools
 
@@ -107,6 +108,7 @@ async def run_service(
     stop: trio.Event,
     listen: bool = True,
     tracer_provider: TracerProvider | None = None,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully and return.
@@ -115,7 +117,10 @@ async def run_service(
     the HTTP listener accepts connections. With ``listen=False`` nothing listens: the app
     in :class:`Running` is the only way in (embedded mode). When ``[tracing]`` is on,
     spans go to ``tracer_provider`` if given (a test's), else to the OTLP exporter the
-    configuration names; OpenTelemetry's global provider is never set.
+    configuration names; OpenTelemetry's global provider is never set. With a
+    ``notifier`` (``$NOTIFY_SOCKET``: ``orchestra serve`` makes one), systemd hears
+    ``READY=1``, ``STATUS=``, ``WATCHDOG=1`` and ``STOPPING=1``
+    (:mod:`orchestra.service.notify`); the service never reads the environment for it.
     """
     logs.redactor.add(config.auth.token)
     api_key = ""
@@ -192,12 +197,19 @@ async def run_service(
                         config.admission.queue_capacity,
                     )
                 task_status.started(Running(urls, actors, app))
+                line = StatusLine(actors)
+                if notifier is not None:
+                    root.start_soon(run_notify, notifier, actors, line, stop)
                 await stop.wait()
                 log.info("shutting down: refusing new tasks, %.0f s grace", config.shutdown_grace_s)
+                if notifier is not None:
+                    stopping(notifier, line)
                 async with trio.open_nursery() as draining:
                     for pool in actors.models:
                         draining.start_soon(drain, pool.queue, config.shutdown_grace_s)
                 http_stop.set()
                 await http_stopped.wait()
                 root.cancel_scope.cancel()
+            if notifier is not None:
+                notifier.close()
             log.info("orchestra stopped")
