@@ -184,11 +184,7 @@ def openai_urls(value: Any) -> str | None:
 
 def host_ports(value: Any) -> str | None:
     """``host:port`` entries (``rpc_servers``)."""
-    for index, item in enumerate(value):
-        problem = host_port(item)
-        if problem is not None:
-            return f"[{index}] {problem}"
-    return None
+    return _each(value, host_port)
 
 
 def engine_kind(value: Any) -> str | None:
