@@ -31,6 +31,34 @@ class TaskView:
 
 
 @attrs.frozen
+class TaskSummary:
+    """One task as ``GET /v1/tasks`` lists it: where it is and what it has sent, never its
+    prompt or its text (those are the stream's)."""
+
+    task_id: str
+    state: TaskState
+    priority: str
+    queue_position: int | None
+    """Tasks ahead of it in the waiting line (0: next), while it waits."""
+    predicted_start_ms: int | None
+    """When it is predicted to start, from now, while it waits."""
+    tokens_out: int
+    max_tokens: int
+    replica: str | None
+    """The replica running it (or that ran it last)."""
+    attempts: int
+    age_ms: int
+    """Since its admission."""
+    run_ms: int | None
+    """Since its first dispatch (until its end, once it ended)."""
+    ended_ms_ago: int | None
+    error_code: str | None
+    error_message: str | None
+    session_id: str | None
+    face: str
+
+
+@attrs.frozen
 class QueueStatistics:
     """A snapshot of the Queue for health, capabilities and metrics."""
 
@@ -51,6 +79,8 @@ class QueueStatistics:
     """Trio time of its last submission or task end."""
     oldest_wait: float | None = None
     """Trio time at which its longest-waiting task was admitted; None when none waits."""
+    tokens_out_total: int = 0
+    """Tokens sent since the start: by the tasks that ended and, so far, by those running."""
 
 
 @attrs.frozen

@@ -1159,6 +1159,22 @@ def _queued_task(live: Live) -> requests.Response:
     return live.request("GET", f"/v1/tasks/{submit(live, prompt='waiting', max_tokens=4)}")
 
 
+def _running_tasks(live: Live) -> requests.Response:
+    hang(live)
+    return live.request("GET", "/v1/tasks?state=running")
+
+
+def _waiting_tasks(live: Live) -> requests.Response:
+    hang(live)
+    submit(live, prompt="waiting", max_tokens=4)
+    return live.request("GET", "/v1/tasks?state=queued")
+
+
+def _ended_tasks(live: Live) -> requests.Response:
+    run_to_end(live, prompt="hello", max_tokens=4)
+    return live.request("GET", "/v1/tasks?state=completed&limit=1")
+
+
 def _cancel_running(live: Live) -> requests.Response:
     return live.request("POST", f"/v1/tasks/{hang(live)}/cancel")
 
@@ -2073,6 +2089,11 @@ PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ),
     ("data", "POST", "/v1/tasks", "503", "pool_unready"): Producer(_pool_unready),
     ("data", "POST", "/v1/tasks", "504", "deadline_unmet"): Producer(_deadline_unmet),
+    ("data", "GET", "/v1/tasks", "200", "running"): Producer(_running_tasks),
+    ("data", "GET", "/v1/tasks", "200", "waiting"): Producer(_waiting_tasks),
+    ("data", "GET", "/v1/tasks", "200", "ended"): Producer(_ended_tasks),
+    ("data", "GET", "/v1/tasks", "400", "bad_state"): Producer(_get("/v1/tasks?state=done")),
+    ("data", "GET", "/v1/tasks", "404", "unknown_pool"): Producer(_get("/v1/tasks?pool=nope")),
     ("data", "GET", "/v1/tasks/{task_id}", "200", "completed"): Producer(_completed_task),
     ("data", "GET", "/v1/tasks/{task_id}", "200", "queued"): Producer(_queued_task),
     ("data", "GET", "/v1/tasks/{task_id}", "404", "not_found"): Producer(_get(UNKNOWN_TASK)),

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Collection
 
 import attrs
 import trio
@@ -59,7 +61,7 @@ from orchestra.scheduling.slo import SloSnapshot
 from orchestra.scheduling.table import TaskTable
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
-from orchestra.views import QueueStatistics, TaskView
+from orchestra.views import QueueStatistics, TaskSummary, TaskView
 
 log = logging.getLogger("orchestra.queue")
 
@@ -345,6 +347,51 @@ class QueueFace:
             artifact_error=task.artifact_error,
         )
 
+    def task_list(self, states: Collection[TaskState], limit: int) -> list[TaskSummary]:
+        """At most ``limit`` known tasks in ``states``: the running ones in dispatch order,
+        then the waiting line in its dispatch order (each with its predicted start), then
+        those that ended, the latest first."""
+        now = trio.current_time()
+        listed: list[TaskSummary] = []
+        if TaskState.RUNNING in states:
+            listed += [self._summary(task, now) for task in self._running]
+        if TaskState.QUEUED in states:
+            order = self._waiting.order()
+            for position, task in enumerate(order[: max(0, limit - len(listed))]):
+                predicted = self._predicted_start_ms(order[:position])
+                listed.append(self._summary(task, now, position, predicted))
+        if any(state.terminal for state in states):
+            ended = (t for t in self._table.recently_ended() if t.state in states)
+            listed += [self._summary(task, now) for task in itertools.islice(ended, limit)]
+        return listed[:limit]
+
+    @staticmethod
+    def _summary(
+        task: Task, now: float, position: int | None = None, predicted: int | None = None
+    ) -> TaskSummary:
+        started, ended = task.dispatched_at, task.ended_at
+        message = None
+        if task.state is TaskState.FAILED and task.log.events:
+            message = str(task.log.events[-1].data.get("message", "")) or None
+        return TaskSummary(
+            task_id=task.id,
+            state=task.state,
+            priority=str(task.request.priority),
+            queue_position=position,
+            predicted_start_ms=predicted,
+            tokens_out=task.tokens_out or task.log.tokens,
+            max_tokens=task.request.max_tokens,
+            replica=task.replica,
+            attempts=task.attempts,
+            age_ms=ms(now - task.submitted_at),
+            run_ms=None if started is None else ms((ended or now) - started),
+            ended_ms_ago=None if ended is None else ms(now - ended),
+            error_code=task.error_code,
+            error_message=message,
+            session_id=task.request.session_id,
+            face=str(task.request.face),
+        )
+
     def session_view(self, session_id: str) -> SessionView | None:
         """A snapshot of a live session."""
         session = self.sessions.get(session_id)
@@ -364,6 +411,8 @@ class QueueFace:
             idle_since=self._idle_since,
             last_used=self._last_used,
             oldest_wait=self._waiting.oldest_submitted_at(),
+            tokens_out_total=self._table.tokens_out_total()
+            + sum(task.log.tokens for task in self._running),
         )
 
     def ready_engine(self) -> Engine:

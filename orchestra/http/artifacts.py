@@ -30,7 +30,7 @@ from orchestra.artifacts.model import (
     tags_problem,
 )
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import json_response, read_body
+from orchestra.http.bodies import json_response, query_args, read_body
 from orchestra.http.context import Actors
 
 PAGE_DEFAULT = 50
@@ -102,21 +102,6 @@ _PUT_CHECKS = {
 }
 
 
-def _query(allowed: Mapping[str, Any]) -> dict[str, str]:
-    """The request's query arguments, each checked by ``allowed[name]`` (a problem or
-    None); one INVALID_PARAMS naming every bad or unknown one."""
-    given = {name: request.args.get(name, "") for name in request.args}
-    problems = [f"{name}: unknown query parameter" for name in given if name not in allowed]
-    problems += [
-        f"{name}: {problem}"
-        for name, value in given.items()
-        if name in allowed and (problem := allowed[name](value)) is not None
-    ]
-    if problems:
-        raise Refusal(ErrorCode.INVALID_PARAMS, "; ".join(problems), problems=tuple(problems))
-    return given
-
-
 def _flag(value: str) -> str | None:
     return None if value in ("true", "false", "1", "0") else "must be true or false"
 
@@ -152,7 +137,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.post("/v1/artifacts")
     async def put_artifact() -> Response:
-        _query({})
+        query_args({})
         given = await read_body(_PUT_CHECKS, ("kind",))
         content, media_type = _content(given)
         artifact, created = await store.put(
@@ -172,7 +157,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
     @routes.get("/v1/artifacts")
     async def list_artifacts() -> Response:
         filters = ("kind", "tag", "session_id", "task_id", "parent")
-        given = _query(
+        given = query_args(
             {
                 "kind": kind_problem,
                 "tag": tag_problem,
@@ -196,7 +181,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/artifacts/<artifact_id>")
     async def get_artifact(artifact_id: str) -> Response:
-        raw = _query({"raw": _flag}).get("raw")
+        raw = query_args({"raw": _flag}).get("raw")
         artifact = await store.get(_checked_id(artifact_id))
         if not _wants_raw(artifact, raw):
             return json_response(artifact_body(artifact))
@@ -208,12 +193,12 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/artifacts/<artifact_id>/lineage")
     async def artifact_lineage(artifact_id: str) -> Response:
-        _query({})
+        query_args({})
         return json_response(lineage_body(await store.lineage(_checked_id(artifact_id))))
 
     @routes.post("/v1/artifacts/<artifact_id>/tags")
     async def retag_artifact(artifact_id: str) -> Response:
-        _query({})
+        query_args({})
         given = await read_body({"add": tags_problem, "remove": tags_problem})
         artifact = await store.retag(
             _checked_id(artifact_id), given.get("add", ()), given.get("remove", ())
@@ -222,7 +207,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.delete("/v1/artifacts/<artifact_id>")
     async def delete_artifact(artifact_id: str) -> Response:
-        cascade = _query({"cascade": _flag}).get("cascade", "false") in ("true", "1")
+        cascade = query_args({"cascade": _flag}).get("cascade", "false") in ("true", "1")
         deleted = await store.delete(_checked_id(artifact_id), cascade=cascade)
         return json_response({"deleted": list(deleted)})
 

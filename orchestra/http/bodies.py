@@ -66,3 +66,18 @@ async def read_body(checks: Mapping[str, Check], required: tuple[str, ...] = ())
     raw = await request.get_data(cache=False)
     assert isinstance(raw, bytes)
     return read_json_object(raw, checks, required)
+
+
+def query_args(allowed: Mapping[str, Any]) -> dict[str, str]:
+    """The request's query arguments, each checked by ``allowed[name]`` (a problem or
+    None); one INVALID_PARAMS naming every bad or unknown one."""
+    given = {name: request.args.get(name, "") for name in request.args}
+    problems = [f"{name}: unknown query parameter" for name in given if name not in allowed]
+    problems += [
+        f"{name}: {problem}"
+        for name, value in given.items()
+        if name in allowed and (problem := allowed[name](value)) is not None
+    ]
+    if problems:
+        raise Refusal(ErrorCode.INVALID_PARAMS, "; ".join(problems), problems=tuple(problems))
+    return given

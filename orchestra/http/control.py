@@ -201,6 +201,7 @@ def replicasets_body(actors: Actors) -> dict[str, Any]:
                 "pool_id": pool.id,
                 "state": q.pool.health_state,
                 "slo": attrs.asdict(figures.slo),
+                "tokens_out_total": q.tokens_out_total,
                 "replicas": replicas,
             }
         )

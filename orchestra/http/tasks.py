@@ -15,12 +15,20 @@ from quart import Blueprint, Response, request
 from orchestra.actors.admission import V1Request, parse_task_request
 from orchestra.actors.queue import Queue
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import json_response
+from orchestra.http.bodies import json_response, query_args
 from orchestra.http.context import Actors
 from orchestra.http.sse import event_stream
 from orchestra.http.traced import admitting, answer_for
 from orchestra.scheduling.sessions import SessionView
-from orchestra.task import Face
+from orchestra.task import Face, TaskState
+from orchestra.views import TaskSummary
+
+LIST_DEFAULT = 100
+"""Tasks ``GET /v1/tasks`` lists when ``limit`` is not given."""
+LIST_MOST = 1000
+"""The most it lists."""
+LIVE_STATES = (TaskState.RUNNING, TaskState.QUEUED)
+"""What it lists when ``state`` is not given."""
 
 
 def _session_body(view: SessionView) -> dict[str, Any]:
@@ -42,6 +50,35 @@ def _last_event_id() -> int:
     if value < -1:
         raise Refusal(ErrorCode.INVALID_PARAMS, "Last-Event-ID: must be -1 or more")
     return value
+
+
+def _states(value: str) -> str | None:
+    names = [name.strip() for name in value.split(",")]
+    unknown = [name for name in names if name not in set(TaskState)]
+    if unknown or not value:
+        return f"must be states among {', '.join(TaskState)}, comma-separated"
+    return None
+
+
+def _limit(value: str) -> str | None:
+    ok = value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= LIST_MOST
+    return None if ok else f"must be an integer from 1 to {LIST_MOST}"
+
+
+def task_list_body(listed: list[tuple[str, TaskSummary]], limit: int) -> dict[str, Any]:
+    """The body of ``GET /v1/tasks``: the running tasks, then the waiting ones (soonest
+    predicted start first), then those that ended (latest first), each with its pool."""
+
+    def order(entry: tuple[str, TaskSummary]) -> tuple[int, int]:
+        task = entry[1]
+        if task.state is TaskState.RUNNING:
+            return 0, 0  # the sort is stable: each pool's dispatch order stays
+        if task.state is TaskState.QUEUED:
+            return 1, task.predicted_start_ms or 0
+        return 2, task.ended_ms_ago or 0
+
+    ordered = sorted(listed, key=order)[:limit]
+    return {"tasks": [{**attrs.asdict(task), "pool": pool} for pool, task in ordered]}
 
 
 def _unknown(task_id: str) -> Refusal:
@@ -96,6 +133,19 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
             },
             202,
         )
+
+    @routes.get("/v1/tasks")
+    async def list_tasks() -> Response:
+        given = query_args({"state": _states, "pool": lambda _: None, "limit": _limit})
+        raw = given.get("state")
+        states = LIVE_STATES if raw is None else tuple(TaskState(s.strip()) for s in raw.split(","))
+        limit = int(given.get("limit", LIST_DEFAULT))
+        pools = [pool for pool in models if given.get("pool") in (None, pool.id)]
+        if not pools:
+            known = ", ".join(pool.id for pool in models)
+            raise Refusal(ErrorCode.NOT_FOUND, f"no pool {given['pool']!r} (the pools: {known})")
+        listed = [(p.id, task) for p in pools for task in p.queue.task_list(states, limit)]
+        return json_response(task_list_body(listed, limit))
 
     @routes.get("/v1/tasks/<task_id>")
     async def task_status(task_id: str) -> Response:

@@ -27,6 +27,7 @@ class TaskTable:
     _tasks: dict[str, Task] = attrs.field(factory=dict, init=False)
     _expiry: deque[tuple[float, Task]] = attrs.field(factory=deque, init=False)
     _ended: Counter[str] = attrs.field(factory=Counter, init=False)
+    _tokens_ended: int = attrs.field(default=0, init=False)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -52,6 +53,7 @@ class TaskTable:
         task.ended_at = now
         task.log.finish(kind, data)
         self._ended[state] += 1
+        self._tokens_ended += task.tokens_out or task.log.tokens
         self._expiry.append((now + self.retention_s, task))
 
     def next_expiry(self) -> float:
@@ -64,6 +66,15 @@ class TaskTable:
             _, task = self._expiry.popleft()
             if self._tasks.get(task.id) is task:
                 del self._tasks[task.id]
+
+    def recently_ended(self) -> list[Task]:
+        """The ended tasks still known, the latest to end first."""
+        ended = [task for _, task in reversed(self._expiry)]
+        return [task for task in ended if self._tasks.get(task.id) is task]
+
+    def tokens_out_total(self) -> int:
+        """Tokens sent by every task that ended, since the start (forgotten ones too)."""
+        return self._tokens_ended
 
     def ended(self) -> dict[str, int]:
         """How many tasks ended in each state."""
