@@ -33,8 +33,17 @@ from orchestra.cli.exits import (
     EXIT_USAGE,
     exit_status,
 )
+from orchestra.cli.render import ms_duration, task_table
 from orchestra.errors import ErrorCode, OrchestraError
-from orchestra.sdk import ParseError, QueueFull, ServerError, TaskFailed, TransportError
+from orchestra.sdk import (
+    ParseError,
+    QueueFull,
+    ServerError,
+    TaskFailed,
+    TaskSummary,
+    TransportError,
+)
+from orchestra.sdk._convert import structure
 
 from .harness import Stack, open_stack
 
@@ -214,7 +223,7 @@ async def test_help_documents_the_exit_codes_and_usage_errors_exit_2() -> None:
         assert re.search(r"^  3 +refused by the server", shown, re.M)
         assert re.search(r"^  4 +server, engine or connection failure", shown, re.M)
         assert re.search(r"^  130 +interrupted", shown, re.M)
-    for command in ("submit", "cancel", "status", "caps", "health", "models"):
+    for command in ("submit", "cancel", "status", "tasks", "caps", "health", "models", "drain"):
         assert re.search(rf"^    {command} ", top.stdout, re.M), command
     assert "--max-tokens" in submit_help.stdout and "--stream" in submit_help.stdout
     for usage in (no_prompt, bad_url, bad_priority):
@@ -548,3 +557,127 @@ async def test_a_reader_that_goes_away_is_not_an_error() -> None:
             await process.wait()
     assert process.returncode == EXIT_OK, err
     assert b"Traceback" not in err
+
+
+# -- tasks, drain, resume --------------------------------------------------------------------
+
+
+async def _first_token(stack: Stack, task_id: str) -> None:
+    log = stack.running.actors.queue.log_of(task_id)
+    assert log is not None
+    with trio.fail_after(30):
+        while log.tokens < 1:
+            await log.wait_beyond(len(log))
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+async def test_tasks_lists_the_running_and_waiting_tasks() -> None:
+    async with open_stack(slots=1, **ONE_SLOT) as stack:
+        url = stack.running.urls[0]
+        await stack.submit(prompt=HANG, max_tokens=8, task_id="t-run")
+        await _first_token(stack, "t-run")
+        await stack.submit(prompt="waits", max_tokens=2, task_id="t-wait", priority="batch")
+        shown, as_json, queued_only, limited, bad_state, bad_limit, no_pool = await cli_all(
+            ["tasks"],
+            ["tasks", "--json"],
+            ["tasks", "--state", "queued"],
+            ["tasks", "--limit", "1"],
+            ["tasks", "--state", "running,lost"],
+            ["tasks", "--limit", "0"],
+            ["tasks", "--pool", "nope"],
+            url=url,
+        )
+        wire = (await stack.client.get("/v1/tasks")).json()
+        await cancel(stack, "t-run")
+        await stack.wait_state("t-wait", "completed")
+        ended = await cli("tasks", "--state", "completed", "--state", "cancelled", url=url)
+    for result in (shown, as_json, queued_only, limited, ended):
+        assert (result.returncode, result.stderr) == (EXIT_OK, ""), result
+    header, running, waiting = (_cells(line) for line in shown.stdout.splitlines())
+    assert header == ["TASK", "POOL", "STATE", "PRIORITY", "TOKENS", "AGE", "START/RUN", "ERROR"]
+    assert running[:5] == ["t-run", "default", "running", "interactive", "1/8"]
+    assert waiting[:5] == ["t-wait", "default", "queued", "batch", "0/2"]
+    assert re.fullmatch(r"\d+(ms|\.\ds)", running[5]) and running[7] == "-"
+    assert re.fullmatch(r"\d+(ms|\.\ds)", running[6])  # its run time
+    assert re.fullmatch(r"in \d+(ms|\.\ds) #0", waiting[6]), waiting  # start, place in line
+    moving = ("age_ms", "run_ms", "predicted_start_ms")  # the clock moves between the reads
+    mine = json.loads(as_json.stdout)
+    assert [t["task_id"] for t in mine["tasks"]] == ["t-run", "t-wait"]
+    assert_within(
+        {"tasks": [{k: v for k, v in t.items() if k not in moving} for t in mine["tasks"]]}, wire
+    )
+    assert [_cells(line)[0] for line in queued_only.stdout.splitlines()] == ["TASK", "t-wait"]
+    assert [_cells(line)[0] for line in limited.stdout.splitlines()] == ["TASK", "t-run"]
+    for refused, code in (
+        (bad_state, "INVALID_PARAMS"),
+        (bad_limit, "INVALID_PARAMS"),
+        (no_pool, "NOT_FOUND"),
+    ):
+        assert (refused.returncode, refused.stdout) == (EXIT_REFUSED, ""), refused
+        assert refused.stderr.startswith(f"orchestra: {code}: "), refused.stderr
+    rows = [_cells(line) for line in ended.stdout.splitlines()[1:]]
+    assert [row[:5] for row in rows] == [
+        ["t-wait", "default", "completed", "batch", "2/2"],
+        ["t-run", "default", "cancelled", "interactive", "1/8"],
+    ]
+    assert [row[7] for row in rows] == ["-", "CANCELLED"]
+
+
+async def test_drain_refuses_submissions_until_resume() -> None:
+    async with open_stack(slots=1, **ONE_SLOT) as stack:
+        url = stack.running.urls[0]
+        drained = await cli("drain", "--deadline-ms", "1000", url=url)
+        refused = await cli("submit", "p", url=url)
+        again = await cli("drain", "--json", url=url)
+        resumed, resumed_json, no_pool = await cli_all(
+            ["resume"], ["resume", "--json"], ["drain", "--pool", "nope"], url=url
+        )
+        taken = await cli("submit", "p", "--max-tokens", "1", url=url)
+        assert taken.returncode == EXIT_OK, taken
+        await stack.wait_state(taken.stdout.strip(), "completed")
+        nothing = await cli("tasks", url=url)
+    assert drained.returncode == EXIT_OK, drained
+    assert drained.stderr == "draining default…\n"
+    assert re.fullmatch(
+        r"default drained in \d+(ms|\.\ds): 0 finished, 0 cancelled, 0 requeued, 0 waiting\n",
+        drained.stdout,
+    ), drained.stdout
+    assert refused.returncode == EXIT_FAILED and refused.stderr.startswith(
+        "orchestra: POOL_UNREADY: "
+    )
+    assert again.returncode == EXIT_OK and json.loads(again.stdout)["state"] == "drained"
+    assert (resumed.returncode, resumed.stdout) == (EXIT_OK, "default ready\n"), resumed
+    assert json.loads(resumed_json.stdout) == {"pool_id": "default", "state": "ready"}
+    assert no_pool.returncode == EXIT_REFUSED and no_pool.stderr.splitlines()[1].startswith(
+        "orchestra: NOT_FOUND: "
+    )
+    assert (nothing.returncode, nothing.stdout) == (EXIT_OK, "no tasks\n")
+
+
+def test_the_task_table_shows_waits_run_times_and_why_a_task_failed() -> None:
+    base = {
+        "pool": "default", "priority": "interactive", "queue_position": None,
+        "predicted_start_ms": None, "tokens_out": 0, "max_tokens": 4, "replica": None,
+        "attempts": 1, "age_ms": 0, "run_ms": None, "ended_ms_ago": None, "error_code": None,
+        "error_message": None, "session_id": None, "face": "v1",
+    }  # fmt: skip
+    tasks = [
+        {**base, "task_id": "a", "state": "queued", "queue_position": 3, "predicted_start_ms": 1040,
+         "age_ms": 61_000},
+        {**base, "task_id": "b", "state": "queued", "queue_position": None, "age_ms": 999},
+        {**base, "task_id": "c", "state": "failed", "tokens_out": 2, "run_ms": 250_000,
+         "age_ms": 4_000_000, "error_code": "WORKER_RESET", "error_message": "the engine died"},
+    ]  # fmt: skip
+    answer = {"tasks": [structure(t, TaskSummary, what="t") for t in tasks]}
+    _, a, b, c, note = task_table(answer).splitlines()
+    assert _cells(a)[4:] == ["0/4", "1m01s", "in 1.0s #3", "-"]
+    assert _cells(b)[4:] == ["0/4", "999ms", "-", "-"]
+    assert _cells(c)[2:] == ["failed", "interactive", "2/4", "1h06m", "4m10s", "WORKER_RESET"]
+    assert note == "c: WORKER_RESET: the engine died"
+    assert task_table({"tasks": ()}) == "no tasks\n"
+    assert [ms_duration(ms) for ms in (0, 999, 1000, 59_949, 59_950, 3_600_000)] == [
+        "0ms", "999ms", "1.0s", "59.9s", "1m00s", "1h00m",
+    ]  # fmt: skip

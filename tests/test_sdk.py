@@ -28,11 +28,14 @@ from orchestra.sdk import (
     BudgetLeft,
     Client,
     DeletedSession,
+    DrainResult,
     End,
     ErrorCode,
     Metrics,
     ParseError,
     QueueFull,
+    ReplicaSet,
+    ResumeResult,
     Retry,
     ServerError,
     SessionStatus,
@@ -40,6 +43,7 @@ from orchestra.sdk import (
     TaskFailed,
     TaskRequest,
     TaskState,
+    TaskSummary,
     Token,
     TransportError,
 )
@@ -62,6 +66,10 @@ def test_public_names_are_reexported_and_documented() -> None:
         "BudgetExceeded",
         "SessionStatus",
         "DeletedSession",
+        "TaskSummary",
+        "ReplicaSet",
+        "DrainResult",
+        "ResumeResult",
     } <= set(public)
     for name in public:
         value = getattr(sdk, name)
@@ -233,6 +241,136 @@ async def test_a_session_outside_the_contract_is_a_parse_error(broken: dict[str,
         await client.session("chat")
 
 
+_SUMMARY = {
+    "task_id": "t-1",
+    "pool": "default",
+    "state": "queued",
+    "priority": "batch",
+    "queue_position": 0,
+    "predicted_start_ms": 1040,
+    "tokens_out": 0,
+    "max_tokens": 4,
+    "replica": None,
+    "attempts": 0,
+    "age_ms": 12,
+    "run_ms": None,
+    "ended_ms_ago": None,
+    "error_code": None,
+    "error_message": None,
+    "session_id": None,
+    "face": "v1",
+}
+
+
+async def test_list_tasks_sends_the_filters_and_reads_the_summaries() -> None:
+    answer = httpx.Response(200, json={"tasks": [{**_SUMMARY, "from_a_newer_server": 1}]})
+    client, sent = _mock(answer, answer, answer, answer)
+    [task] = await client.list_tasks()
+    fields = {**_SUMMARY, "state": TaskState.QUEUED, "priority": sdk.Priority.BATCH}
+    assert task == TaskSummary(**fields)
+    await client.list_tasks(state=["running", TaskState.QUEUED], pool="gemma", limit=5)
+    await client.list_tasks(state=TaskState.FAILED)
+    await client.list_tasks(state="completed,cancelled")
+    assert [(r.url.path, dict(r.url.params)) for r in sent] == [
+        ("/v1/tasks", {}),
+        ("/v1/tasks", {"state": "running,queued", "pool": "gemma", "limit": "5"}),
+        ("/v1/tasks", {"state": "failed"}),
+        ("/v1/tasks", {"state": "completed,cancelled"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tasks": [{**_SUMMARY, "state": "lost"}]},
+        {"tasks": [{k: v for k, v in _SUMMARY.items() if k != "pool"}]},
+        {"data": []},
+    ],
+)
+async def test_a_task_list_outside_the_contract_is_a_parse_error(body: dict[str, Any]) -> None:
+    client, _ = _mock(httpx.Response(200, json=body))
+    with pytest.raises(ParseError, match="GET /v1/tasks"):
+        await client.list_tasks()
+
+
+_SLO = {"window_s": 300.0, "tasks": 3, "ttft_ms_p50": 61.8, "ttft_ms_p95": 72, "tokens_per_s": None}
+_REPLICA = {
+    "id": "default/0",
+    "kind": "attached",
+    "endpoint": "http://127.0.0.1:8081",
+    "engine": "llamacpp",
+    "engine_version": None,
+    "mode": "attached",
+    "state": "ready",
+    "detail": "ready",
+    "pid": None,
+    "model": {"id": "small", "digest": None},
+    "slots_total": 1,
+    "slots_busy": 0,
+    "queue_depth": 0,
+    "restarts": 0,
+    "slo": _SLO,
+    "predicted_start": {"samples": 3, "abs_error_ms_p50": 0, "abs_error_ms_p95": None},
+}
+_SET = {
+    "id": "default",
+    "pool_id": "default",
+    "state": "ready",
+    "slo": _SLO,
+    "replicas": [_REPLICA],
+}
+
+
+async def test_replica_sets_read_the_answer_and_an_older_server_has_no_token_count() -> None:
+    client, sent = _mock(
+        httpx.Response(200, json={"replicasets": [{**_SET, "tokens_out_total": 48}]}),
+        httpx.Response(200, json={"replicasets": [_SET]}),
+        httpx.Response(200, json={"replicasets": [{**_SET, "tokens_out_total": "48"}]}),
+    )
+    [one] = await client.replica_sets()
+    assert isinstance(one, ReplicaSet) and one.tokens_out_total == 48
+    assert one.slo.ttft_ms_p95 == 72.0 and one.slo.tokens_per_s is None
+    [replica] = one.replicas
+    assert (replica.id, replica.model.id, replica.pid) == ("default/0", "small", None)
+    assert replica.predicted_start.samples == 3
+    assert (await client.replica_sets())[0].tokens_out_total is None
+    with pytest.raises(ParseError, match="tokens_out_total"):
+        await client.replica_sets()
+    assert {r.url.path for r in sent} == {"/v1/replicasets"}
+
+
+async def test_drain_and_resume_send_their_bodies_and_read_the_answers() -> None:
+    drained = {
+        "pool_id": "gpu",
+        "state": "drained",
+        "finished": 1,
+        "cancelled": 0,
+        "requeued": 2,
+        "queued": 3,
+        "waited_ms": 412,
+    }
+    client, sent = _mock(
+        httpx.Response(200, json=drained),
+        httpx.Response(200, json=drained),
+        httpx.Response(200, json={"pool_id": "gpu", "state": "ready"}),
+        _envelope("CONFLICT", 409),
+    )
+    assert await client.drain("gpu") == DrainResult(**drained)
+    await client.drain("gpu", deadline_ms=5000)
+    assert await client.resume("gpu") == ResumeResult(pool_id="gpu", state="ready")
+    with pytest.raises(ServerError) as caught:
+        await client.drain()
+    assert (caught.value.code, caught.value.status) == (ErrorCode.CONFLICT, 409)
+    assert [(r.method, r.url.path, json.loads(r.content)) for r in sent] == [
+        ("POST", "/v1/pools/gpu/drain", {}),
+        ("POST", "/v1/pools/gpu/drain", {"deadline_ms": 5000}),
+        ("POST", "/v1/pools/gpu/resume", {}),
+        ("POST", "/v1/pools/default/drain", {}),
+    ]
+    # the answer comes once the running tasks ended: the read timeout covers the deadline
+    assert [r.extensions["timeout"]["read"] for r in sent[:2]] == [60.0, 35.0]
+
+
 @pytest.mark.parametrize(
     ("answer", "fragment"),
     [
@@ -358,6 +496,76 @@ async def test_sessions_against_a_live_server() -> None:
         assert gone.deleted and gone.turns == 2 and gone.tokens_out == 5
         with pytest.raises(ServerError) as unknown:
             await client.session("chat")
+        assert unknown.value.code is ErrorCode.NOT_FOUND
+
+
+_HANG = "[[hang:1]] holds its slot until cancelled"
+_ONE_SLOT: dict[str, Any] = {"adapter": {"engine_backlog": 0}, "shutdown_grace_s": 0.0}
+
+
+async def test_list_tasks_replica_sets_drain_and_resume_against_a_live_server() -> None:
+    async with open_stack(**_ONE_SLOT) as stack, AsyncClient(stack.running.urls[0]) as client:
+        [before] = await client.replica_sets()
+        assert (before.id, before.pool_id, before.state) == ("default", "default", "ready")
+        assert before.tokens_out_total == 0 and [r.id for r in before.replicas] == ["default/0"]
+        assert before.replicas[0].slots_total == 1 and before.slo.tasks == 0
+        assert await client.list_tasks() == ()
+
+        await client.submit(TaskRequest(prompt=_HANG, max_tokens=8, task_id="ps-run"))
+        log = stack.running.actors.queue.log_of("ps-run")
+        assert log is not None
+        while log.tokens < 1:
+            await log.wait_beyond(len(log))
+        await client.submit(TaskRequest(prompt="waits", max_tokens=3, task_id="ps-wait"))
+        running, waiting = await client.list_tasks()
+        assert (running.task_id, running.state, running.pool) == (
+            "ps-run",
+            TaskState.RUNNING,
+            "default",
+        )
+        assert (
+            running.tokens_out >= 1 and running.max_tokens == 8 and running.replica == "default/0"
+        )
+        assert running.queue_position is None and running.run_ms is not None
+        assert (waiting.task_id, waiting.state, waiting.queue_position) == (
+            "ps-wait",
+            TaskState.QUEUED,
+            0,
+        )
+        assert waiting.predicted_start_ms is not None and waiting.replica is None
+        assert waiting.priority is sdk.Priority.INTERACTIVE and waiting.face == "v1"
+        assert [t.task_id for t in await client.list_tasks(state="queued")] == ["ps-wait"]
+        assert [t.task_id for t in await client.list_tasks(limit=1)] == ["ps-run"]
+        assert [t.task_id for t in await client.list_tasks(pool="default")] == ["ps-run", "ps-wait"]
+        with pytest.raises(ServerError) as bad_state:
+            await client.list_tasks(state=["running", "lost"])
+        assert (bad_state.value.code, bad_state.value.status) == (ErrorCode.INVALID_PARAMS, 400)
+        with pytest.raises(ServerError) as no_pool:
+            await client.list_tasks(pool="nope")
+        assert no_pool.value.code is ErrorCode.NOT_FOUND
+
+        await client.cancel("ps-run")
+        await stack.wait_state("ps-wait", "completed")
+        ended = await client.list_tasks(state=["completed", "cancelled"])
+        assert [(t.task_id, t.state) for t in ended] == [
+            ("ps-wait", TaskState.COMPLETED),
+            ("ps-run", TaskState.CANCELLED),
+        ]
+        assert ended[0].tokens_out == 3 and ended[0].ended_ms_ago is not None
+        [after] = await client.replica_sets()
+        assert after.tokens_out_total is not None and after.tokens_out_total >= 4  # 1 + 3
+
+        drained = await client.drain(deadline_ms=1000)
+        assert (drained.pool_id, drained.state, drained.queued) == ("default", "drained", 0)
+        with pytest.raises(ServerError) as unready:
+            await client.submit(TaskRequest(prompt="refused", max_tokens=1))
+        assert (unready.value.code, unready.value.status) == (ErrorCode.POOL_UNREADY, 503)
+        assert (await client.replica_sets())[0].state == "draining"
+        resumed = await client.resume()
+        assert (resumed.pool_id, resumed.state) == ("default", "ready")
+        assert (await client.complete("taken again", max_tokens=2)).tokens_out == 2
+        with pytest.raises(ServerError) as unknown:
+            await client.drain("nope")
         assert unknown.value.code is ErrorCode.NOT_FOUND
 
 
@@ -518,6 +726,10 @@ async def test_the_sync_client_gives_the_same_answers_and_errors() -> None:
                     client.status("missing")
                 turns = client.session("sync-chat").turns
                 erased = client.delete_session("sync-chat").deleted
+                listed = [t.task_id for t in client.list_tasks(state="completed")]
+                sets = [(s.id, s.tokens_out_total) for s in client.replica_sets()]
+                drained = client.drain(deadline_ms=0).state
+                resumed = client.resume().state
                 return (
                     kinds,
                     done.tokens_out,
@@ -525,11 +737,15 @@ async def test_the_sync_client_gives_the_same_answers_and_errors() -> None:
                     client.health().ready,
                     turns,
                     erased,
+                    (listed, sets, drained, resumed),
                 )
 
-        kinds, tokens, code, ready, turns, deleted = await trio.to_thread.run_sync(use)
+        kinds, tokens, code, ready, turns, deleted, ops = await trio.to_thread.run_sync(use)
         assert kinds == ["Started", "Token", "Token", "Token", "End"]
         assert (tokens, code, ready, turns, deleted) == (2, ErrorCode.NOT_FOUND, True, 1, True)
+        listed, sets, drained, resumed = ops
+        assert len(listed) == 2 and listed[1] == "sync-1"  # the latest to end first
+        assert (sets, drained, resumed) == ([("default", 5)], "drained", "ready")
 
 
 async def test_the_sync_client_raises_transport_errors_in_the_caller() -> None:

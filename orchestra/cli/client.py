@@ -1,13 +1,13 @@
 """The client commands of the ``orchestra`` command line, built on :class:`AsyncClient`:
 their arguments, and running each one.
 
-``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``, ``load``,
-``unload``, ``chat`` and ``artifact`` talk to a running server at ``--url`` (default
-``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``) with the bearer token of
-``$ORCHESTRA_TOKEN``. Each prints a short human-readable answer, or with ``--json`` the
-JSON of the SDK's typed object (``submit --stream --json``: one event per line). Errors go
-to stderr as ``orchestra: CODE: message``; the exit status says what kind of failure it
-was (:data:`orchestra.cli.exits.EXIT_HELP`).
+``submit``, ``cancel``, ``status``, ``tasks``, ``caps``, ``health``, ``models``, ``ps``,
+``load``, ``unload``, ``drain``, ``resume``, ``chat`` and ``artifact`` talk to a running
+server at ``--url`` (default ``$ORCHESTRA_URL``, else ``http://127.0.0.1:8080``) with the
+bearer token of ``$ORCHESTRA_TOKEN``. Each prints a short human-readable answer, or with
+``--json`` the JSON of the SDK's typed object (``submit --stream --json``: one event per
+line). Errors go to stderr as ``orchestra: CODE: message``; the exit status says what kind
+of failure it was (:data:`orchestra.cli.exits.EXIT_HELP`).
 
 The output is rendered by :mod:`orchestra.cli.render`, ``submit --stream`` is
 :mod:`orchestra.cli.follow`, ``chat`` (a REPL over the OpenAI face) is
@@ -34,6 +34,7 @@ from orchestra.cli.follow import Follow
 from orchestra.cli.render import (
     as_json,
     capability_lines,
+    drained_line,
     field_lines,
     loaded_line,
     model_table,
@@ -41,6 +42,8 @@ from orchestra.cli.render import (
     ps_table,
     queued,
     resident,
+    resumed_line,
+    task_table,
     unloaded_line,
 )
 from orchestra.errors import OrchestraError
@@ -57,12 +60,15 @@ COMMANDS: Final = frozenset(
         "submit",
         "cancel",
         "status",
+        "tasks",
         "caps",
         "health",
         "models",
         "ps",
         "load",
         "unload",
+        "drain",
+        "resume",
         "chat",
         "artifact",
     }
@@ -83,8 +89,8 @@ def _http_url(value: str) -> str:
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``,
-    ``load``, ``unload``, ``chat`` and ``artifact``."""
+    """Add ``submit``, ``cancel``, ``status``, ``tasks``, ``caps``, ``health``, ``models``,
+    ``ps``, ``load``, ``unload``, ``drain``, ``resume``, ``chat`` and ``artifact``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -136,6 +142,25 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     for name, what in (("cancel", "cancel a task"), ("status", "show a task's state")):
         command = add(name, what, f"{what[0].upper()}{what[1:]}.")
         command.add_argument("task_id", metavar="TASK", help="the task id")
+    tasks = add(
+        "tasks",
+        "list the running and waiting tasks",
+        "List the tasks the server knows, no prompt and no text: the running ones first, "
+        "then the waiting ones (soonest start first), then with --state those that ended "
+        "(latest first). Each with its pool, state, priority, tokens sent of its "
+        "max_tokens, age, its place in line and predicted start (waiting) or its run time, "
+        "and its error code; then each failed task's error message. With --json: the "
+        'answer of GET /v1/tasks, {"tasks": [...]}.',
+    )
+    tasks.add_argument(
+        "--state",
+        action="append",
+        metavar="STATE",
+        help="queued, running, completed, cancelled or failed; repeatable or "
+        "comma-separated (default: running,queued)",
+    )
+    tasks.add_argument("--pool", metavar="ID", help="only this pool's tasks")
+    tasks.add_argument("--limit", type=int, metavar="N", help="at most N tasks (default 100)")
     add("caps", "show the server's capabilities", "Show what the server can do.")
     health = add("health", "show a pool's health", "Show one pool's health.")
     health.add_argument("--pool", default="default", metavar="ID", help="default: default")
@@ -169,6 +194,25 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     unload.add_argument(
         "--force", action="store_true", help="cancel its running tasks instead of waiting"
     )
+    drain = add(
+        "drain",
+        "stop a pool taking tasks and let its running ones finish",
+        "Drain a pool: from now on a submission is refused (503 POOL_UNREADY) and nothing "
+        "is dispatched; running tasks get --deadline-ms (default 30000) to end, then those "
+        "that sent tokens are cancelled and the others requeued. Waiting tasks keep their "
+        "place until resume. Answers once the drain is complete.",
+    )
+    drain.add_argument("--pool", default="default", metavar="ID", help="default: default")
+    drain.add_argument(
+        "--deadline-ms", type=int, metavar="N", help="how long running tasks get to finish"
+    )
+    resume = add(
+        "resume",
+        "end a drain: the pool takes tasks again",
+        "End a drain: the pool takes and dispatches tasks again (a pool not drained is "
+        "left as it is).",
+    )
+    resume.add_argument("--pool", default="default", metavar="ID", help="default: default")
     chat.add_arguments(
         add("chat", "chat with the model (a REPL over the OpenAI face)", chat.DESCRIPTION)
     )
@@ -217,14 +261,16 @@ async def _run(args: argparse.Namespace, prompt: str | None) -> int:
                 return await _submit(client, args, _request(args, prompt))
             if args.command == "load":
                 return await _load(client, args)
+            if args.command == "drain":
+                return await _drain(client, args)
             return await _show(client, args)
         except OrchestraError as exc:
             return report(exc, args.url)
 
 
 async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
-    """``cancel``, ``status``, ``caps``, ``health``, ``models``, ``ps``, ``unload``: one
-    call, one answer."""
+    """``cancel``, ``status``, ``tasks``, ``caps``, ``health``, ``models``, ``ps``,
+    ``unload``, ``resume``: one call, one answer."""
     answer: Any
     render: Callable[[Any], str]
     if args.command == "cancel":
@@ -235,6 +281,13 @@ async def _show(client: AsyncClient, args: argparse.Namespace) -> int:
         answer, render = await client.capabilities(), capability_lines
     elif args.command == "health":
         answer, render = await client.health(args.pool), field_lines
+    elif args.command == "tasks":
+        states = None if args.state is None else ",".join(args.state)
+        listed = await client.list_tasks(state=states, pool=args.pool, limit=args.limit)
+        # the wire's shape, so that --json prints what GET /v1/tasks answers
+        answer, render = {"tasks": listed}, task_table
+    elif args.command == "resume":
+        answer, render = await client.resume(args.pool), resumed_line
     elif args.command == "unload":
         answer = await client.unload_model(args.model, force=args.force)
         render = unloaded_line
@@ -257,6 +310,14 @@ async def _load(client: AsyncClient, args: argparse.Namespace) -> int:
     began = time.monotonic()
     model = await client.load_model(args.model)
     out(as_json(model) + "\n" if args.json else loaded_line(model, time.monotonic() - began))
+    return EXIT_OK
+
+
+async def _drain(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``drain``: "draining POOL…" on stderr, then what the drain did."""
+    print(f"draining {args.pool}…", file=sys.stderr, flush=True)
+    drained = await client.drain(args.pool, deadline_ms=args.deadline_ms)
+    out(as_json(drained) + "\n" if args.json else drained_line(drained))
     return EXIT_OK
 
 

@@ -1,9 +1,9 @@
 """The ``orchestra`` command line.
 
 ``serve`` runs the service and ``engine install`` builds llama-server; the client commands
-(``submit``, ``cancel``, ``status``, ``caps``, ``health``, ``models``, ``chat``,
-``artifact``, ...) talk to a running server through the SDK and live in
-:mod:`orchestra.cli.client` (``chat``, a REPL over the OpenAI face, in
+(``submit``, ``cancel``, ``status``, ``tasks``, ``caps``, ``health``, ``models``,
+``drain``, ``resume``, ``chat``, ``artifact``, ...) talk to a running server through the
+SDK and live in :mod:`orchestra.cli.client` (``chat``, a REPL over the OpenAI face, in
 :mod:`orchestra.cli.chat`; ``artifact``, the artifact registry, in
 :mod:`orchestra.cli.artifacts`).
 

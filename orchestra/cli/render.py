@@ -1,6 +1,7 @@
 """The output of the client commands: stdout writes, the queue-position line, JSON of the
 SDK's typed objects and events, and the human-readable answers of ``status``, ``cancel``,
-``health``, ``caps``, ``models``, ``ps``, ``load`` and ``unload``.
+``tasks``, ``health``, ``caps``, ``models``, ``ps``, ``load``, ``unload``, ``drain`` and
+``resume``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import attrs
 from orchestra.sdk import (
     Capabilities,
     CatalogModel,
+    DrainResult,
     End,
     Error,
     Event,
+    ResumeResult,
     Started,
+    TaskState,
+    TaskSummary,
     Token,
     UnloadedModel,
 )
@@ -154,6 +159,71 @@ def ps_table(answer: Mapping[str, Any]) -> str:
         for m in models
     ]
     return table(header, rows)
+
+
+def task_table(answer: Mapping[str, Any]) -> str:
+    """``orchestra tasks``: one row per task of ``answer["tasks"]`` (``GET /v1/tasks``): id,
+    pool, state, priority, tokens sent of ``max_tokens``, age, then for a waiting task its
+    predicted start and place in line (``in 1.0s #0``), for another its run time, and its
+    error code; then each failed task's error message."""
+    tasks: Sequence[TaskSummary] = answer["tasks"]
+    if not tasks:
+        return "no tasks\n"
+    header = ("TASK", "POOL", "STATE", "PRIORITY", "TOKENS", "AGE", "START/RUN", "ERROR")
+    rows = [
+        (
+            t.task_id,
+            t.pool,
+            str(t.state),
+            str(t.priority),
+            f"{t.tokens_out}/{t.max_tokens}",
+            ms_duration(t.age_ms),
+            start_or_run(t),
+            _value(t.error_code),
+        )
+        for t in tasks
+    ]
+    notes = [
+        f"{t.task_id}: {t.error_code}: {t.error_message}\n"
+        for t in tasks
+        if t.error_message is not None
+    ]
+    return table(header, rows) + "".join(notes)
+
+
+def start_or_run(task: TaskSummary) -> str:
+    """A waiting task's predicted start and place in line (``in 1.0s #0``); another's run
+    time so far (or in all, once ended); ``-`` when it has neither."""
+    if task.state is TaskState.QUEUED:
+        when = (
+            "-" if task.predicted_start_ms is None else "in " + ms_duration(task.predicted_start_ms)
+        )
+        place = "" if task.queue_position is None else f" #{task.queue_position}"
+        return when + place
+    return "-" if task.run_ms is None else ms_duration(task.run_ms)
+
+
+def ms_duration(ms: int) -> str:
+    """``410ms``, ``1.2s``, then as :func:`duration` (``4m05s``)."""
+    if ms < 1000:
+        return f"{max(0, ms)}ms"
+    if ms < 59_950:
+        return f"{ms / 1000:.1f}s"
+    return duration(ms / 1000)
+
+
+def drained_line(drained: DrainResult) -> str:
+    """``orchestra drain``'s answer: what became of the tasks, and how long it took."""
+    return (
+        f"{drained.pool_id} drained in {ms_duration(drained.waited_ms)}: "
+        f"{drained.finished} finished, {drained.cancelled} cancelled, "
+        f"{drained.requeued} requeued, {drained.queued} waiting\n"
+    )
+
+
+def resumed_line(resumed: ResumeResult) -> str:
+    """``orchestra resume``'s answer: the pool's state now."""
+    return f"{resumed.pool_id} {resumed.state}\n"
 
 
 def residency(model: CatalogModel) -> str:

@@ -32,6 +32,14 @@ a chat) with ``artifact="summary"`` keeps its output, its id in the ``End`` even
         done = client.complete("Summarise", artifact={"kind": "summary", "tags": ["v1"]})
         client.read_artifact(done.artifact_id)
 
+Operations: ``list_tasks(state=..., pool=..., limit=...)`` lists the running, waiting and
+ended tasks (no prompts), ``replica_sets()`` each pool's engines and the tokens it sent,
+``drain(pool)`` / ``resume(pool)`` stop and restart taking tasks::
+
+    with Client() as client:
+        for task in client.list_tasks(state=["running", "queued"]):
+            print(task.task_id, task.state, task.queue_position, task.tokens_out)
+
 ``AsyncClient`` is the same API for Trio code. Every error is an
 :class:`OrchestraError`: :class:`TransportError` (no answer), :class:`ParseError` (an answer
 outside the contract) or :class:`ServerError` (the server's error envelope, with
@@ -74,17 +82,25 @@ from orchestra.sdk._models import Capabilities as Capabilities
 from orchestra.sdk._models import CatalogModel as CatalogModel
 from orchestra.sdk._models import Completion as Completion
 from orchestra.sdk._models import DeletedSession as DeletedSession
+from orchestra.sdk._models import DrainResult as DrainResult
 from orchestra.sdk._models import Embeddings as Embeddings
 from orchestra.sdk._models import EngineInfo as EngineInfo
 from orchestra.sdk._models import Health as Health
 from orchestra.sdk._models import Limits as Limits
 from orchestra.sdk._models import PoolInfo as PoolInfo
+from orchestra.sdk._models import PredictionAccuracy as PredictionAccuracy
+from orchestra.sdk._models import Replica as Replica
+from orchestra.sdk._models import ReplicaModel as ReplicaModel
+from orchestra.sdk._models import ReplicaSet as ReplicaSet
+from orchestra.sdk._models import ResumeResult as ResumeResult
 from orchestra.sdk._models import ServedModel as ServedModel
 from orchestra.sdk._models import SessionLimits as SessionLimits
 from orchestra.sdk._models import SessionStatus as SessionStatus
+from orchestra.sdk._models import SloWindow as SloWindow
 from orchestra.sdk._models import TaskHandle as TaskHandle
 from orchestra.sdk._models import TaskRequest as TaskRequest
 from orchestra.sdk._models import TaskStatus as TaskStatus
+from orchestra.sdk._models import TaskSummary as TaskSummary
 from orchestra.sdk._models import UnloadedModel as UnloadedModel
 from orchestra.sdk._openai import ChatStream as ChatStream
 from orchestra.sdk._retry import Retry as Retry

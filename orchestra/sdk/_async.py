@@ -37,12 +37,16 @@ from orchestra.sdk._models import (
     CatalogModel,
     Completion,
     DeletedSession,
+    DrainResult,
     Embeddings,
     Health,
+    ReplicaSet,
+    ResumeResult,
     SessionStatus,
     TaskHandle,
     TaskRequest,
     TaskStatus,
+    TaskSummary,
     UnloadedModel,
 )
 from orchestra.sdk._openai import CHAT_PATH, ChatStream
@@ -65,6 +69,8 @@ LOAD_TIMEOUT_S = 600.0
 """The least read timeout of a call that may wait for a model to load (or its tasks to end):
 ``load_model()``, ``unload_model()``, ``embed()``."""
 EMBEDDINGS_PATH = "/v1/embeddings"
+DRAIN_DEADLINE_MS = 30_000
+"""The server's drain deadline when a ``drain()`` gives none."""
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -73,6 +79,20 @@ class _ModelList:
     """``GET /v1/models``: OpenAI's list shape, ``{"object": "list", "data": [...]}``."""
 
     data: tuple[CatalogModel, ...]
+
+
+@attrs.frozen
+class _TaskList:
+    """``GET /v1/tasks``: ``{"tasks": [...]}``."""
+
+    tasks: tuple[TaskSummary, ...]
+
+
+@attrs.frozen
+class _ReplicaSets:
+    """``GET /v1/replicasets``: ``{"replicasets": [...]}``."""
+
+    replicasets: tuple[ReplicaSet, ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +176,7 @@ class AsyncClient(ArtifactCalls):
             headers["Authorization"] = f"Bearer {token}"
         self.retry = retry
         self.resume_attempts = resume_attempts
+        self._timeout_s = timeout_s
         self._stream_timeout = httpx.Timeout(timeout_s, read=STREAM_IDLE_S)
         self._load_timeout = httpx.Timeout(timeout_s, read=max(timeout_s, LOAD_TIMEOUT_S))
         self._http = httpx.AsyncClient(
@@ -376,6 +397,61 @@ class AsyncClient(ArtifactCalls):
         (``kv_erased``); the answer is the session as it was."""
         path = f"/v1/sessions/{_quote(session_id)}"
         return await self._call("DELETE", path, DeletedSession)
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        pool: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[TaskSummary, ...]:
+        """The tasks every pool knows (``GET /v1/tasks``), no prompt and no text: the
+        running ones (in dispatch order), then the waiting ones (soonest predicted start
+        first), then those that ended and are still known (the latest first). ``state``
+        is a state or several (a :class:`~orchestra.task.TaskState` is one; default:
+        running and queued), ``pool`` keeps one pool's tasks, ``limit`` (1 to 1000,
+        server default 100) bounds the list. Raises :class:`ServerError`:
+        ``INVALID_PARAMS`` (400) for an unknown state or a bad limit, ``NOT_FOUND`` (404)
+        for an unknown pool."""
+        params: dict[str, str] = {}
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            params["state"] = ",".join(str(s) for s in states)
+        if pool is not None:
+            params["pool"] = pool
+        if limit is not None:
+            params["limit"] = str(limit)
+        answer = await self._call("GET", "/v1/tasks", _TaskList, params=params or None)
+        return answer.tasks
+
+    async def replica_sets(self) -> tuple[ReplicaSet, ...]:
+        """Each pool's replicas (``GET /v1/replicasets``): their state, slots and service
+        level, and the tokens the pool sent (``tokens_out_total``)."""
+        return (await self._call("GET", "/v1/replicasets", _ReplicaSets)).replicasets
+
+    async def drain(self, pool: str = "default", *, deadline_ms: int | None = None) -> DrainResult:
+        """Drain a pool (``POST /v1/pools/{pool}/drain``): from now on a submission to it
+        is refused (503 ``POOL_UNREADY``) and nothing is dispatched; running tasks get
+        ``deadline_ms`` (server default 30 s, at most an hour) to end, then those that
+        sent tokens are cancelled and the others requeued. Waiting tasks keep their place
+        until :meth:`resume`. Answers once the drain is complete (the read timeout is
+        raised to cover the deadline). Raises :class:`ServerError`: ``NOT_FOUND`` (404),
+        ``CONFLICT`` (409: another drain or reload of the pool is under way)."""
+        body: dict[str, Any] = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
+        wait_s = (DRAIN_DEADLINE_MS if deadline_ms is None else max(0, deadline_ms)) / 1000
+        return await self._call(
+            "POST",
+            f"/v1/pools/{_quote(pool)}/drain",
+            DrainResult,
+            body,
+            http_timeout=httpx.Timeout(self._timeout_s, read=self._timeout_s + wait_s),
+        )
+
+    async def resume(self, pool: str = "default") -> ResumeResult:
+        """End a drain (``POST /v1/pools/{pool}/resume``): the pool takes and dispatches
+        tasks again; the pool's state then. Resuming a pool that is not drained changes
+        nothing."""
+        return await self._call("POST", f"/v1/pools/{_quote(pool)}/resume", ResumeResult, {})
 
     # -- streams -------------------------------------------------------------------------
 

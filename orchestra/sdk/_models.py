@@ -363,3 +363,140 @@ class Completion:
     """The artifact the text was kept as (``complete(..., artifact=...)``)."""
     artifact_error: str | None = None
     """Why the text could not be kept as the artifact asked for."""
+
+
+@attrs.frozen(kw_only=True)
+class TaskSummary:
+    """One task as ``GET /v1/tasks`` lists it (``list_tasks()``): where it is and what it
+    has sent, never its prompt or its text (those are its stream's)."""
+
+    task_id: str
+    pool: str
+    """The pool (model) whose line holds it."""
+    state: TaskState
+    priority: Priority
+    queue_position: int | None
+    """Tasks ahead of it in its pool's line, while queued (0: it runs next); else None."""
+    predicted_start_ms: int | None
+    """Expected wait from now, while queued; else None."""
+    tokens_out: int
+    """Tokens sent so far (all of them, once it ended)."""
+    max_tokens: int
+    replica: str | None
+    """The replica running it, or the last that ran it; None before its first dispatch."""
+    attempts: int
+    age_ms: int
+    """Since its admission."""
+    run_ms: int | None
+    """Since its first dispatch (to its end, once ended); None before it."""
+    ended_ms_ago: int | None
+    error_code: ErrorCode | None
+    error_message: str | None
+    """The message of the ``error`` event that failed it (failed tasks only)."""
+    session_id: str | None
+    face: str
+    """The API it came in through: ``v1`` or ``openai``."""
+
+
+@attrs.frozen(kw_only=True)
+class SloWindow:
+    """What the tasks that completed in the last ``window_s`` seconds saw (the figures are
+    None before the first)."""
+
+    window_s: float
+    tasks: int
+    ttft_ms_p50: float | None
+    """Median time from admission to the first token."""
+    ttft_ms_p95: float | None
+    tokens_per_s: float | None
+    """Decode speed of one stream."""
+
+
+@attrs.frozen(kw_only=True)
+class PredictionAccuracy:
+    """How far the ``predicted_start_ms`` given at admission was from the real wait, over
+    the last tasks that started (absolute errors; None before the first)."""
+
+    samples: int
+    abs_error_ms_p50: int | None
+    abs_error_ms_p95: int | None
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaModel:
+    """The model a replica serves: its catalog id and digest (None when not known)."""
+
+    id: str | None
+    digest: str | None
+
+
+@attrs.frozen(kw_only=True)
+class Replica:
+    """One engine of a pool (an entry of ``ReplicaSet.replicas``)."""
+
+    id: str
+    """``<model id>/<index>``: the ``replica`` label of its metrics."""
+    kind: str
+    """``owned`` (a llama-server orchestra runs), ``attached`` or ``openai``."""
+    endpoint: str
+    engine: str
+    engine_version: str | None
+    mode: str
+    state: str
+    """``ready`` (the only state dispatched to), ``starting``, ``unavailable``, ``down``,
+    ``suspect``, or the pool's (``draining``, ``unloaded``, ...)."""
+    detail: str
+    """Why it is not ready, or ``ready``."""
+    pid: int | None
+    model: ReplicaModel
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+    restarts: int
+    slo: SloWindow
+    predicted_start: PredictionAccuracy
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaSet:
+    """One pool's replicas and the service they delivered (an entry of
+    ``GET /v1/replicasets``, ``replica_sets()``)."""
+
+    id: str
+    pool_id: str
+    state: str
+    """The pool's state: ``ready``, ``starting``, ``unavailable``, ``draining``, or while
+    its model is not loaded its residency (``unloaded``, ``loading``, ...)."""
+    slo: SloWindow
+    replicas: tuple[Replica, ...]
+    tokens_out_total: int | None = None
+    """Tokens the pool sent since orchestra started, those of running tasks so far
+    included (so its rate is the pool's live tokens/s); None from an older server."""
+
+
+@attrs.frozen(kw_only=True)
+class DrainResult:
+    """The answer to ``drain()`` (``POST /v1/pools/{id}/drain``), once the drain is
+    complete."""
+
+    pool_id: str
+    state: str
+    """Always ``drained``."""
+    finished: int
+    """Tasks running when the drain began that ended on their own."""
+    cancelled: int
+    """Running tasks that had sent tokens at the deadline: ended with a retriable
+    ``CANCELLED``."""
+    requeued: int
+    """Running tasks that had sent no token at the deadline: back at the head of the line."""
+    queued: int
+    """Tasks still waiting; they stay queued until ``resume()`` (or a reload)."""
+    waited_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class ResumeResult:
+    """The answer to ``resume()`` (``POST /v1/pools/{id}/resume``): the pool's state then."""
+
+    pool_id: str
+    state: str

@@ -29,12 +29,16 @@ from orchestra.sdk._models import (
     CatalogModel,
     Completion,
     DeletedSession,
+    DrainResult,
     Embeddings,
     Health,
+    ReplicaSet,
+    ResumeResult,
     SessionStatus,
     TaskHandle,
     TaskRequest,
     TaskStatus,
+    TaskSummary,
     UnloadedModel,
 )
 from orchestra.sdk._openai import ChatStream
@@ -303,6 +307,29 @@ class Client:
     def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task (idempotent)."""
         return self._portal.call(lambda c: c.cancel(task_id))
+
+    def list_tasks(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        pool: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[TaskSummary, ...]:
+        """The tasks every pool knows (see :meth:`AsyncClient.list_tasks`)."""
+        return self._portal.call(lambda c: c.list_tasks(state=state, pool=pool, limit=limit))
+
+    def replica_sets(self) -> tuple[ReplicaSet, ...]:
+        """Each pool's replicas and the tokens it sent (see :meth:`AsyncClient.replica_sets`)."""
+        return self._portal.call(lambda c: c.replica_sets())
+
+    def drain(self, pool: str = "default", *, deadline_ms: int | None = None) -> DrainResult:
+        """Drain a pool, once its running tasks ended or the deadline passed (see
+        :meth:`AsyncClient.drain`)."""
+        return self._portal.call(lambda c: c.drain(pool, deadline_ms=deadline_ms))
+
+    def resume(self, pool: str = "default") -> ResumeResult:
+        """End a drain (see :meth:`AsyncClient.resume`)."""
+        return self._portal.call(lambda c: c.resume(pool))
 
     def session(self, session_id: str) -> SessionStatus:
         """A snapshot of a session."""
