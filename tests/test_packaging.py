@@ -3,20 +3,23 @@
 The wheel is built from a copy of the sources (so no ``build/`` or ``*.egg-info`` lands in
 the repository) with the project venv's setuptools (``--no-build-isolation --no-index``:
 nothing is downloaded), and its contents are checked: the example configs as package data,
-the fake engine, the JS SDK's files, ``py.typed``, the entry point.
+the fake engine, the JS SDK's and the status page's files, ``py.typed``, the entry point.
 
-It is then installed the way pipx does, into a fresh venv of its own with pip, and run from
-there. pipx itself is used when it is on PATH; it is not installed here (and not downloaded
-by a test), so the same steps are taken by hand: ``python -m venv`` + ``pip install
---python``. A fresh venv would need the network for orchestra's dependencies, so the wheel is
-installed with ``--no-deps`` and the venv sees the project venv's site-packages through a
-``.pth`` line (a directory named in a .pth file is only put on sys.path: the editable
-install's own .pth finder there is not run, so the repository's orchestra stays invisible,
-which the test checks).
+It is then installed twice, and run from each install. First by hand, the way pipx does, into
+a fresh venv of its own: ``python -m venv`` + ``pip install --python``, offline: the wheel goes
+in with ``--no-deps`` and the venv sees the project venv's site-packages through a ``.pth``
+line (a directory named in a .pth file is only put on sys.path: the editable install's own
+.pth finder there is not run, so the repository's orchestra stays invisible, which the test
+checks). Then with pipx itself, a dev dependency (``.venv/bin/pipx``, beside the test's
+python), as the README says: the real thing, dependencies and all, from the index pip is
+configured with here (pip.conf, ``PIP_*``: pipx's pip reads them as any pip does), in
+directories of the test's own. That one needs the index (as ``scripts/bootstrap`` does) and
+takes about ten seconds.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -97,6 +100,13 @@ def test_the_wheel_holds_what_orchestra_needs(wheel: Path) -> None:
         "orchestra/http/static/sdk/orchestra.js",
         "orchestra/http/static/sdk/orchestra.d.ts",
     } <= names
+    # The status page: every file of static/ui/ (the server serves the folder's files, as
+    # the package data's "static/ui/*" takes them), index.html among them.
+    ui = ROOT / "orchestra" / "http" / "static" / "ui"
+    assert ui.is_dir(), f"{ui} is missing: the status page's files are package data"
+    page = {str(path.relative_to(ROOT)) for path in ui.iterdir() if path.is_file()}
+    assert "orchestra/http/static/ui/index.html" in page, f"no index.html in {ui}"
+    assert not page - names, f"not in the wheel: {sorted(page - names)}"
     assert "orchestra/py.typed" in names
     # Nothing beside the package: no tests, no top-level configs/.
     assert {name.split("/")[0] for name in names} == {"orchestra", info}
@@ -126,7 +136,7 @@ load_config({str(example)!r})
 for name, path in examples().items():
     if name in ("orchestra", "attached", "cuda"):  # the whole-file examples
         load_config(str(path))
-static_blueprint()  # reads the JS SDK's files from package data
+static_blueprint()  # reads the JS SDK's and the status page's files from package data
 print("ok")
 """
     assert _run(python, "-c", check, cwd=work).stdout == "ok\n"
@@ -159,17 +169,34 @@ def test_the_wheel_installed_in_a_venv_of_its_own_works(wheel: Path, tmp_path: P
     _check_installed(python, venv / "bin" / "orchestra", tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("pipx") is None, reason="pipx is not installed here")
+def _pipx() -> Path:
+    """The project venv's pipx (a dev dependency), beside the test's python, else on PATH."""
+    beside = Path(sys.executable).with_name("pipx")
+    found = beside if beside.is_file() else shutil.which("pipx")
+    assert found is not None, "pipx is a dev dependency: run scripts/bootstrap"
+    return Path(found)
+
+
 @pytest.mark.usefixtures("clean_env")
 def test_pipx_installs_the_wheel(
     wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # pipx's every directory is the test's (the shared pip too: PIPX_SHARED_LIBS unset means
+    # PIPX_HOME/shared), and no PIPX_* of the caller's (a backend, a cooldown) changes the run.
+    for name in [name for name in os.environ if name.startswith("PIPX_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("PIPX_HOME", str(tmp_path / "pipx"))
     monkeypatch.setenv("PIPX_BIN_DIR", str(tmp_path / "bin"))
     monkeypatch.setenv("PIPX_MAN_DIR", str(tmp_path / "man"))
+    # The pip backend whether or not uv is on PATH (pipx would pick uv, which reads no
+    # pip.conf): the machine's pip configuration is what finds the index.
+    monkeypatch.setenv("PIPX_DEFAULT_BACKEND", "pip")
     # The real thing, dependencies and all, from the configured index: pipx reads the
     # metadata of every dependency after installing, so --no-deps is refused, and its shared
-    # pip is upgraded from the index too. Hence only where pipx is installed (with an index).
-    _run("pipx", "install", "--python", sys.executable, wheel)
+    # pip is reinstalled from the index too (keeping the bundled one instead, with
+    # PIPX_DISABLE_SHARED_LIBS_AUTO_UPGRADE, is slower: that old pip resolves slowly).
+    # --no-compile: no .pyc written for ~40 packages, a third of the time; Python compiles
+    # what the checks import, as they run.
+    _run(_pipx(), "install", "--python", sys.executable, "--pip-args=--no-compile", wheel)
     python = tmp_path / "pipx" / "venvs" / "orchestra" / "bin" / "python"
     _check_installed(python, tmp_path / "bin" / "orchestra", tmp_path)
