@@ -178,9 +178,10 @@ class EventLog:
         while self._subscribers == 0:
             await self._subscribers_changed.wait()
 
-    def subscribe(self, start: int = 0) -> Subscription:
-        """A reader of this log from event ``start`` on (see :class:`Subscription`)."""
-        return Subscription(self, start)
+    def subscribe(self, start: int = 0, *, counted: bool = True) -> Subscription:
+        """A reader of this log from event ``start`` on (see :class:`Subscription`); one
+        not ``counted`` only watches (the status page): its leaving orphans nothing."""
+        return Subscription(self, start, counted)
 
 
 @attrs.define
@@ -188,18 +189,23 @@ class Subscription:
     """One reader of a task's events, from a given event on.
 
     While it is open (``with subscription:``) it counts as a subscriber of the log, so the
-    Queue notices a stream that nobody reads any more; reading changes nothing else.
+    Queue notices a stream that nobody reads any more, unless it is not ``counted`` (a
+    watcher: a task no client reads is not kept alive by it, nor cancelled when it leaves);
+    reading changes nothing else.
     """
 
     _log: EventLog
     _next: int
+    _counted: bool = True
 
     def __enter__(self) -> Subscription:
-        self._log.add_subscriber()
+        if self._counted:
+            self._log.add_subscriber()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._log.remove_subscriber()
+        if self._counted:
+            self._log.remove_subscriber()
 
     def take(self) -> bytes:
         """The wire bytes of every event not read yet (empty when there is none)."""

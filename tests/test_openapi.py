@@ -133,8 +133,11 @@ RETRY_HEADERS: Mapping[str, Mapping[str, frozenset[str]]] = {
 read before they retry."""
 OPENAI_ERROR_HEADER = "x-should-retry"
 """On every error answer of the OpenAI face: whether the official SDKs should retry it."""
-SOURCE_MEDIA_TYPES = frozenset({"text/javascript", "application/typescript"})
-"""The JavaScript SDK's files (``GET /sdk/...``), whose examples are their first lines."""
+SOURCE_MEDIA_TYPES = frozenset(
+    {"text/javascript", "application/typescript", "text/html", "text/css"}
+)
+"""The files of the JavaScript SDK and the status page (``GET /sdk/...``, ``/``, ``/ui/...``),
+whose examples are their first lines."""
 DONE = "[DONE]"
 """The data of the last frame of an OpenAI stream that did not fail."""
 
@@ -2065,6 +2068,10 @@ BAD_BODY = {"colour": "blue"}
 
 PRODUCERS: Mapping[tuple[str, str, str, str, str], Producer] = {
     ("control", "GET", "/health", "200", "alive"): Producer(_get("/health")),
+    ("control", "GET", "/", "200", "page"): Producer(_get("/")),
+    ("control", "GET", "/ui/app.js", "200", "module"): Producer(_get("/ui/app.js")),
+    ("control", "GET", "/ui/charts.js", "200", "module"): Producer(_get("/ui/charts.js")),
+    ("control", "GET", "/ui/style.css", "200", "styles"): Producer(_get("/ui/style.css")),
     ("control", "GET", "/sdk/orchestra.js", "200", "module"): Producer(_get("/sdk/orchestra.js")),
     ("control", "GET", "/sdk/orchestra.d.ts", "200", "declarations"): Producer(
         _get("/sdk/orchestra.d.ts")

@@ -1,5 +1,7 @@
-"""``GET /v1/tasks`` (what the status page lists) and the pools' ``tokens_out_total``
-(what its tokens/s chart reads), against a live orchestra on the fake engine."""
+"""What the status page reads, against a live orchestra on the fake engine: ``GET /v1/tasks``
+(its running and waiting tasks and recent errors), the pools' ``tokens_out_total`` (its
+tokens/s chart), a stream it only watches (``?watch=true``), the stream cookie its
+EventSource authenticates with, and ``GET /health``'s word on the token."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from orchestra.scheduling.table import TaskTable
 from orchestra.task import Priority, TaskRequest, TaskState
 
 from .test_openapi import HANG, Live, fake_server, hang, parse_frames, run_to_end, submit
+
+TOKEN = "page-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +155,62 @@ def test_the_table_forgets_ended_tasks_but_keeps_their_tokens() -> None:
     table.expire(11.0)  # the first one's retention ran out
     assert [t.id for t in table.recently_ended()] == ["b"]
     assert table.tokens_out_total() == 7
+
+
+def test_a_watcher_is_not_counted_as_a_reader(clean: Live) -> None:
+    task_id = submit(clean, prompt=HANG, max_tokens=8)
+    log = clean.actors.queue.log_of(task_id)
+    path = f"/v1/tasks/{task_id}/stream"
+    with clean.request("GET", path + "?watch=true", stream=True) as watching:
+        assert watching.status_code == 200
+        lines = watching.iter_lines()
+        assert next(line for line in lines if line.startswith(b"event: token"))
+        assert log.subscribers == 0  # it reads, and the Queue does not count it
+    with clean.request("GET", path, stream=True) as reading:
+        lines = reading.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(line for line in lines if line.startswith(b"event: token"))
+        assert log.subscribers == 1
+    bad = clean.request("GET", path + "?watch=maybe")
+    assert bad.status_code == 400 and "watch" in bad.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The token required."""
+    with fake_server(
+        tmp_path_factory.mktemp("task-list-guarded"), auth={"token": TOKEN, "optional": False}
+    ) as server:
+        yield server
+
+
+def test_only_the_stream_takes_the_token_from_the_cookie(guarded: Live) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    task_id = run_to_end_with(guarded, bearer)
+    cookie = {"Cookie": f"orchestra_token={TOKEN}"}
+    stream = guarded.request("GET", f"/v1/tasks/{task_id}/stream", headers=cookie)
+    assert stream.status_code == 200 and parse_frames(stream.text)[-1].event == "end"
+    wrong = {"Cookie": "orchestra_token=not-the-token"}
+    assert guarded.request("GET", f"/v1/tasks/{task_id}/stream", headers=wrong).status_code == 403
+    # Everything else wants the header: a cookie is sent by the browser on its own.
+    assert guarded.request("GET", f"/v1/tasks/{task_id}", headers=cookie).status_code == 401
+    assert guarded.request("GET", "/v1/tasks", headers=cookie).status_code == 401
+    cancel = guarded.request("POST", f"/v1/tasks/{task_id}/cancel", headers=cookie)
+    assert cancel.status_code == 401
+    # The header wins over the cookie.
+    both = {**cookie, "Authorization": "Bearer not-the-token"}
+    assert guarded.request("GET", f"/v1/tasks/{task_id}/stream", headers=both).status_code == 403
+
+
+def run_to_end_with(live: Live, headers: dict[str, str]) -> str:
+    body = {"prompt": "hello", "max_tokens": 3}
+    response = live.request("POST", "/v1/tasks", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["task_id"]
+    stream = live.request("GET", f"/v1/tasks/{task_id}/stream", headers=headers)
+    assert parse_frames(stream.text)[-1].event == "end"
+    return task_id
+
+
+def test_health_says_whether_the_token_is_needed(live: Live, guarded: Live) -> None:
+    assert guarded.request("GET", "/health").json() == {"status": "ok", "token": "required"}
+    assert live.request("GET", "/health").json() == {"status": "ok", "token": "none"}

@@ -307,10 +307,13 @@ class QueueFace:
             await self._idle.wait()
         await trio.lowlevel.checkpoint()
 
-    def subscribe(self, task_id: str, start: int = 0) -> Subscription | None:
-        """A reader of a known task's events from event ``start`` on (None: unknown)."""
+    def subscribe(
+        self, task_id: str, start: int = 0, *, counted: bool = True
+    ) -> Subscription | None:
+        """A reader of a known task's events from event ``start`` on (None: unknown); one
+        not ``counted`` only watches (:meth:`~orchestra.events.EventLog.subscribe`)."""
         task = self._table.get(task_id)
-        return None if task is None else task.log.subscribe(start)
+        return None if task is None else task.log.subscribe(start, counted=counted)
 
     def trace_of(self, task_id: str) -> TaskTrace | None:
         """The trace of a known task, for its readers' spans (None: unknown, or not

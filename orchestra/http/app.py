@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException
 
 from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.artifacts import artifacts_blueprint
-from orchestra.http.auth import Gate
+from orchestra.http.auth import STREAM_COOKIE, Gate, stream_credential
 from orchestra.http.bodies import json_response
 from orchestra.http.catalog import catalog_blueprint
 from orchestra.http.context import Actors
@@ -72,16 +72,19 @@ def create_app(actors: Actors) -> QuartTrio:
         sent = request.headers.get("X-Correlation-Id")
         g.correlation_id = sent if sent and _CORRELATION_RE.match(sent) else str(uuid.uuid4())
         logs.correlation_id.set(g.correlation_id)
-        g.who = gate.admit(
+        authorization = stream_credential(
+            request.method,
             request.path,
             request.headers.get("Authorization"),
-            request.headers.get(gate.proxy_header),
+            request.cookies.get(STREAM_COOKIE),
         )
+        g.who = gate.admit(request.path, authorization, request.headers.get(gate.proxy_header))
 
     @app.get("/health")
     async def liveness() -> Response:
-        """Liveness only, open without a token (like llama-server's ``/health``)."""
-        return json_response({"status": "ok"})
+        """Liveness, open without a token (like llama-server's ``/health``), and whether
+        the other routes need the token."""
+        return json_response({"status": "ok", "token": gate.need})
 
     @app.after_request
     async def _stamp(response: Response) -> Response:

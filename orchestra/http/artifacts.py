@@ -30,7 +30,7 @@ from orchestra.artifacts.model import (
     tags_problem,
 )
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import json_response, query_args, read_body
+from orchestra.http.bodies import flag_problem, json_response, query_args, read_body
 from orchestra.http.context import Actors
 
 PAGE_DEFAULT = 50
@@ -100,10 +100,6 @@ _PUT_CHECKS = {
     "task_id": label_problem,
     "meta": meta_problem,
 }
-
-
-def _flag(value: str) -> str | None:
-    return None if value in ("true", "false", "1", "0") else "must be true or false"
 
 
 def _page_size(value: str) -> str | None:
@@ -181,7 +177,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/artifacts/<artifact_id>")
     async def get_artifact(artifact_id: str) -> Response:
-        raw = query_args({"raw": _flag}).get("raw")
+        raw = query_args({"raw": flag_problem}).get("raw")
         artifact = await store.get(_checked_id(artifact_id))
         if not _wants_raw(artifact, raw):
             return json_response(artifact_body(artifact))
@@ -207,7 +203,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
 
     @routes.delete("/v1/artifacts/<artifact_id>")
     async def delete_artifact(artifact_id: str) -> Response:
-        cascade = query_args({"cascade": _flag}).get("cascade", "false") in ("true", "1")
+        cascade = query_args({"cascade": flag_problem}).get("cascade", "false") in ("true", "1")
         deleted = await store.delete(_checked_id(artifact_id), cascade=cascade)
         return json_response({"deleted": list(deleted)})
 

@@ -81,3 +81,8 @@ def query_args(allowed: Mapping[str, Any]) -> dict[str, str]:
     if problems:
         raise Refusal(ErrorCode.INVALID_PARAMS, "; ".join(problems), problems=tuple(problems))
     return given
+
+
+def flag_problem(value: str) -> str | None:
+    """The problem with a query flag's value (``true|false|1|0``), or None."""
+    return None if value in ("true", "false", "1", "0") else "must be true or false"

@@ -1,9 +1,21 @@
-"""The JavaScript SDK's files, served as they are kept in the repo (``static/sdk/``).
+"""The files orchestra serves as they are kept in the repo (``static/``): the JavaScript SDK
+and the status page.
 
-``GET /sdk/orchestra.js`` (``text/javascript``) and ``GET /sdk/orchestra.d.ts`` (its types),
-open without a token (they hold no secret: :data:`orchestra.http.auth.OPEN_PATHS`). Each
-answer carries a strong ``ETag`` (the file's sha256) and ``Cache-Control: no-cache``, so a
-browser revalidates and an unchanged file costs a ``304 Not Modified`` without a body.
+========================  =========================================================
+path                      file
+========================  =========================================================
+``GET /``                 ``static/ui/index.html``, the status page
+``GET /ui/<name>``        ``static/ui/<name>``: the page's module, styles, charts
+``GET /sdk/orchestra.js``  ``static/sdk/orchestra.js``, the SDK (an ES module)
+``GET /sdk/orchestra.d.ts``  its TypeScript declarations
+========================  =========================================================
+
+All of them are open without a token (they hold no secret: :data:`PUBLIC_PATHS`, which
+:mod:`orchestra.http.auth` lets in; the page asks for the token before it reads anything).
+Each answer carries a strong ``ETag`` (the file's sha256) and ``Cache-Control: no-cache``,
+so a browser revalidates and an unchanged file costs a ``304 Not Modified`` without a
+body. The page's answer also carries a ``Content-Security-Policy`` that lets it load
+nothing but orchestra's own files and talk to nothing but orchestra.
 """
 
 from __future__ import annotations
@@ -14,12 +26,46 @@ from importlib import resources
 import attrs
 from quart import Blueprint, Response, request
 
-SDK_FILES = {
-    "orchestra.js": "text/javascript; charset=utf-8",
-    "orchestra.d.ts": "application/typescript; charset=utf-8",
+CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".ts": "application/typescript; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
-"""The files of ``static/sdk/`` that are served under ``/sdk/``, with their content types."""
-SDK_PATHS = frozenset(f"/sdk/{name}" for name in SDK_FILES)
+"""The content type of a served file, by its suffix."""
+FOLDERS = {"sdk": "/sdk/", "ui": "/ui/"}
+"""The folders of ``static/`` that are served, and where."""
+PAGE = "ui/index.html"
+"""The file served at ``/``."""
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The status page's Content-Security-Policy: its own files, and requests to orchestra."""
+
+
+def _suffix(name: str) -> str:
+    return name[name.rfind(".") :] if "." in name else ""
+
+
+def static_files() -> dict[str, str]:
+    """Every served file by its URL path: ``{"/sdk/orchestra.js": "sdk/orchestra.js", ...}``
+    and ``/`` for the page."""
+    root = resources.files("orchestra.http") / "static"
+    files = {"/": PAGE}
+    for folder, prefix in FOLDERS.items():
+        for entry in (root / folder).iterdir():
+            relative = f"{folder}/{entry.name}"
+            if entry.is_file() and _suffix(entry.name) in CONTENT_TYPES and relative != PAGE:
+                files[prefix + entry.name] = relative
+    return files
+
+
+PUBLIC_PATHS = frozenset(static_files())
+"""The paths of the files served here, open without a token."""
+SDK_FILES = {name: CONTENT_TYPES[_suffix(name)] for name in ("orchestra.js", "orchestra.d.ts")}
+"""The SDK's files, served under ``/sdk/``, with their content types."""
 
 
 @attrs.frozen
@@ -29,10 +75,10 @@ class _File:
     content_type: str
 
 
-def _load(name: str) -> _File:
-    content = (resources.files("orchestra.http") / "static" / "sdk" / name).read_bytes()
+def _load(relative: str) -> _File:
+    content = (resources.files("orchestra.http") / "static" / relative).read_bytes()
     etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-    return _File(content, etag, SDK_FILES[name])
+    return _File(content, etag, CONTENT_TYPES[_suffix(relative)])
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -42,25 +88,23 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 
 def static_blueprint() -> Blueprint:
-    """The routes of the SDK's files (read once, when the app is made)."""
-    blueprint = Blueprint("sdk_files", __name__)
-    files = {name: _load(name) for name in SDK_FILES}
+    """One route per served file (each read once, when the app is made)."""
+    blueprint = Blueprint("static_files", __name__)
 
-    def serve(name: str) -> Response:
-        file = files[name]
+    def route(path: str, file: _File) -> None:
         headers = {"ETag": file.etag, "Cache-Control": "no-cache"}
-        if _matches(request.headers.get("If-None-Match", ""), file.etag):
-            return Response(b"", status=304, headers=headers)
-        return Response(file.content, content_type=file.content_type, headers=headers)
+        if file.content_type.startswith("text/html"):
+            headers |= {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"}
 
-    @blueprint.get("/sdk/orchestra.js")
-    async def sdk_module() -> Response:
-        """The SDK, an ES module."""
-        return serve("orchestra.js")
+        async def serve() -> Response:
+            if _matches(request.headers.get("If-None-Match", ""), file.etag):
+                return Response(b"", status=304, headers=headers)
+            return Response(file.content, content_type=file.content_type, headers=headers)
 
-    @blueprint.get("/sdk/orchestra.d.ts")
-    async def sdk_types() -> Response:
-        """The SDK's TypeScript declarations."""
-        return serve("orchestra.d.ts")
+        serve.__doc__ = f"The file {path} (static/)."
+        endpoint = path.strip("/").replace("/", "_").replace(".", "_") or "page"
+        blueprint.add_url_rule(path, endpoint=endpoint, view_func=serve, methods=["GET"])
 
+    for path, relative in static_files().items():
+        route(path, _load(relative))
     return blueprint

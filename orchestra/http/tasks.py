@@ -15,7 +15,7 @@ from quart import Blueprint, Response, request
 from orchestra.actors.admission import V1Request, parse_task_request
 from orchestra.actors.queue import Queue
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import json_response, query_args
+from orchestra.http.bodies import flag_problem, json_response, query_args
 from orchestra.http.context import Actors
 from orchestra.http.sse import event_stream
 from orchestra.http.traced import admitting, answer_for
@@ -163,8 +163,9 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/tasks/<task_id>/stream")
     async def stream_task(task_id: str) -> Response:
+        watch = query_args({"watch": flag_problem}).get("watch", "false") in ("true", "1")
         queue, start = queue_of(task_id), _last_event_id() + 1
-        subscription = queue.subscribe(task_id, start)
+        subscription = queue.subscribe(task_id, start, counted=not watch)
         assert subscription is not None  # nothing ran in between: the task is still known
         answer_for(trace := queue.trace_of(task_id))
         return event_stream(subscription, trace, start)

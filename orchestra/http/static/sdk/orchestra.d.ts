@@ -3,6 +3,8 @@
 // the SDK's own options and error fields are camelCase.
 
 export const VERSION: string;
+/** The cookie a task's stream takes the token from (EventSource sends no header). */
+export const STREAM_COOKIE: "orchestra_token";
 
 export type ErrorCode =
   | "INVALID_PARAMS"
@@ -123,9 +125,66 @@ export interface TaskHandle {
   [field: string]: unknown;
 }
 
+export type TaskState = "queued" | "running" | "completed" | "cancelled" | "failed";
+
+/** One task as GET /v1/tasks lists it (no prompt, no text). */
+export interface TaskSummary {
+  task_id: string;
+  pool: string;
+  state: TaskState | (string & {});
+  priority: "interactive" | "batch" | (string & {});
+  queue_position: number | null;
+  predicted_start_ms: number | null;
+  tokens_out: number;
+  max_tokens: number;
+  replica: string | null;
+  attempts: number;
+  age_ms: number;
+  run_ms: number | null;
+  ended_ms_ago: number | null;
+  error_code: ErrorCode | null;
+  error_message: string | null;
+  session_id: string | null;
+  face: "v1" | "openai" | (string & {});
+}
+
+/** One pool's replicas as GET /v1/replicasets shows them. */
+export interface ReplicaSet {
+  id: string;
+  pool_id: string;
+  state: string;
+  slo: { window_s: number; tasks: number; ttft_ms_p50: number | null; ttft_ms_p95: number | null; tokens_per_s: number | null };
+  /** Tokens the pool sent since orchestra started (its rate: the live tokens/s). */
+  tokens_out_total: number;
+  replicas: Json[];
+}
+
+/** POST /v1/pools/{pool}/drain's answer, once the drain is complete. */
+export interface DrainResult {
+  pool_id: string;
+  state: "drained";
+  /** Tasks running when the drain began that ended on their own. */
+  finished: number;
+  /** Running tasks that had sent tokens at the deadline (ended CANCELLED, retriable). */
+  cancelled: number;
+  /** Running tasks that had sent no token at the deadline: back at the head of the line. */
+  requeued: number;
+  /** Tasks still waiting; they stay queued until resume. */
+  queued: number;
+  waited_ms: number;
+  [field: string]: unknown;
+}
+
+/** POST /v1/pools/{pool}/resume's answer: the pool's state now. */
+export interface ResumeResult {
+  pool_id: string;
+  state: string;
+  [field: string]: unknown;
+}
+
 export interface TaskStatus {
   task_id: string;
-  state: "queued" | "running" | "completed" | "cancelled" | "failed" | (string & {});
+  state: TaskState | (string & {});
   queue_position: number | null;
   predicted_start_ms: number | null;
   tokens_out: number;
@@ -266,12 +325,27 @@ export class ChatStream implements AsyncIterable<ChatDelta> {
 export class Client {
   constructor(options?: ClientOptions);
   readonly baseUrl: string;
+  /** Sent as `Authorization: Bearer`; useStreamCookie() puts it in the stream cookie. */
+  token: string | null;
+  retry: Required<RetryOptions> | null;
+  timeoutMs: number;
+  resumeAttempts: number;
+  idleMs: number;
+  headers: Record<string, string>;
   capabilities(options?: CallOptions): Promise<Json>;
   health(pool?: string, options?: CallOptions): Promise<Json>;
   models(options?: CallOptions): Promise<CatalogModel[]>;
   submit(request: TaskRequest, options?: CallOptions): Promise<TaskHandle>;
   status(taskId: string, options?: CallOptions): Promise<TaskStatus>;
   cancel(taskId: string, options?: CallOptions): Promise<CancelResult>;
+  tasks(
+    options?: CallOptions & { state?: TaskState | TaskState[]; pool?: string; limit?: number },
+  ): Promise<TaskSummary[]>;
+  replicaSets(options?: CallOptions): Promise<ReplicaSet[]>;
+  drain(pool?: string, options?: CallOptions & { deadlineMs?: number; timeoutMs?: number }): Promise<DrainResult>;
+  resume(pool?: string, options?: CallOptions): Promise<ResumeResult>;
+  streamUrl(taskId: string): string;
+  useStreamCookie(): void;
   loadModel(modelId: string, options?: CallOptions & { timeoutMs?: number }): Promise<CatalogModel>;
   unloadModel(
     modelId: string,

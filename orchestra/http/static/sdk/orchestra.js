@@ -11,6 +11,9 @@
 
 export const VERSION = "0.1.0";
 
+/** The cookie a task's stream takes the token from (for EventSource, which sends no header). */
+export const STREAM_COOKIE = "orchestra_token";
+
 const RETRIABLE_STATUSES = new Set([429, 503]);
 const STREAM_IDLE_MS = 45000; // three missed keep-alives: the stream counts as dropped
 
@@ -342,6 +345,54 @@ export class Client {
   /** POST /v1/tasks/{id}/cancel (idempotent): once answered, no token of it is sent again. */
   cancel(taskId, { signal } = {}) {
     return this._json("POST", `/v1/tasks/${enc(taskId)}/cancel`, { signal });
+  }
+
+  /** GET /v1/tasks: the tasks every pool knows (running, then waiting, then ended), with no
+   * prompt or text. state: a state or a list of them (default running and queued). */
+  async tasks({ state = null, pool = null, limit = null, signal } = {}) {
+    const query = new URLSearchParams();
+    if (state !== null) query.set("state", Array.isArray(state) ? state.join(",") : String(state));
+    if (pool !== null) query.set("pool", pool);
+    if (limit !== null) query.set("limit", String(limit));
+    const path = query.size ? `/v1/tasks?${query}` : "/v1/tasks";
+    const answer = await this._json("GET", path, { signal });
+    if (!answer || !Array.isArray(answer.tasks)) throw new ParseError("GET /v1/tasks: no `tasks` list");
+    return answer.tasks;
+  }
+
+  /** GET /v1/replicasets: each pool's replicas (state, slots, speed) and tokens sent. */
+  async replicaSets({ signal } = {}) {
+    const answer = await this._json("GET", "/v1/replicasets", { signal });
+    if (!answer || !Array.isArray(answer.replicasets)) throw new ParseError("GET /v1/replicasets: no `replicasets` list");
+    return answer.replicasets;
+  }
+
+  /** POST /v1/pools/{pool}/drain: stop taking tasks; answers once the running ones ended
+   * (or deadlineMs passed: those still running are requeued or cancelled). */
+  drain(pool = "default", { deadlineMs = null, signal, timeoutMs = 3660000 } = {}) {
+    const body = deadlineMs === null ? {} : { deadline_ms: deadlineMs };
+    return this._json("POST", `/v1/pools/${enc(pool)}/drain`, { body, signal, timeoutMs });
+  }
+
+  /** POST /v1/pools/{pool}/resume: take tasks again after a drain. */
+  resume(pool = "default", { signal } = {}) {
+    return this._json("POST", `/v1/pools/${enc(pool)}/resume`, { body: {}, signal });
+  }
+
+  /** The URL of a task's stream, for a browser's EventSource (which resumes by itself
+   * with Last-Event-ID). EventSource sends no Authorization header: with a token, the
+   * server takes it from the cookie that useStreamCookie() sets. */
+  streamUrl(taskId) {
+    return `${this.baseUrl}/v1/tasks/${enc(taskId)}/stream`;
+  }
+
+  /** In a browser: put the token in the cookie a task's stream accepts (SameSite=Strict,
+   * for /v1/tasks only, gone when the browser closes), so an EventSource can read it. */
+  useStreamCookie() {
+    if (typeof document === "undefined") throw new OrchestraError("useStreamCookie: not in a browser");
+    const value = this.token ? encodeURIComponent(this.token) : "";
+    const expiry = this.token ? "" : "; Max-Age=0";
+    document.cookie = `${STREAM_COOKIE}=${value}; Path=/v1/tasks; SameSite=Strict${expiry}`;
   }
 
   /** POST /v1/models/{id}/load: answers once the model is loaded (waits up to 10 min). */
