@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 from .browser import CuttableProxy, chromium, click, console_errors, wait_for
-from .test_openapi import HANG, Live, fake_server, gguf_file, parse_frames, wait_until
+from .test_openapi import (
+    HANG,
+    SEVERAL,
+    Live,
+    fake_server,
+    gguf_file,
+    models_server,
+    parse_frames,
+    wait_until,
+)
 
 TOKEN = "status-page-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -285,3 +294,35 @@ def test_a_screenshot_under_load(page: Any, live: Live) -> None:
             (Path(folder) / "status-page-phone.png").write_bytes(page.get_screenshot_as_png())
         finally:
             page.set_window_size(1200, 1400)
+
+
+# -- several models: load and unload from the page -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def several(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """Two ``[models]`` on the fake engine started as llama-server, loaded on demand, no
+    token (a loopback bind)."""
+    with models_server(tmp_path_factory.mktemp("status-page-models"), SEVERAL) as server:
+        yield server
+
+
+def test_load_and_unload_a_model_from_the_page(browser: Any, several: Live) -> None:
+    def residency(model: str) -> str:
+        listed = several.request("GET", "/v1/models").json()["data"]
+        return str(next(m for m in listed if m["id"] == model)["residency"])
+
+    browser.get(several.base_url + "/")
+    wait_for(browser, connected, "the page is live")
+    model = '#pools [data-pool-id="gemma3"] [data-model-id="gemma3"]'
+    wait_for(browser, lambda d: visible(d, model), "the model's line")
+    assert residency("gemma3") == "unloaded"
+    click(browser, f'{model} button[data-action="load:gemma3"]', "Load")
+    wait_until(lambda: residency("gemma3") == "loaded", "gemma3 is loaded")
+    wait_for(
+        browser, lambda d: visible(d, f'{model} button[data-action="unload:gemma3"]'), "Unload"
+    )
+    click(browser, f'{model} button[data-action="unload:gemma3"]', "Unload")
+    wait_until(lambda: residency("gemma3") == "unloaded", "gemma3 is unloaded")
+    wait_for(browser, lambda d: visible(d, f'{model} button[data-action="load:gemma3"]'), "Load")
+    assert console_errors(browser) == []

@@ -113,8 +113,16 @@ export interface TaskRequest {
   session_id?: string;
   model_ref?: string;
   metrics?: boolean;
-  artifact?: string | { kind: string; tags?: string[] };
+  /** Keep the text as an artifact once the task completes: a kind alone, or {kind, tags}. */
+  artifact?: string | KeepArtifact | null;
   [field: string]: unknown;
+}
+
+/** A task's `artifact` option on the wire (a kind alone is sent as {kind, tags: []}). */
+export interface KeepArtifact {
+  /** `plan`, `summary`, `diff`, `trace`, `text`, or a name of your own starting with `x-`. */
+  kind: string;
+  tags?: string[];
 }
 
 export interface TaskHandle {
@@ -191,6 +199,128 @@ export interface TaskStatus {
   attempts: number;
   error_code: ErrorCode | null;
   [field: string]: unknown;
+}
+
+/** What a session may still spend; null where there is no such limit. */
+export interface BudgetLeft {
+  tokens: number | null;
+  cost: number | null;
+  wall_ms: number | null;
+}
+
+/** GET /v1/sessions/{id}: a snapshot of one session. */
+export interface SessionStatus {
+  session_id: string;
+  /** The engine slot its turns are pinned to. */
+  slot: number;
+  /** The replica whose engine holds that slot (`<model>/<index>`; empty before it reported). */
+  replica: string;
+  /** Tasks admitted in it (the one in progress included). */
+  turns: number;
+  max_turns: number;
+  tokens_in: number;
+  tokens_out: number;
+  cached_tokens: number;
+  wall_ms: number;
+  cost: number;
+  budget_left: BudgetLeft;
+  /** Until it expires if no task comes; null while a task is in progress. */
+  ttl_left_ms: number | null;
+  kv_warm: boolean;
+  /** Its task in progress, if any. */
+  task_id: string | null;
+  [field: string]: unknown;
+}
+
+/** DELETE /v1/sessions/{id}: the session as it was when deleted. */
+export interface DeletedSession extends SessionStatus {
+  deleted: true;
+  /** Whether the engine erased the session's slot cache. */
+  kv_erased: boolean;
+}
+
+/** POST /v1/embeddings, read: one vector per input, in the order of the inputs. */
+export interface Embeddings {
+  vectors: number[][];
+  /** The model that computed them. */
+  model: string;
+  /** Tokens of the inputs, in all. */
+  prompt_tokens: number;
+  /** X-Task-Id: the task that computed them. */
+  task_id: string | null;
+}
+
+/** An artifact's metadata (a put's, a retag's, a listing entry's answer). */
+export interface Artifact {
+  /** `sha256:` and the lowercase hex SHA-256 of the content. */
+  id: string;
+  kind: string;
+  /** `text/plain; charset=utf-8` for text, `application/octet-stream` for bytes, unless given. */
+  media_type: string;
+  size_bytes: number;
+  /** When this content was first kept (RFC 3339, UTC). */
+  created_at: string;
+  /** Sorted, without repeats. */
+  tags: string[];
+  /** The ids of the artifacts it was made from, sorted. */
+  parents: string[];
+  session_id: string | null;
+  task_id: string | null;
+  meta: Json;
+  /** Where its raw content is (`/v1/artifacts/{id}?raw=1`). */
+  content_url: string;
+}
+
+/** One page of listArtifacts(), newest first. */
+export interface ArtifactPage {
+  artifacts: Artifact[];
+  /** Pass as `cursor` for the next page; null: this is the last. */
+  next_cursor: string | null;
+}
+
+/** An artifact met walking the parent links from another. */
+export interface LineageNode {
+  id: string;
+  kind: string;
+  /** 1 for a direct parent (or child), 2 for theirs, and so on. */
+  depth: number;
+  parents: string[];
+}
+
+/** GET /v1/artifacts/{id}/lineage: each list nearest first. */
+export interface Lineage {
+  id: string;
+  ancestors: LineageNode[];
+  descendants: LineageNode[];
+  /** The server stopped at its node limit before reaching the ends. */
+  truncated: boolean;
+}
+
+export interface PutArtifactOptions extends CallOptions {
+  /** `plan`, `summary`, `diff`, `trace`, `text`, or a name starting with `x-`. */
+  kind: string;
+  mediaType?: string | null;
+  tags?: string[];
+  /** Ids of artifacts it was made from; each must exist. */
+  parents?: string[];
+  sessionId?: string | null;
+  taskId?: string | null;
+  /** A JSON object of your own (at most 16 KiB encoded). */
+  meta?: Json | null;
+}
+
+export interface ListArtifactsOptions extends CallOptions {
+  kind?: string | null;
+  /** Those with this tag. */
+  tag?: string | null;
+  sessionId?: string | null;
+  taskId?: string | null;
+  /** Those made from this artifact. */
+  parent?: string | null;
+  /** 1 to 200 (server default 50). */
+  limit?: number | null;
+  /** The previous page's next_cursor. */
+  cursor?: string | null;
 }
 
 export interface CancelResult {
@@ -298,6 +428,10 @@ export interface ChatCompletion {
   /** The assistant message, to append to the conversation. */
   message: ChatMessage;
   correlation_id: string | null;
+  /** The artifact the text was kept as (a chat with `artifact`). */
+  artifact_id: string | null;
+  /** Why the text could not be kept as the artifact asked for. */
+  artifact_error: string | null;
   /** OpenAI's whole answer. */
   raw: Json;
 }
@@ -317,6 +451,10 @@ export class ChatStream implements AsyncIterable<ChatDelta> {
   text: string;
   /** True once [DONE] was read. */
   done: boolean;
+  /** The artifact the text was kept as (a chat with `artifact`), once the last chunk came. */
+  artifactId: string | null;
+  /** Why the text could not be kept as the artifact asked for. */
+  artifactError: string | null;
   /** Close the HTTP stream: the server cancels the task. */
   close(): void;
   [Symbol.asyncIterator](): AsyncGenerator<ChatDelta, void, undefined>;
@@ -338,6 +476,8 @@ export class Client {
   submit(request: TaskRequest, options?: CallOptions): Promise<TaskHandle>;
   status(taskId: string, options?: CallOptions): Promise<TaskStatus>;
   cancel(taskId: string, options?: CallOptions): Promise<CancelResult>;
+  session(sessionId: string, options?: CallOptions): Promise<SessionStatus>;
+  deleteSession(sessionId: string, options?: CallOptions): Promise<DeletedSession>;
   tasks(
     options?: CallOptions & { state?: TaskState | TaskState[]; pool?: string; limit?: number },
   ): Promise<TaskSummary[]>;
@@ -351,12 +491,25 @@ export class Client {
     modelId: string,
     options?: CallOptions & { force?: boolean; timeoutMs?: number },
   ): Promise<CatalogModel & { cancelled: number }>;
+  embed(
+    input: string | string[],
+    options?: CallOptions & { model?: string | null; timeoutMs?: number },
+  ): Promise<Embeddings>;
   stream(taskId: string, options?: StreamOptions): AsyncGenerator<TaskEvent, void, undefined>;
   complete(
     prompt: string,
     params?: Omit<TaskRequest, "prompt">,
     options?: CallOptions,
   ): Promise<Completion>;
+  putArtifact(content: string | Uint8Array | ArrayBuffer | ArrayBufferView, options: PutArtifactOptions): Promise<Artifact>;
+  getArtifact(artifactId: string, options?: CallOptions): Promise<Artifact>;
+  /** The raw bytes, checked against the id (ParseError when their SHA-256 differs). */
+  readArtifact(artifactId: string, options?: CallOptions): Promise<Uint8Array>;
+  listArtifacts(options?: ListArtifactsOptions): Promise<ArtifactPage>;
+  lineage(artifactId: string, options?: CallOptions): Promise<Lineage>;
+  tagArtifact(artifactId: string, options?: CallOptions & { add?: string[]; remove?: string[] }): Promise<Artifact>;
+  /** The ids deleted, artifactId first. */
+  deleteArtifact(artifactId: string, options?: CallOptions & { cascade?: boolean }): Promise<string[]>;
   chat(messages: ChatMessage[], params?: Json, options?: CallOptions & { timeoutMs?: number }): Promise<ChatCompletion>;
   streamChat(messages: ChatMessage[], params?: Json, options?: CallOptions): ChatStream;
 }

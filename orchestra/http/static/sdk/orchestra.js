@@ -140,6 +140,97 @@ function newTaskId() {
 
 const enc = encodeURIComponent;
 
+/** A task's `artifact` option as the wire's {kind, tags}: a kind alone ("summary"), or
+ * {kind, tags}; null or undefined as it is. A TypeError for anything else, before sending. */
+function keepArtifact(value) {
+  if (value === null || value === undefined) return value;
+  if (typeof value === "string") return { kind: value, tags: [] };
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw new TypeError("artifact must be a kind or {kind, tags}");
+  }
+  const unknown = Object.keys(value).filter((name) => name !== "kind" && name !== "tags");
+  if (unknown.length) throw new TypeError(`artifact: unknown field ${JSON.stringify(unknown[0])} (only kind and tags)`);
+  const tags = value.tags ?? [];
+  if (typeof value.kind !== "string" || !Array.isArray(tags)) {
+    throw new TypeError("artifact: kind must be a string and tags an array of strings");
+  }
+  return { kind: value.kind, tags: [...tags] };
+}
+
+/** The bytes of a Uint8Array (a Node Buffer is one), another typed array, a DataView or an
+ * ArrayBuffer; null for anything else. */
+function bytesOf(content) {
+  if (content instanceof Uint8Array) return content;
+  if (ArrayBuffer.isView(content)) return new Uint8Array(content.buffer, content.byteOffset, content.byteLength);
+  if (content instanceof ArrayBuffer) return new Uint8Array(content);
+  return null;
+}
+
+/** Bytes as base64, with btoa (no Buffer), a binary string built in chunks. */
+function base64Of(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+function listOf(name, items) {
+  if (items === null || items === undefined) return [];
+  if (typeof items === "string" || typeof items[Symbol.iterator] !== "function") {
+    throw new TypeError(`${name} must be an array of strings, not ${typeof items === "string" ? "one string" : typeof items}`);
+  }
+  return [...items];
+}
+
+/** The lowercase hex SHA-256 of bytes: crypto.subtle where there is one, else (a page
+ * served over plain HTTP, which is no secure context; Node 18 without its webcrypto
+ * global) the same digest computed here. */
+async function sha256Hex(bytes) {
+  const subtle = globalThis.crypto?.subtle;
+  if (typeof subtle?.digest !== "function") return sha256Plain(bytes);
+  const digest = new Uint8Array(await subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const SHA256_K = [
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+/** SHA-256 (FIPS 180-4) in plain JavaScript, for where crypto.subtle is missing. */
+function sha256Plain(bytes) {
+  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+  const padded = new Uint8Array(Math.ceil((bytes.length + 9) / 64) * 64);
+  padded.set(bytes);
+  padded[bytes.length] = 0x80;
+  const view = new DataView(padded.buffer);
+  view.setUint32(padded.length - 8, Math.floor((bytes.length * 8) / 0x100000000));
+  view.setUint32(padded.length - 4, (bytes.length * 8) >>> 0);
+  const hash = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+  const w = new Uint32Array(64);
+  for (let offset = 0; offset < padded.length; offset += 64) {
+    for (let i = 0; i < 16; i++) w[i] = view.getUint32(offset + 4 * i);
+    for (let i = 16; i < 64; i++) {
+      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
+      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    let [a, b, c, d, e, f, g, h] = hash;
+    for (let i = 0; i < 64; i++) {
+      const t1 = (h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) | 0;
+      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      [h, g, f, e, d, c, b, a] = [g, f, e, (d + t1) | 0, c, b, a, (t1 + t2) | 0];
+    }
+    [a, b, c, d, e, f, g, h].forEach((value, i) => (hash[i] = (hash[i] + value) | 0));
+  }
+  return hash.map((x) => (x >>> 0).toString(16).padStart(8, "0")).join("");
+}
+
 /** SSE frames of a byte stream: {id, event, data} for each, comments skipped. */
 async function* sseFrames(body) {
   const reader = body.getReader();
@@ -329,10 +420,12 @@ export class Client {
   }
 
   /** POST /v1/tasks: the handle {task_id, queue_position, predicted_start_ms, stream_url}.
-   * With retry on, a task without task_id is given one, so sending it again is idempotent. */
+   * With retry on, a task without task_id is given one, so sending it again is idempotent.
+   * `artifact` (a kind, or {kind, tags}) keeps the text as an artifact once it completes. */
   submit(request, { signal } = {}) {
     if (!request || typeof request.prompt !== "string") throw new TypeError("submit: request.prompt must be a string");
     const body = { ...request };
+    if ("artifact" in body) body.artifact = keepArtifact(body.artifact);
     if (this.retry && body.task_id == null) body.task_id = newTaskId();
     return this._json("POST", "/v1/tasks", { body, signal });
   }
@@ -345,6 +438,17 @@ export class Client {
   /** POST /v1/tasks/{id}/cancel (idempotent): once answered, no token of it is sent again. */
   cancel(taskId, { signal } = {}) {
     return this._json("POST", `/v1/tasks/${enc(taskId)}/cancel`, { signal });
+  }
+
+  /** GET /v1/sessions/{id}: its slot, replica, turns, what it has used and has left. */
+  session(sessionId, { signal } = {}) {
+    return this._json("GET", `/v1/sessions/${enc(sessionId)}`, { signal });
+  }
+
+  /** DELETE /v1/sessions/{id}: ends it (its task in progress cancelled, its slot's cache
+   * erased: kv_erased); the session as it was, with deleted: true. */
+  deleteSession(sessionId, { signal } = {}) {
+    return this._json("DELETE", `/v1/sessions/${enc(sessionId)}`, { signal });
   }
 
   /** GET /v1/tasks: the tasks every pool knows (running, then waiting, then ended), with no
@@ -404,6 +508,35 @@ export class Client {
   unloadModel(modelId, { force = false, signal, timeoutMs = 600000 } = {}) {
     const query = force ? "?force=true" : "";
     return this._json("POST", `/v1/models/${enc(modelId)}/unload${query}`, { body: {}, signal, timeoutMs });
+  }
+
+  /** POST /v1/embeddings: {vectors (one per input, in order), model, prompt_tokens, task_id}
+   * of a text or an array of texts, by `model` (else the server's default; a model not
+   * loaded is loaded first: waits up to 10 min). */
+  async embed(input, { model = null, signal, timeoutMs = 600000 } = {}) {
+    const texts = typeof input === "string" ? input : Array.isArray(input) ? [...input] : null;
+    if (texts === null) throw new TypeError("embed: input must be a string or an array of strings");
+    const body = { input: texts, encoding_format: "float" };
+    if (model !== null) body.model = model;
+    return this._retrying(async () => {
+      const response = await this._send("POST", "/v1/embeddings", { body, signal, timeoutMs });
+      const text = await response.text();
+      let answer;
+      try {
+        answer = JSON.parse(text);
+      } catch {
+        throw new ParseError(`POST /v1/embeddings: the answer is not JSON: ${text.slice(0, 120)}`, { status: response.status });
+      }
+      if (!Array.isArray(answer?.data) || !answer.data.every((item) => Number.isInteger(item?.index) && Array.isArray(item.embedding))) {
+        throw new ParseError("POST /v1/embeddings: no `data` list of {index, embedding}", { status: response.status });
+      }
+      return {
+        vectors: [...answer.data].sort((x, y) => x.index - y.index).map((item) => item.embedding),
+        model: answer.model,
+        prompt_tokens: answer.usage?.prompt_tokens ?? 0,
+        task_id: response.headers.get("x-task-id"),
+      };
+    }, signal);
   }
 
   /**
@@ -512,16 +645,96 @@ export class Client {
     }
   }
 
+  // -- the artifact registry ----------------------------------------------------------------
+
+  /** POST /v1/artifacts: keep `content` (a string as its UTF-8 text, a Uint8Array or
+   * ArrayBuffer as its bytes) as an artifact of `kind`; the artifact, its id `sha256:<hex>`
+   * of the bytes. The same content again is the same artifact, tags and parents merged. */
+  putArtifact(content, { kind, mediaType = null, tags = [], parents = [], sessionId = null, taskId = null, meta = null, signal } = {}) {
+    if (typeof kind !== "string") throw new TypeError("putArtifact: kind must be a string");
+    const body = { kind };
+    const bytes = typeof content === "string" ? null : bytesOf(content);
+    if (typeof content === "string") body.content = content;
+    else if (bytes !== null) body.content_base64 = base64Of(bytes);
+    else throw new TypeError("putArtifact: content must be a string or a Uint8Array");
+    const tagList = listOf("tags", tags);
+    const parentList = listOf("parents", parents);
+    if (tagList.length) body.tags = tagList;
+    if (parentList.length) body.parents = parentList;
+    if (mediaType !== null) body.media_type = mediaType;
+    if (sessionId !== null) body.session_id = sessionId;
+    if (taskId !== null) body.task_id = taskId;
+    if (meta !== null) body.meta = meta;
+    return this._json("POST", "/v1/artifacts", { body, signal });
+  }
+
+  /** GET /v1/artifacts/{id}: its metadata (kind, media_type, size_bytes, tags, parents...). */
+  getArtifact(artifactId, { signal } = {}) {
+    return this._json("GET", `/v1/artifacts/${enc(artifactId)}`, { signal });
+  }
+
+  /** GET /v1/artifacts/{id}?raw=1: its content as a Uint8Array, checked against its id
+   * (the SHA-256 of the bytes): ParseError when they differ. */
+  async readArtifact(artifactId, { signal } = {}) {
+    const path = `/v1/artifacts/${enc(artifactId)}?raw=1`;
+    return this._retrying(async () => {
+      const response = await this._send("GET", path, { signal, timeoutMs: this.timeoutMs });
+      let bytes;
+      try {
+        bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (exc) {
+        if (signal?.aborted) throw signal.reason;
+        throw new TransportError(`GET ${path}: ${exc?.message ?? exc}`, { cause: exc });
+      }
+      const got = `sha256:${await sha256Hex(bytes)}`;
+      if (got !== artifactId) throw new ParseError(`GET ${path}: the content read hashes to ${got}`, { status: response.status });
+      return bytes;
+    }, signal);
+  }
+
+  /** GET /v1/artifacts: one page {artifacts, next_cursor} of those matching every filter
+   * given, newest first, `limit` of them (server default 50, at most 200); the next page
+   * is cursor: page.next_cursor (null: the last). */
+  listArtifacts({ kind = null, tag = null, sessionId = null, taskId = null, parent = null, limit = null, cursor = null, signal } = {}) {
+    const query = new URLSearchParams();
+    const given = { kind, tag, session_id: sessionId, task_id: taskId, parent, limit, cursor };
+    for (const [name, value] of Object.entries(given)) if (value !== null) query.set(name, String(value));
+    return this._json("GET", query.size ? `/v1/artifacts?${query}` : "/v1/artifacts", { signal });
+  }
+
+  /** GET /v1/artifacts/{id}/lineage: {id, ancestors, descendants, truncated}, nearest first. */
+  lineage(artifactId, { signal } = {}) {
+    return this._json("GET", `/v1/artifacts/${enc(artifactId)}/lineage`, { signal });
+  }
+
+  /** POST /v1/artifacts/{id}/tags: add and remove tags (removing one it lacks is no error);
+   * the artifact then. */
+  tagArtifact(artifactId, { add = [], remove = [], signal } = {}) {
+    const body = { add: listOf("add", add), remove: listOf("remove", remove) };
+    return this._json("POST", `/v1/artifacts/${enc(artifactId)}/tags`, { body, signal });
+  }
+
+  /** DELETE /v1/artifacts/{id}[?cascade=true]: the ids deleted, artifactId first. Without
+   * cascade, one that others name as a parent is 409 CONFLICT (details.children). */
+  async deleteArtifact(artifactId, { cascade = false, signal } = {}) {
+    const query = cascade ? "?cascade=true" : "";
+    const answer = await this._json("DELETE", `/v1/artifacts/${enc(artifactId)}${query}`, { signal });
+    if (!answer || !Array.isArray(answer.deleted)) throw new ParseError("DELETE /v1/artifacts/{id}: no `deleted` list");
+    return answer.deleted;
+  }
+
   // -- the OpenAI face ---------------------------------------------------------------------
 
   /**
    * POST /v1/chat/completions, not streamed: {task_id, id, model, text, finish_reason,
-   * tool_calls, usage, message, correlation_id, raw}. `params` are the request's fields
-   * (OpenAI's, orchestra's priority, deadline_ms, session_id, determinism, task_id...);
-   * model defaults to "default". With retry on, a chat is given a task_id first.
+   * tool_calls, usage, message, correlation_id, artifact_id, artifact_error, raw}. `params`
+   * are the request's fields (OpenAI's, orchestra's priority, deadline_ms, session_id,
+   * determinism, task_id, artifact...); model defaults to "default". With retry on, a chat
+   * is given a task_id first.
    */
   async chat(messages, params = {}, { signal, timeoutMs = 600000 } = {}) {
     const body = { model: "default", ...params, messages, stream: false };
+    if ("artifact" in body) body.artifact = keepArtifact(body.artifact);
     if (this.retry && body.task_id == null) body.task_id = newTaskId();
     return this._retrying(async () => {
       const response = await this._send("POST", "/v1/chat/completions", { body, signal, timeoutMs });
@@ -544,6 +757,8 @@ export class Client {
         usage: answer.usage ?? null,
         message: choice.message,
         correlation_id: response.headers.get("x-correlation-id"),
+        artifact_id: answer.artifact_id ?? null,
+        artifact_error: answer.artifact_error ?? null,
         raw: answer,
       };
     }, signal);
@@ -552,11 +767,13 @@ export class Client {
   /**
    * The chat answer as it is generated: a ChatStream, an async iterator of deltas
    * ({content, tool_calls, finish_reason, usage}); its taskId is known once the answer
-   * began. It cannot be resumed; leaving it early (or close()) makes the server cancel
-   * the task. An error chunk throws TaskFailed.
+   * began, its artifactId (a chat with `artifact`) once the last chunk came. It cannot be
+   * resumed; leaving it early (or close()) makes the server cancel the task. An error
+   * chunk throws TaskFailed.
    */
   streamChat(messages, params = {}, { signal } = {}) {
     const body = { model: "default", ...params, messages, stream: true, stream_options: { include_usage: true } };
+    if ("artifact" in body) body.artifact = keepArtifact(body.artifact);
     if (this.retry && body.task_id == null) body.task_id = newTaskId();
     return new ChatStream(this, body, signal);
   }
@@ -573,6 +790,8 @@ export class ChatStream {
     this.correlationId = null;
     this.text = "";
     this.done = false;
+    this.artifactId = null;
+    this.artifactError = null;
   }
 
   close() {
@@ -604,6 +823,8 @@ export class ChatStream {
           if (chunk.error) {
             throw new TaskFailed({ ...chunk.error, message: chunk.error.message ?? chunk.error.code, taskId: this.taskId, text: this.text });
           }
+          if (chunk.artifact_id != null) this.artifactId = chunk.artifact_id;
+          if (chunk.artifact_error != null) this.artifactError = chunk.artifact_error;
           const choice = chunk.choices?.[0];
           const delta = {
             content: choice?.delta?.content ?? "",
