@@ -8,12 +8,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 
 import { Client, ParseError, ServerError } from "../../orchestra/http/static/sdk/orchestra.js";
+import { baseUrl, client, token } from "./live.mjs";
 
-const baseUrl = process.env.ORCHESTRA_URL;
-const token = process.env.ORCHESTRA_TOKEN;
-assert.ok(baseUrl && token, "ORCHESTRA_URL and ORCHESTRA_TOKEN must be set");
 
-const client = new Client({ baseUrl, token });
 const RUN = `js-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 const idOf = (bytes) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 const utf8 = (text) => new TextEncoder().encode(text);

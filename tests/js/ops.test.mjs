@@ -7,25 +7,12 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 
 import * as sdk from "../../orchestra/http/static/sdk/orchestra.js";
+import { baseUrl, client, HANG, token, until } from "./live.mjs";
 
 const { Client, OrchestraError, QueueFull, ServerError, STREAM_COOKIE } = sdk;
 
-const baseUrl = process.env.ORCHESTRA_URL;
-const token = process.env.ORCHESTRA_TOKEN;
-assert.ok(baseUrl && token, "ORCHESTRA_URL and ORCHESTRA_TOKEN must be set");
-const HANG = "[[hang:1]] holds its slot until cancelled";
 const TYPES = readFileSync(new URL("../../orchestra/http/static/sdk/orchestra.d.ts", import.meta.url), "utf8");
 
-const client = new Client({ baseUrl, token });
-
-async function until(predicate, what, timeoutMs = 10000) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await predicate()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 /** Nothing running or waiting (what an earlier test left has ended). */
 async function idle() {

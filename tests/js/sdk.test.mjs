@@ -15,27 +15,14 @@ import {
   TaskFailed,
   TransportError,
 } from "../../orchestra/http/static/sdk/orchestra.js";
+import { baseUrl, client, HANG, token, until } from "./live.mjs";
 
-const baseUrl = process.env.ORCHESTRA_URL;
-const token = process.env.ORCHESTRA_TOKEN;
-assert.ok(baseUrl && token, "ORCHESTRA_URL and ORCHESTRA_TOKEN must be set");
-const HANG = "[[hang:1]] holds its slot until cancelled";
 
-const client = new Client({ baseUrl, token });
 
 async function drain(iterator) {
   const events = [];
   for await (const event of iterator) events.push(event);
   return events;
-}
-
-async function until(predicate, what, timeoutMs = 10000) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await predicate()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 function assertWholeStream(events, tokens) {

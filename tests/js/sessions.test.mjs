@@ -5,13 +5,10 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 
-import { Client, QueueFull, ServerError } from "../../orchestra/http/static/sdk/orchestra.js";
+import { QueueFull, ServerError } from "../../orchestra/http/static/sdk/orchestra.js";
+import { client } from "./live.mjs";
 
-const baseUrl = process.env.ORCHESTRA_URL;
-const token = process.env.ORCHESTRA_TOKEN;
-assert.ok(baseUrl && token, "ORCHESTRA_URL and ORCHESTRA_TOKEN must be set");
 
-const client = new Client({ baseUrl, token });
 const RUN = `js-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 
 describe("sessions", () => {
