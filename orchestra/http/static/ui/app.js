@@ -24,6 +24,8 @@ const page = {
   lastTotal: null, // {tokens, at}: for tokens/s
   streams: new Map(), // task id -> LiveTask
   busy: new Set(), // actions in flight, by key (buttons stay disabled)
+  rows: new Map(), // waiting task id -> its row
+  cards: new Map(), // pool id -> {signature, node}
   tokensChart: null,
   ttftChart: null,
 };
@@ -37,6 +39,15 @@ function element(tag, { className, text, attrs } = {}, children = []) {
   for (const [name, value] of Object.entries(attrs ?? {})) node.setAttribute(name, value);
   for (const child of children) if (child) node.append(child);
   return node;
+}
+
+/** Make `container`'s children `nodes`, in order, moving only those out of place (a node
+ * left where it is keeps its scroll position, its focus and a click in progress). */
+function syncChildren(container, nodes) {
+  nodes.forEach((node, i) => {
+    if (container.children[i] !== node) container.insertBefore(node, container.children[i] ?? null);
+  });
+  while (container.children.length > nodes.length) container.lastElementChild.remove();
 }
 
 function duration(ms) {
@@ -219,26 +230,39 @@ function renderRunning(running) {
       page.streams.delete(id);
     }
   }
-  $("running").replaceChildren(...[...page.streams.values()].map((live) => live.node));
+  syncChildren($("running"), [...page.streams.values()].map((live) => live.node));
   $("running-count").textContent = String(running.length);
   $("running-empty").hidden = page.streams.size > 0;
 }
 
 // -- the rest of the page ----------------------------------------------------------------------
 
+/** One waiting task's row, kept from one refresh to the next (its cells updated). */
+function waitingRow(task) {
+  let row = page.rows.get(task.task_id);
+  if (!row) {
+    const cells = Array.from({ length: 6 }, () => element("td"));
+    cells[1].append(element("code", { text: shortId(task.task_id), attrs: { title: task.task_id } }));
+    const cancel = button("Cancel", `cancel:${task.task_id}`, () => page.client.cancel(task.task_id), { danger: true });
+    row = { node: element("tr", { attrs: { "data-task-id": task.task_id } }, [...cells, element("td", {}, [cancel])]), cells, cancel };
+    page.rows.set(task.task_id, row);
+  }
+  const [position, , pool, priority, waited, starts] = row.cells;
+  position.textContent = String(task.queue_position);
+  pool.textContent = task.pool;
+  priority.textContent = task.priority;
+  waited.textContent = duration(task.age_ms);
+  starts.textContent = duration(task.predicted_start_ms);
+  const busy = page.busy.has(`cancel:${task.task_id}`);
+  row.cancel.disabled = busy;
+  row.cancel.textContent = busy ? "Cancel…" : "Cancel";
+  return row.node;
+}
+
 function renderWaiting(waiting) {
-  const rows = waiting.map((task) =>
-    element("tr", { attrs: { "data-task-id": task.task_id } }, [
-      element("td", { text: task.queue_position }),
-      element("td", {}, [element("code", { text: shortId(task.task_id), attrs: { title: task.task_id } })]),
-      element("td", { text: task.pool }),
-      element("td", { text: task.priority }),
-      element("td", { text: duration(task.age_ms) }),
-      element("td", { text: duration(task.predicted_start_ms) }),
-      element("td", {}, [button("Cancel", `cancel:${task.task_id}`, () => page.client.cancel(task.task_id), { danger: true })]),
-    ]),
-  );
-  $("waiting").tBodies[0].replaceChildren(...rows);
+  const listed = new Set(waiting.map((task) => task.task_id));
+  for (const id of page.rows.keys()) if (!listed.has(id)) page.rows.delete(id);
+  syncChildren($("waiting").tBodies[0], waiting.map(waitingRow));
   $("waiting-count").textContent = String(waiting.length);
   $("waiting-empty").hidden = waiting.length > 0;
   $("waiting").hidden = waiting.length === 0;
@@ -256,11 +280,10 @@ function renderErrors(failed) {
   $("errors-empty").hidden = items.length > 0;
 }
 
-function poolCard(set, models, waiting) {
+function poolCard(set, served, waiting) {
   const draining = set.state === "draining";
   const slotsBusy = set.replicas.reduce((sum, r) => sum + r.slots_busy, 0);
   const slotsTotal = set.replicas.reduce((sum, r) => sum + r.slots_total, 0);
-  const served = models.filter((m) => m.pool === set.id);
   const lines = served.map((model) => {
     const facts = [model.residency ?? (model.loaded ? "loaded" : "unloaded")];
     if (model.memory_mb) facts.push(`${model.memory_mb} MB`);
@@ -311,8 +334,20 @@ function poolCard(set, models, waiting) {
 }
 
 function renderPools(sets, models, waitingTasks) {
-  const waitingBy = (pool) => waitingTasks.filter((t) => t.pool === pool).length;
-  $("pools").replaceChildren(...sets.map((set) => poolCard(set, models, waitingBy(set.id))));
+  const cards = sets.map((set) => {
+    const served = models.filter((m) => m.pool === set.id);
+    const waiting = waitingTasks.filter((t) => t.pool === set.id).length;
+    // A card is drawn again only when something it shows changed.
+    const signature = JSON.stringify([set, served, waiting, [...page.busy]]);
+    const kept = page.cards.get(set.id);
+    if (kept && kept.signature === signature) return kept.node;
+    const node = poolCard(set, served, waiting);
+    page.cards.set(set.id, { signature, node });
+    return node;
+  });
+  const listed = new Set(sets.map((set) => set.id));
+  for (const id of page.cards.keys()) if (!listed.has(id)) page.cards.delete(id);
+  syncChildren($("pools"), cards);
 }
 
 function renderCharts(sets) {
