@@ -118,6 +118,7 @@ def capabilities_body(actors: Actors) -> dict[str, Any]:
             "batch_queue_capacity": config.admission.batch_queue_capacity,
             "max_tokens": config.admission.max_tokens_limit,
             "ctx_limit": config.admission.ctx_limit,
+            "engine_backlog": config.adapter.engine_backlog,
             "rate_limits": None,
             "sessions": attrs.asdict(config.sessions),
         },

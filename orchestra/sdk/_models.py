@@ -168,6 +168,10 @@ class Limits:
     """Batch tasks that may wait (None from a server without priorities)."""
     sessions: SessionLimits | None = None
     """The sessions' turn cap, TTL and budgets (None from a server without sessions)."""
+    engine_backlog: int | None = None
+    """Tasks dispatched to each ready replica beyond its slots, into the engine's own queue
+    (None from an older server): with ``slots_total`` and ``queue_capacity``, how many
+    tasks the box takes at once."""
 
 
 @attrs.frozen(kw_only=True)
