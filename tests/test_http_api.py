@@ -86,7 +86,7 @@ async def test_capabilities_say_what_the_box_can_do() -> None:
         assert pool["id"] == "default" and pool["ready"] and pool["slots_total"] == 2
         assert caps["limits"] == {
             "queue_capacity": 5, "batch_queue_capacity": 16, "max_tokens": 1024,
-            "ctx_limit": 2048, "rate_limits": None,
+            "ctx_limit": 2048, "engine_backlog": 1, "rate_limits": None,
             "sessions": {
                 "ttl_s": 1800.0, "max_turns": 100, "max_sessions": 1024, "token_budget": 0,
                 "wall_budget_s": 0.0, "cost_per_token": 0.0, "cost_budget": 0.0,
