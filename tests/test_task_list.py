@@ -109,6 +109,8 @@ def test_bad_queries_are_refused_with_every_problem(live: Live) -> None:
     body = response.json()
     assert body["code"] == "INVALID_PARAMS"
     assert sorted(p.split(":")[0] for p in body["problems"]) == ["colour", "limit", "state"]
+    huge = live.request("GET", "/v1/tasks?limit=" + "9" * 5000)  # past int()'s digit limit
+    assert huge.status_code == 400 and "limit" in huge.json()["message"]
     unknown = live.request("GET", "/v1/tasks?pool=nope")
     assert unknown.status_code == 404 and "default" in unknown.json()["message"]
 

@@ -58,7 +58,7 @@ from orchestra.scheduling.replicas import ReplicaBook, ReplicaEntry
 from orchestra.scheduling.running import Running
 from orchestra.scheduling.sessions import SessionBook, SessionView
 from orchestra.scheduling.slo import SloSnapshot
-from orchestra.scheduling.table import TaskTable
+from orchestra.scheduling.table import TaskTable, task_summary
 from orchestra.scheduling.waiting import WaitingLine
 from orchestra.task import Priority, TaskRequest, TaskState
 from orchestra.views import QueueStatistics, TaskSummary, TaskView
@@ -357,43 +357,16 @@ class QueueFace:
         now = trio.current_time()
         listed: list[TaskSummary] = []
         if TaskState.RUNNING in states:
-            listed += [self._summary(task, now) for task in self._running]
+            listed += [task_summary(task, now) for task in self._running]
         if TaskState.QUEUED in states:
             order = self._waiting.order()
             for position, task in enumerate(order[: max(0, limit - len(listed))]):
                 predicted = self._predicted_start_ms(order[:position])
-                listed.append(self._summary(task, now, position, predicted))
+                listed.append(task_summary(task, now, position, predicted))
         if any(state.terminal for state in states):
             ended = (t for t in self._table.recently_ended() if t.state in states)
-            listed += [self._summary(task, now) for task in itertools.islice(ended, limit)]
+            listed += [task_summary(task, now) for task in itertools.islice(ended, limit)]
         return listed[:limit]
-
-    @staticmethod
-    def _summary(
-        task: Task, now: float, position: int | None = None, predicted: int | None = None
-    ) -> TaskSummary:
-        started, ended = task.dispatched_at, task.ended_at
-        message = None
-        if task.state is TaskState.FAILED and task.log.events:
-            message = str(task.log.events[-1].data.get("message", "")) or None
-        return TaskSummary(
-            task_id=task.id,
-            state=task.state,
-            priority=str(task.request.priority),
-            queue_position=position,
-            predicted_start_ms=predicted,
-            tokens_out=task.tokens_out or task.log.tokens,
-            max_tokens=task.request.max_tokens,
-            replica=task.replica,
-            attempts=task.attempts,
-            age_ms=ms(now - task.submitted_at),
-            run_ms=None if started is None else ms((ended or now) - started),
-            ended_ms_ago=None if ended is None else ms(now - ended),
-            error_code=task.error_code,
-            error_message=message,
-            session_id=task.request.session_id,
-            face=str(task.request.face),
-        )
 
     def session_view(self, session_id: str) -> SessionView | None:
         """A snapshot of a live session."""

@@ -30,7 +30,7 @@ from orchestra.artifacts.model import (
     tags_problem,
 )
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import flag_problem, json_response, query_args, read_body
+from orchestra.http.bodies import count_check, flag_problem, json_response, query_args, read_body
 from orchestra.http.context import Actors
 
 PAGE_DEFAULT = 50
@@ -102,11 +102,6 @@ _PUT_CHECKS = {
 }
 
 
-def _page_size(value: str) -> str | None:
-    ok = value.isascii() and value.isdigit() and len(value) <= 3 and 1 <= int(value) <= PAGE_MOST
-    return None if ok else f"must be an integer from 1 to {PAGE_MOST}"
-
-
 def _non_empty(value: str) -> str | None:
     return None if value else "must not be empty"
 
@@ -160,7 +155,7 @@ def artifacts_blueprint(actors: Actors) -> Blueprint:
                 "session_id": _non_empty,
                 "task_id": _non_empty,
                 "parent": id_problem,
-                "limit": _page_size,
+                "limit": count_check(PAGE_MOST),
                 "cursor": _non_empty,
             }
         )

@@ -83,6 +83,19 @@ def query_args(allowed: Mapping[str, Any]) -> dict[str, str]:
     return given
 
 
+def count_check(most: int) -> Callable[[str], str | None]:
+    """A query argument's check: an integer from 1 to ``most`` in decimal digits (no more
+    digits than ``most`` has, so a huge one is refused before ``int`` reads it)."""
+
+    def problem(value: str) -> str | None:
+        digits = value.isascii() and value.isdigit() and len(value) <= len(str(most))
+        return (
+            None if digits and 1 <= int(value) <= most else f"must be an integer from 1 to {most}"
+        )
+
+    return problem
+
+
 def flag_problem(value: str) -> str | None:
     """The problem with a query flag's value (``true|false|1|0``), or None."""
     return None if value in ("true", "false", "1", "0") else "must be true or false"

@@ -10,11 +10,13 @@ import attrs
 from orchestra.actors.admission import Admission
 from orchestra.actors.models import Models
 from orchestra.actors.pool_control import PoolControl
+from orchestra.actors.pools import Pool
 from orchestra.actors.queue import Queue
 from orchestra.actors.supervisor import Supervisor
 from orchestra.artifacts import ArtifactStore
 from orchestra.catalog import Catalog, CatalogModel
 from orchestra.config import Config
+from orchestra.errors import ErrorCode, Refusal
 from orchestra.obs.metrics import Metrics
 from orchestra.obs.tracing import Tracing
 from orchestra.tools import Tools
@@ -37,6 +39,15 @@ class Actors:
     adopt: Callable[[CatalogModel], Awaitable[None]] | None = None
     """Give a catalog entry registered or verified while running a pool of its own
     (several models only)."""
+
+    def pool(self, pool_id: str) -> Pool:
+        """The pool ``pool_id``, or a 404 ``NOT_FOUND`` naming the pools there are."""
+        known = [pool.id for pool in self.models]
+        if pool_id not in known:
+            raise Refusal(
+                ErrorCode.NOT_FOUND, f"no pool {pool_id!r} (the pools: {', '.join(known)})"
+            )
+        return self.models.pool(pool_id)
 
     @property
     def queue(self) -> Queue:

@@ -18,7 +18,6 @@ from quart import Blueprint, Response
 from orchestra import API_VERSION, __version__
 from orchestra.actors.pool_control import DrainReport, ReloadFailed, ReloadReport
 from orchestra.actors.pools import Pool
-from orchestra.errors import ErrorCode, Refusal
 from orchestra.http.bodies import json_response, read_body, string
 from orchestra.http.context import Actors
 from orchestra.obs.metrics import CONTENT_TYPE
@@ -35,13 +34,6 @@ def _deadline(value: Any) -> str | None:
     if not 0 <= value <= MAX_DEADLINE_MS:
         return f"must be between 0 and {MAX_DEADLINE_MS} (got {value})"
     return None
-
-
-def _pool(actors: Actors, pool_id: str) -> Pool:
-    known = [pool.id for pool in actors.models]
-    if pool_id not in known:
-        raise Refusal(ErrorCode.NOT_FOUND, f"no pool {pool_id!r} (the pools: {', '.join(known)})")
-    return actors.models.pool(pool_id)
 
 
 def drain_body(report: DrainReport, pool_id: str) -> dict[str, Any]:
@@ -219,11 +211,11 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/pools/<pool_id>/health")
     async def pool_health(pool_id: str) -> Response:
-        return json_response(health_body(actors, _pool(actors, pool_id)))
+        return json_response(health_body(actors, actors.pool(pool_id)))
 
     @routes.post("/v1/pools/<pool_id>/drain")
     async def drain_pool(pool_id: str) -> Response:
-        control = _pool(actors, pool_id).control
+        control = actors.pool(pool_id).control
         given = await read_body({"deadline_ms": _deadline})
         deadline_ms = given.get("deadline_ms")
         report = await (
@@ -233,7 +225,7 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.post("/v1/pools/<pool_id>/resume")
     async def resume_pool(pool_id: str) -> Response:
-        pool = _pool(actors, pool_id)
+        pool = actors.pool(pool_id)
         await read_body({})
         await pool.control.resume()
         state = pool.queue.statistics().pool.health_state
@@ -241,7 +233,7 @@ def control_blueprint(actors: Actors) -> Blueprint:
 
     @routes.post("/v1/pools/<pool_id>/reload")
     async def reload_pool(pool_id: str) -> Response:
-        control = _pool(actors, pool_id).control
+        control = actors.pool(pool_id).control
         given = await read_body({"model_ref": string, "deadline_ms": _deadline}, ("model_ref",))
         deadline_ms = given.get("deadline_ms")
         model_ref = given["model_ref"]

@@ -15,7 +15,7 @@ from quart import Blueprint, Response, request
 from orchestra.actors.admission import V1Request, parse_task_request
 from orchestra.actors.queue import Queue
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import flag_problem, json_response, query_args
+from orchestra.http.bodies import count_check, flag_problem, json_response, query_args
 from orchestra.http.context import Actors
 from orchestra.http.sse import event_stream
 from orchestra.http.traced import admitting, answer_for
@@ -58,11 +58,6 @@ def _states(value: str) -> str | None:
     if unknown or not value:
         return f"must be states among {', '.join(TaskState)}, comma-separated"
     return None
-
-
-def _limit(value: str) -> str | None:
-    ok = value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= LIST_MOST
-    return None if ok else f"must be an integer from 1 to {LIST_MOST}"
 
 
 def task_list_body(listed: list[tuple[str, TaskSummary]], limit: int) -> dict[str, Any]:
@@ -136,14 +131,14 @@ def tasks_blueprint(actors: Actors) -> Blueprint:
 
     @routes.get("/v1/tasks")
     async def list_tasks() -> Response:
-        given = query_args({"state": _states, "pool": lambda _: None, "limit": _limit})
+        given = query_args(
+            {"state": _states, "pool": lambda _: None, "limit": count_check(LIST_MOST)}
+        )
         raw = given.get("state")
         states = LIVE_STATES if raw is None else tuple(TaskState(s.strip()) for s in raw.split(","))
         limit = int(given.get("limit", LIST_DEFAULT))
-        pools = [pool for pool in models if given.get("pool") in (None, pool.id)]
-        if not pools:
-            known = ", ".join(pool.id for pool in models)
-            raise Refusal(ErrorCode.NOT_FOUND, f"no pool {given['pool']!r} (the pools: {known})")
+        named = given.get("pool")
+        pools = list(models) if named is None else [actors.pool(named)]
         listed = [(p.id, task) for p in pools for task in p.queue.task_list(states, limit)]
         return json_response(task_list_body(listed, limit))
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 from quart import Blueprint, Response, g, request
 
 from orchestra.errors import ErrorCode, Refusal
-from orchestra.http.bodies import json_response, read_body
+from orchestra.http.bodies import count_check, json_response, read_body
 from orchestra.http.context import Actors
 from orchestra.tools import AuditQuery, FetchRequest, SearchRequest, Tools
 from orchestra.tools.audit import DECISIONS, MAX_PAGE
@@ -151,11 +151,6 @@ def _arg_who(value: str) -> str | None:
     return None if 1 <= len(value) <= 256 else "must be 1 to 256 characters"
 
 
-def _arg_limit(value: str) -> str | None:
-    ok = value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_PAGE
-    return None if ok else f"must be an integer from 1 to {MAX_PAGE}"
-
-
 def _arg_cursor(value: str) -> str | None:
     ok = value.isascii() and value.isdigit() and len(value) <= 18
     return None if ok else "must be the next_cursor of a previous page"
@@ -167,7 +162,7 @@ _AUDIT_ARGS: Final[Mapping[str, Callable[[str], str | None]]] = {
     "who": _arg_who,
     "session_id": _arg_id,
     "task_id": _arg_id,
-    "limit": _arg_limit,
+    "limit": count_check(MAX_PAGE),
     "cursor": _arg_cursor,
 }
 

@@ -15,8 +15,10 @@ from typing import Any
 import attrs
 
 from orchestra.events import EventKind
+from orchestra.scheduling.figures import ms
 from orchestra.scheduling.record import Task
 from orchestra.task import TaskState
+from orchestra.views import TaskSummary
 
 
 @attrs.define
@@ -79,3 +81,32 @@ class TaskTable:
     def ended(self) -> dict[str, int]:
         """How many tasks ended in each state."""
         return dict(self._ended)
+
+
+def task_summary(
+    task: Task, now: float, position: int | None = None, predicted: int | None = None
+) -> TaskSummary:
+    """``task`` as ``GET /v1/tasks`` lists it at ``now``; ``position`` and ``predicted`` (its
+    place in the line and predicted start) while it waits."""
+    started, ended = task.dispatched_at, task.ended_at
+    message = None
+    if task.state is TaskState.FAILED and task.log.events:
+        message = str(task.log.events[-1].data.get("message", "")) or None
+    return TaskSummary(
+        task_id=task.id,
+        state=task.state,
+        priority=str(task.request.priority),
+        queue_position=position,
+        predicted_start_ms=predicted,
+        tokens_out=task.tokens_out or task.log.tokens,
+        max_tokens=task.request.max_tokens,
+        replica=task.replica,
+        attempts=task.attempts,
+        age_ms=ms(now - task.submitted_at),
+        run_ms=None if started is None else ms((ended or now) - started),
+        ended_ms_ago=None if ended is None else ms(now - ended),
+        error_code=task.error_code,
+        error_message=message,
+        session_id=task.request.session_id,
+        face=str(task.request.face),
+    )
